@@ -1,0 +1,106 @@
+"""Feature, label and data-set sections of the config: what the loader turns into a Batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class SparseFeature:
+    """One categorical id column, embedded by its own TorchRec table.
+
+    Args:
+        name: feature and table name (a KeyedJaggedTensor key).
+        column: the contract column that holds the id.
+        num_embeddings: rows of the table.
+        embedding_dim: width of the table.
+        hashed: True for open vocabularies: ids are hashed into [0, num_embeddings).
+            False: ids must lie in [0, num_embeddings - 1); any other id goes to the
+            last row (the out-of-vocabulary row) and is counted by the loader.
+    """
+
+    name: str
+    column: str
+    num_embeddings: int
+    embedding_dim: int = 16
+    hashed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_embeddings < 2:
+            raise ValueError(f"feature {self.name!r}: num_embeddings must be >= 2")
+        if self.embedding_dim < 1:
+            raise ValueError(f"feature {self.name!r}: embedding_dim must be >= 1")
+
+
+@dataclass
+class DenseFeature:
+    """One numeric column, normalised as ``transform`` then ``(x - shift) / scale``.
+
+    Args:
+        name: feature name.
+        column: the contract column.
+        transform: ``none`` or ``log1p`` (for counts and durations, x >= 0).
+        shift, scale: fixed normalisation constants, from the config (stable across days,
+            so yesterday's model reads today's features the same way).
+        fill: value for nulls; the loader counts every filled value.
+    """
+
+    name: str
+    column: str
+    transform: Literal["none", "log1p"] = "none"
+    shift: float = 0.0
+    scale: float = 1.0
+    fill: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.scale <= 0:
+            raise ValueError(f"dense feature {self.name!r}: scale must be > 0")
+
+
+@dataclass
+class FeaturesConfig:
+    """The model's inputs: sparse id features and dense features."""
+
+    sparse: list[SparseFeature]
+    dense: list[DenseFeature] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.sparse] + [f.name for f in self.dense]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate feature names {sorted(dup)}")
+        if not self.sparse:
+            raise ValueError("at least one sparse feature is required")
+
+
+@dataclass
+class DataConfig:
+    """Where the contract data set is and which scenarios exist.
+
+    Args:
+        dataset: directory of the contract data set (``date=YYYY-MM-DD/`` partitions);
+            relative paths are taken from the working directory of the job.
+        scenarios: the scenario codes that exist, in model order: the code at position s
+            is scenario index s in every batch. Rows with another code are quarantined.
+        scenario_names: optional display names, one per scenario.
+        max_bad_share: a partition with a larger share of quarantined rows stops the job.
+    """
+
+    dataset: str
+    scenarios: list[int]
+    scenario_names: list[str] = field(default_factory=list)
+    max_bad_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.scenarios:
+            raise ValueError("data.scenarios must list at least one scenario code")
+        if len(set(self.scenarios)) != len(self.scenarios):
+            raise ValueError("data.scenarios has duplicate codes")
+        if self.scenario_names and len(self.scenario_names) != len(self.scenarios):
+            raise ValueError("data.scenario_names must have one name per scenario")
+        if not 0.0 < self.max_bad_share <= 1.0:
+            raise ValueError("data.max_bad_share must be in (0, 1]")
+
+    def scenario_name(self, index: int) -> str:
+        return self.scenario_names[index] if self.scenario_names else str(self.scenarios[index])

@@ -1,0 +1,38 @@
+"""The top-level protorec config: one YAML file per data set and model choice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protorec.models.config import ModelConfig
+from protorec.pipeline.config import load_yaml
+from protorec.pipeline.features import DataConfig, FeaturesConfig
+from protorec.pipeline.loader import LoaderConfig
+from protorec.pipeline.simulator import SimulatorConfig
+
+#: The configs shipped with protorec (``configs/*.yaml``).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class ProtorecConfig:
+    """Everything a job needs to know: data, features, loader, simulator and model."""
+
+    data: DataConfig
+    features: FeaturesConfig
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def load_config(path: str | Path) -> ProtorecConfig:
+    """Load and validate a protorec YAML config; a bare name looks in ``configs/``.
+
+    >>> load_config("simulator").data.scenarios
+    [0, 1, 2, 3, 4]
+    """
+    p = Path(path)
+    if not p.exists() and p.suffix == "" and (CONFIG_DIR / f"{p.name}.yaml").exists():
+        p = CONFIG_DIR / f"{p.name}.yaml"
+    return load_yaml(ProtorecConfig, p)
