@@ -10,6 +10,7 @@ from protorec.pipeline.config import load_yaml
 from protorec.pipeline.features import DataConfig, FeaturesConfig
 from protorec.pipeline.loader import LoaderConfig
 from protorec.pipeline.simulator import SimulatorConfig
+from protorec.pipeline.train_config import TrainConfig
 
 #: The configs shipped with protorec (``configs/*.yaml``).
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -17,13 +18,14 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 @dataclass
 class ProtorecConfig:
-    """Everything a job needs to know: data, features, loader, simulator and model."""
+    """Everything a job needs to know: data, features, loader, simulator, model, training."""
 
     data: DataConfig
     features: FeaturesConfig
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def load_config(path: str | Path) -> ProtorecConfig:

@@ -1,0 +1,71 @@
+"""Process-group set-up: the same code path for 1 process on a laptop and N under torchrun.
+
+Under ``torchrun`` the rendezvous comes from the environment (``RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR``...). Started as a plain ``python`` process, protorec still opens a
+one-rank process group, because DistributedModelParallel needs one; the port is a free
+one on 127.0.0.1, so two plain runs on one machine do not collide.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits: rank, world size, local rank, device and backend."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Open (or reuse) the default process group: NCCL on CUDA, gloo on CPU.
+
+    Args:
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu, cuda or auto, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
+    backend = "nccl" if device == "cuda" else "gloo"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if "WORLD_SIZE" not in os.environ:
+            os.environ.update(
+                {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+            )
+        dist.init_process_group(backend=backend)
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev, backend)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
