@@ -1,0 +1,48 @@
+"""What every protorec OT solver returns: the plan and its diagnostics, one typed result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class OTResult:
+    """A batch of transport plans with the solver's diagnostics (POT's ``log=True``, typed).
+
+    Notation: B problems in the batch, n rows (instances), k columns (prototypes).
+    Plans are constants: solvers run under ``torch.no_grad()`` on detached inputs, so
+    ``plan`` carries no graph, as the papers use it (a fixed target for the alignment loss).
+
+    Args:
+        plan: (B, n, k) transport plans; zero on rows and columns of zero mass.
+        log_u: (B, n) or None. Log-domain row scaling of entropic solvers, POT's
+            ``log["logu"]``: ``plan = exp(log_u[:, :, None] + log_K + log_v[:, None, :])``;
+            ``-inf`` on zero-mass rows. Pass ``(log_u, log_v)`` back as ``warm_start``.
+        log_v: (B, k) or None. Log-domain column scaling, POT's ``log["logv"]``.
+        n_iter: iterations run, each one pass over the (B, n, k) costs.
+        err_a: (B,) max-norm optimality residual of the row marginal, in mass units. For an
+            exact row constraint it is the violation ``max |plan 1 - a|``; for a relaxed one
+            the distance of ``plan 1`` to the mass the dual potential asks for (zero at the
+            optimum, not ``|plan 1 - a|``, which a relaxed marginal is free to leave nonzero).
+        err_b: (B,) the same for the column marginal.
+        converged: every problem of the batch met the solver's stopping test.
+        message: one line on how the solver stopped (e.g. "stopped at last finite iterate").
+        f: (B, n) or None. Row dual potentials (Lagrange multipliers) in cost units.
+        g: (B, k) or None. Column dual potentials in cost units.
+        gap: (B,) or None. Certified duality gap (primal minus dual objective, >= 0) where
+            the solver computes one: an upper bound on the plan's suboptimality.
+    """
+
+    plan: Tensor
+    log_u: Tensor | None
+    log_v: Tensor | None
+    n_iter: int
+    err_a: Tensor
+    err_b: Tensor
+    converged: bool
+    message: str
+    f: Tensor | None = None
+    g: Tensor | None = None
+    gap: Tensor | None = None
