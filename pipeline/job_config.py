@@ -8,6 +8,7 @@ from pathlib import Path
 from protorec.models.config import ModelConfig
 from protorec.pipeline.config import load_yaml
 from protorec.pipeline.features import DataConfig, FeaturesConfig
+from protorec.pipeline.ingest import IngestConfig
 from protorec.pipeline.loader import LoaderConfig
 from protorec.pipeline.simulator import SimulatorConfig
 from protorec.pipeline.train_config import TrainConfig
@@ -26,6 +27,7 @@ class ProtorecConfig:
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
 
 
 def load_config(path: str | Path) -> ProtorecConfig:

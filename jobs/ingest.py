@@ -1,0 +1,86 @@
+"""`protorec ingest SOURCE INPUT...`: a raw source as distributed -> the contract data set.
+
+Sources: ``kuairand`` (INPUT: log files, ``log_*.csv`` or the 27K like/hate TSV) and
+``open_bandit`` (INPUT: one OBD policy folder, e.g. ``open_bandit/bts``). Exit status:
+0 published; 1 stopped (unreadable file, missing column, a mostly bad day; nothing was
+published); 2 bad flags or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from protorec.pipeline.config import ConfigError
+from protorec.pipeline.contract import ContractError
+from protorec.pipeline.ingest import SUMMARY_FILE, IngestError, ingest
+from protorec.pipeline.ingest_kuairand import kuairand_files
+from protorec.pipeline.ingest_open_bandit import open_bandit_files
+from protorec.pipeline.job_config import CONFIG_DIR, load_config
+
+SOURCES = ("kuairand", "open_bandit")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``ingest`` subcommand on ``subparsers`` and set its ``func``."""
+    p = subparsers.add_parser(
+        "ingest",
+        help="read a raw source (KuaiRand, Open Bandit) into the contract data set",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("source", choices=SOURCES)
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
+    p.add_argument("--config", default=None, help="protorec YAML config (default: the source's)")
+    p.add_argument("--out", type=Path, default=None, help="data set folder (default data.dataset)")
+    p.add_argument(
+        "--side-tables", type=Path, default=None,
+        help="kuairand: folder of user_features_pure.csv and video_features_basic_pure.csv",
+    )
+    p.add_argument(
+        "--tab", type=int, default=None,
+        help="kuairand: scenario code for files without a 'tab' column",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the job and print its summary; the exit status is in the module doc."""
+    try:
+        config = load_config(args.config or CONFIG_DIR / f"{args.source}.yaml")
+    except ConfigError as exc:
+        print(f"protorec ingest: {exc}", file=sys.stderr)
+        return 2
+    if args.source == "open_bandit" and (args.side_tables or args.tab is not None):
+        print("protorec ingest: --side-tables and --tab are for kuairand", file=sys.stderr)
+        return 2
+    if args.source == "open_bandit" and len(args.inputs) != 1:
+        print("protorec ingest: open_bandit takes one policy folder", file=sys.stderr)
+        return 2
+    try:
+        if args.source == "kuairand":
+            files, notes = kuairand_files(
+                args.inputs, config.ingest.kuairand, args.tab, args.side_tables
+            )
+        else:
+            files, notes = open_bandit_files(args.inputs[0], config.ingest.open_bandit)
+        summary = ingest(
+            files,
+            config.data,
+            config.ingest,
+            source=args.source,
+            dataset=args.out,
+            notes=notes,
+            progress=not args.quiet,
+        )
+    except (IngestError, ContractError, OSError) as exc:
+        print(f"protorec ingest: stopped, nothing published: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(summary.table())
+    print(
+        f"published {len(summary.days)} day(s) into {summary.dataset}; "
+        f"summary in {Path(summary.dataset) / SUMMARY_FILE}"
+    )
+    return 0
