@@ -1,8 +1,59 @@
-"""From the Parquet contract to TorchRec batches (see LoaderConfig)."""
+"""From the Parquet contract to TorchRec batches, each row exactly once per pass over all ranks.
+
+:class:`ContractLoader` reads the partitions ``DATASET/date=YYYY-MM-DD/*.parquet`` of a list
+of days and yields :class:`~protorec.pipeline.batch.Batch` objects; :func:`table_to_batch`
+turns one in-memory table into one batch with the same conversion code (evaluator, export).
+
+How a pass is cut (N rows over the pass, W ranks, batch size B)::
+
+    order   = seeded permutation of 0..N-1 over the whole pass   (shuffle: true)
+            = 0..N-1, the files' order                             (shuffle: false)
+    rank r  takes order[r*N//W : (r+1)*N//W]                       (n_r rows, floor or ceil N/W)
+    batches per rank: nb = ceil(N / (W*B)); rank r cuts its n_r rows into nb batches of
+            floor or ceil n_r/nb rows (never more than B, never empty)
+
+so every row is read by exactly one rank, and every rank yields the same number of batches
+(DistributedModelParallel runs collectives every step: unequal counts would hang the job).
+The cut depends only on (N, W, B, seed, epoch): a job resumed at ``start_batch = k`` with
+the same world size and batch size yields exactly the batches k.. of the full pass.
+
+Reading: only the columns the config names (ids, dense features, scenario, labels, user id)
+are read; other columns of the data set, the simulator's ground truth included, are never
+read. A rank reads only the row groups that hold some of its rows, and keeps only its rows,
+so its memory is its share of the pass: n_r * (8*(F + 3) + 4*(D + 3)) bytes for F sparse
+and D dense features (88 MB per million rows for the simulator's 5 + 3 features), plus about
+13 bytes per row of the pass for the permutation when shuffling, plus one decoded row group.
+Holding the share in memory is what lets ``shuffle`` mix rows across the whole pass; it fits
+a day at this project's scale (1e5..1e7 rows). Data sets much larger than a rank's memory
+would need a shuffle buffer instead of a full permutation.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from tqdm import tqdm
+
+from protorec.pipeline.batch import Batch
+from protorec.pipeline.contract import parse_day_range, partition_dir
+
+if TYPE_CHECKING:
+    from protorec.pipeline.job_config import ProtorecConfig
+
+_EPOCH = dt.date(1970, 1, 1)
+_MS_PER_DAY = 86_400_000
+#: Contract columns every batch needs, besides the feature columns.
+_BASE_COLUMNS = ("user_id", "scenario", "click", "watch_ms", "duration_ms")
 
 
 @dataclass
@@ -10,15 +61,509 @@ class LoaderConfig:
     """How the loader cuts the data into batches.
 
     Args:
-        batch_size: rows per batch on each rank.
-        shuffle: shuffle row groups and rows within a pass (seeded).
-        seed: base seed of the shuffle; the pass number is mixed in.
+        batch_size: B, the most rows per batch on each rank (a pass is cut into equal
+            batches of floor or ceil of the rank's rows / batches, see the module doc).
+        shuffle: mix rows across the whole pass with a permutation seeded by
+            (seed, epoch); false keeps the files' order (evaluation).
+        seed: base seed of the shuffle; the epoch is mixed in.
+        progress: show a tqdm bar (rank 0 only) while a pass loads and runs.
     """
 
     batch_size: int = 512
     shuffle: bool = True
     seed: int = 0
+    progress: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError("loader.batch_size must be >= 1")
+        if self.seed < 0:
+            raise ValueError("loader.seed must be >= 0")
+
+
+@dataclass
+class LoaderStats:
+    """What the loader read and repaired, counted per rank (sum them over ranks).
+
+    Args:
+        rows_read: rows converted into batches.
+        oov: per sparse feature, ids sent to the last (out-of-vocabulary) row: null ids,
+            and for non-hashed features ids outside [0, num_embeddings - 1).
+        filled: per dense feature, values replaced by ``fill`` (null, NaN or infinite).
+    """
+
+    rows_read: int = 0
+    oov: dict[str, int] = field(default_factory=dict)
+    filled: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def zeros(cls, config: ProtorecConfig) -> LoaderStats:
+        """Zero counts for every feature of ``config`` (so a zero shows as a zero)."""
+        return cls(
+            oov={f.name: 0 for f in config.features.sparse},
+            filled={f.name: 0 for f in config.features.dense},
+        )
+
+    def all_reduce(self) -> LoaderStats:
+        """The sum of every rank's stats (a collective: every rank must call it)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return LoaderStats(self.rows_read, dict(self.oov), dict(self.filled))
+        oov, filled = sorted(self.oov), sorted(self.filled)
+        counts = [self.rows_read] + [self.oov[k] for k in oov] + [self.filled[k] for k in filled]
+        total = torch.tensor(counts, dtype=torch.int64)
+        dist.all_reduce(total)
+        values = total.tolist()
+        return LoaderStats(
+            values[0],
+            dict(zip(oov, values[1 : 1 + len(oov)])),
+            dict(zip(filled, values[1 + len(oov) :])),
+        )
+
+    def as_dict(self) -> dict:
+        return {"rows_read": self.rows_read, "oov": dict(self.oov), "filled": dict(self.filled)}
+
+
+def hash_ids(ids: np.ndarray, num_embeddings: int) -> np.ndarray:
+    """Hash int64 ids into [0, num_embeddings): SplitMix64's output function, then modulo.
+
+    The hash is fixed and platform-independent (uint64 arithmetic, wrapping), so a model
+    trained on one machine reads ids hashed on another the same way. It is written here
+    because no installed library exposes a stable vectorised integer hash (Python's
+    ``hash`` is salted for strings; pyarrow has none public).
+
+    Args:
+        ids: integer ids, any shape.
+        num_embeddings: table rows.
+
+    Shapes:
+        ids: (...) int  ->  (...) int64 in [0, num_embeddings)
+
+    >>> hash_ids(np.array([0, 1, -1, 1 << 40]), 1000).tolist()
+    [535, 465, 936, 641]
+    """
+    z = ids.astype(np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z % np.uint64(num_embeddings)).astype(np.int64)
+
+
+@dataclass
+class _Arrays:
+    """Converted rows, packed row-major so that shuffling moves one cache line per row.
+
+    Shapes (n rows, F sparse, D dense features):
+        ints: (n, F + 3) int64 = F ids in feature order, scenario index, user_id, day.
+        floats: (n, D + 3) float32 = D dense features, click, watch_ms, duration_ms.
+    """
+
+    ints: np.ndarray
+    floats: np.ndarray
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.ints.shape[0])
+
+    @staticmethod
+    def empty(n: int, config: ProtorecConfig) -> _Arrays:
+        return _Arrays(
+            np.empty((n, len(config.features.sparse) + 3), dtype=np.int64),
+            np.empty((n, len(config.features.dense) + 3), dtype=np.float32),
+        )
+
+
+def _needed_columns(config: ProtorecConfig) -> list[str]:
+    cols = list(_BASE_COLUMNS)
+    for f in [*config.features.sparse, *config.features.dense]:
+        if f.column not in cols:
+            cols.append(f.column)
+    return cols
+
+
+def _column(table: pa.Table, name: str, source: str) -> pa.ChunkedArray:
+    if name not in table.column_names:
+        raise ValueError(f"{source}: column {name!r} (named by the config) is missing")
+    return table.column(name)
+
+
+def _required_ints(table: pa.Table, name: str, source: str) -> np.ndarray:
+    col = _column(table, name, source)
+    if not pa.types.is_integer(col.type):
+        raise ValueError(f"{source}: column {name!r} has type {col.type}, expected integers")
+    if col.null_count:
+        raise ValueError(f"{source}: column {name!r} has {col.null_count} nulls (contract)")
+    return col.to_numpy()
+
+
+def _floats(col: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
+    """Float64 values of a numeric column, NaN where null."""
+    if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        raise ValueError(f"{source}: column {name!r} has type {col.type}, expected numbers")
+    if col.null_count:
+        col = col.cast(pa.float64())
+    return col.to_numpy().astype(np.float64, copy=False)
+
+
+def _convert(
+    table: pa.Table, config: ProtorecConfig, day: np.ndarray | int, source: str, stats: LoaderStats
+) -> _Arrays:
+    """Convert contract rows to packed model inputs, counting every repaired value."""
+    n = table.num_rows
+    feats = config.features
+
+    num_sparse, num_dense = len(feats.sparse), len(feats.dense)
+    ints = np.empty((n, num_sparse + 3), dtype=np.int64)
+    floats = np.empty((n, num_dense + 3), dtype=np.float32)
+    for i, f in enumerate(feats.sparse):
+        col = _column(table, f.column, source)
+        if not pa.types.is_integer(col.type):
+            raise ValueError(
+                f"{source}: sparse feature {f.name!r}: column {f.column!r} has type "
+                f"{col.type}; only integer ids are supported"
+            )
+        null = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else None
+        raw = (col.fill_null(0) if null is not None else col).to_numpy().astype(np.int64)
+        oov_row = f.num_embeddings - 1
+        if f.hashed:
+            out = hash_ids(raw, f.num_embeddings)
+            bad = null
+        else:
+            out = raw
+            bad = (raw < 0) | (raw >= oov_row)
+            if null is not None:
+                bad |= null
+        if bad is not None:
+            out[bad] = oov_row
+            stats.oov[f.name] = stats.oov.get(f.name, 0) + int(np.count_nonzero(bad))
+        ints[:, i] = out
+
+    for j, f in enumerate(feats.dense):
+        x = _floats(_column(table, f.column, source), f.column, source)
+        missing = ~np.isfinite(x)
+        if f.transform == "log1p":
+            below = np.count_nonzero((x < 0) & ~missing)
+            if below:
+                raise ValueError(
+                    f"{source}: dense feature {f.name!r}: {below} negative values in column "
+                    f"{f.column!r} cannot take log1p"
+                )
+            x = np.log1p(x)
+        x = (x - f.shift) / f.scale
+        n_missing = int(np.count_nonzero(missing))
+        if n_missing:
+            x[missing] = f.fill
+        stats.filled[f.name] = stats.filled.get(f.name, 0) + n_missing
+        floats[:, j] = x
+
+    codes = np.asarray(config.data.scenarios, dtype=np.int64)
+    order = np.argsort(codes)
+    scen_raw = _required_ints(table, "scenario", source)
+    pos = np.searchsorted(codes[order], scen_raw).clip(0, len(codes) - 1)
+    unknown = codes[order][pos] != scen_raw
+    if unknown.any():
+        found = sorted(set(scen_raw[unknown].tolist()))[:5]
+        raise ValueError(
+            f"{source}: scenario code(s) {found} are not in data.scenarios "
+            f"{config.data.scenarios} (contract data should never hold one)"
+        )
+    click = _required_ints(table, "click", source)
+    if ((click != 0) & (click != 1)).any():
+        raise ValueError(f"{source}: column 'click' holds values other than 0 and 1")
+
+    floats[:, num_dense] = click
+    for k, name in enumerate(("watch_ms", "duration_ms"), start=num_dense + 1):
+        floats[:, k] = _floats(_column(table, name, source), name, source)
+    ints[:, num_sparse] = order[pos]
+    ints[:, num_sparse + 1] = _required_ints(table, "user_id", source)
+    ints[:, num_sparse + 2] = day
+    stats.rows_read += n
+    return _Arrays(ints, floats)
+
+
+class _BatchMaker:
+    """Slices packed pass arrays into Batches; lengths/offsets cached per batch size."""
+
+    def __init__(self, arrays: _Arrays, keys: list[str]) -> None:
+        self.ints = torch.from_numpy(arrays.ints)
+        self.floats = torch.from_numpy(arrays.floats)
+        self.keys = keys
+        self._jagged: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, a: int, b: int) -> Batch:
+        n, f = b - a, len(self.keys)
+        if n not in self._jagged:
+            lengths = torch.ones(f * n, dtype=torch.int32)
+            offsets = torch.arange(f * n + 1, dtype=torch.int32)
+            self._jagged[n] = (lengths, offsets)
+        lengths, offsets = self._jagged[n]
+        # one transposed copy each: key-major ids for the KJT, contiguous label columns
+        ints = self.ints[a:b].t().contiguous()
+        floats = self.floats[a:b]
+        d = floats.shape[1] - 3
+        labels = floats[:, d:].t().contiguous()
+        return Batch(
+            dense=floats[:, :d].contiguous(),
+            sparse=KeyedJaggedTensor(
+                keys=self.keys, values=ints[:f].reshape(-1), lengths=lengths, offsets=offsets
+            ),
+            scenario=ints[f],
+            click=labels[0],
+            watch_ms=labels[1],
+            duration_ms=labels[2],
+            user_id=ints[f + 1],
+            day=ints[f + 2],
+        )
+
+
+def table_to_batch(
+    table: pa.Table,
+    config: ProtorecConfig,
+    day: dt.date | None = None,
+    stats: LoaderStats | None = None,
+) -> Batch:
+    """One Batch holding every row of an in-memory contract table (evaluator, export).
+
+    Args:
+        table: contract rows with the columns the config names (others are ignored).
+        config: the job config (features, scenarios).
+        day: the day of every row; None takes it from ``ts_ms`` (UTC).
+        stats: counts of repaired values are added here when given.
+
+    Shapes:
+        table: B rows  ->  Batch of B rows (dense (B, D), sparse B ids per key, ...)
+
+    >>> from protorec.pipeline.config import from_dict
+    >>> from protorec.pipeline.job_config import ProtorecConfig
+    >>> cfg = from_dict(ProtorecConfig, {
+    ...     "data": {"dataset": "d", "scenarios": [3, 7]},
+    ...     "features": {"sparse": [{"name": "item", "column": "item_id", "num_embeddings": 5}],
+    ...                  "dense": [{"name": "dur", "column": "duration_ms", "scale": 10.0}]}})
+    >>> t = pa.table({"user_id": [1, 2], "item_id": [3, 9], "scenario": [7, 3],
+    ...               "click": pa.array([1, 0], pa.int8()), "watch_ms": [5.0, None],
+    ...               "duration_ms": [20.0, 30.0]})
+    >>> stats = LoaderStats()
+    >>> b = table_to_batch(t, cfg, day=dt.date(1970, 1, 3), stats=stats)
+    >>> b.sparse["item"].values().tolist(), b.scenario.tolist(), b.day.tolist()
+    ([3, 4], [1, 0], [2, 2])
+    >>> b.dense[:, 0].tolist(), b.watch_ms.isnan().tolist(), stats.oov
+    ([2.0, 3.0], [False, True], {'item': 1})
+    """
+    stats = stats if stats is not None else LoaderStats()
+    if day is not None:
+        day_index: np.ndarray | int = (day - _EPOCH).days
+    else:
+        ts = _required_ints(table, "ts_ms", "table")
+        day_index = ts // _MS_PER_DAY
+    arrays = _convert(table, config, day_index, "table", stats)
+    return _BatchMaker(arrays, [f.name for f in config.features.sparse])(0, arrays.num_rows)
+
+
+@dataclass(frozen=True)
+class _RowGroup:
+    path: Path
+    day: dt.date
+    index: int
+    start: int  # first row's position in the pass (files in day, then name order)
+    num_rows: int
+
+
+def _sort_with_destinations(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` sorted, and where each sorted row goes back to: ``rows[dest] == sorted``.
+
+    Linear time through a bitmap over the pass (a sort plus searchsorted costs ~10x more
+    on a day of rows, and is the loader's hot spot when shuffling).
+
+    Shapes:
+        rows: (m,) distinct ints in [0, n)  ->  sorted (m,) int64, dest (m,) int64
+    """
+    mark = np.zeros(n, dtype=bool)
+    mark[rows] = True
+    rank = np.cumsum(mark, dtype=np.int32 if n < 2**31 else np.int64) - 1
+    dest = np.empty(len(rows), dtype=np.int64)
+    dest[rank[rows]] = np.arange(len(rows))
+    return np.flatnonzero(mark), dest
+
+
+def _resolve_days(days: Sequence[dt.date] | str) -> list[dt.date]:
+    if isinstance(days, str):
+        lo, hi = parse_day_range(days)
+        return [lo + dt.timedelta(days=i) for i in range((hi - lo).days + 1)]
+    out = list(days)
+    if not out:
+        raise ValueError("the loader needs at least one day")
+    return out
+
+
+def _default_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    initialised = dist.is_available() and dist.is_initialized()
+    if rank is None:
+        rank = dist.get_rank() if initialised else 0
+    if world_size is None:
+        world_size = dist.get_world_size() if initialised else 1
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+    return rank, world_size
+
+
+class ContractLoader:
+    """Batches of one rank over a pass of contract days (see the module doc for the cut).
+
+    Args:
+        config: the job config (data.scenarios, features, loader).
+        days: the days of the pass, in order, or a range ``"YYYY-MM-DD..YYYY-MM-DD"``;
+            every day must have a partition.
+        dataset_dir: the contract data set; default ``config.data.dataset``.
+        rank, world_size: this process's share; default torch.distributed's when it is
+            initialised, else 0 and 1.
+        epoch: mixed into the shuffle seed (:meth:`set_epoch`).
+        start_batch: first batch to yield, for resuming a checkpointed pass.
+        shuffle, progress: override ``config.loader``.
+
+    Shapes:
+        each yielded Batch: B_i <= loader.batch_size rows, B_i >= 1; ``len(loader)``
+        batches per pass on every rank, of which batches ``start_batch..`` are yielded.
+
+    Attributes:
+        stats: :class:`LoaderStats` of the rows read by the last (or running) pass.
+        num_rows: N, the rows of the pass over all ranks.
+    """
+
+    def __init__(
+        self,
+        config: ProtorecConfig,
+        days: Sequence[dt.date] | str,
+        dataset_dir: str | Path | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        epoch: int = 0,
+        start_batch: int = 0,
+        shuffle: bool | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.config = config
+        self.days = _resolve_days(days)
+        self.dataset_dir = Path(dataset_dir if dataset_dir is not None else config.data.dataset)
+        self.rank, self.world_size = _default_rank(rank, world_size)
+        self.shuffle = config.loader.shuffle if shuffle is None else shuffle
+        self.progress = config.loader.progress if progress is None else progress
+        self.columns = _needed_columns(config)
+        self.row_groups = self._scan()
+        self.num_rows = sum(g.num_rows for g in self.row_groups)
+        n, w, b = self.num_rows, self.world_size, config.loader.batch_size
+        self._num_batches = -(-n // (w * b))
+        if n // w < self._num_batches:
+            raise ValueError(
+                f"{n} rows cannot be cut into {w} ranks x {self._num_batches} non-empty batches "
+                f"of at most {b} rows (days {self.days[0]}..{self.days[-1]}); with "
+                "batch_size 1 the row count must divide by the world size"
+            )
+        self.stats = LoaderStats.zeros(config)
+        self.set_epoch(epoch, start_batch)
+
+    def _scan(self) -> list[_RowGroup]:
+        groups: list[_RowGroup] = []
+        start = 0
+        for day in self.days:
+            folder = partition_dir(self.dataset_dir, day)
+            files = sorted(folder.glob("*.parquet"))
+            if not files:
+                raise FileNotFoundError(f"no Parquet files for day {day} in {folder}")
+            for path in files:
+                meta = pq.ParquetFile(path).metadata
+                for i in range(meta.num_row_groups):
+                    rows = meta.row_group(i).num_rows
+                    groups.append(_RowGroup(path, day, i, start, rows))
+                    start += rows
+        return groups
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Choose the pass (shuffle order) and the batch to start at for the next iteration."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        if not 0 <= start_batch <= len(self):
+            raise ValueError(f"start_batch {start_batch} is not in [0, {len(self)}]")
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        """Batches per pass on every rank (the iterator yields ``len - start_batch``)."""
+        return self._num_batches
+
+    def batch_bounds(self) -> np.ndarray:
+        """Positions in the pass order where this rank's batches start and end.
+
+        Shapes:
+            -> (len(loader) + 1,) int64; batch i holds order[bounds[i]:bounds[i + 1]].
+        """
+        n, w, r = self.num_rows, self.world_size, self.rank
+        lo, hi = r * n // w, (r + 1) * n // w
+        nb = self._num_batches
+        return lo + np.arange(nb + 1, dtype=np.int64) * (hi - lo) // nb
+
+    def _pass_rows(self, lo: int, hi: int) -> np.ndarray:
+        """Pass positions lo..hi-1 as row numbers (files' order), for this epoch."""
+        if not self.shuffle:
+            return np.arange(lo, hi, dtype=np.int64)
+        rng = np.random.default_rng([self.config.loader.seed, self.epoch])
+        return rng.permutation(self.num_rows)[lo:hi]
+
+    def _load(self, rows_sorted: np.ndarray, dest: np.ndarray | None) -> _Arrays:
+        """Read and convert the given rows, row group by row group, into pass order.
+
+        Args:
+            rows_sorted: the row numbers to read, sorted.
+            dest: where the j-th of them goes in the output; None keeps them in order.
+        """
+        out = _Arrays.empty(len(rows_sorted), self.config)
+        file, file_path = None, None
+        bar = self._bar(len(rows_sorted), "load", "row")
+        for g in self.row_groups:
+            lo, hi = np.searchsorted(rows_sorted, [g.start, g.start + g.num_rows])
+            if lo == hi:
+                continue  # none of this rank's rows: the row group is not even decoded
+            if g.path != file_path:
+                file, file_path = pq.ParquetFile(g.path), g.path
+            table = file.read_row_group(g.index, columns=self.columns)
+            source = f"{g.path} (day {g.day}, row group {g.index})"
+            if table.num_rows != g.num_rows:
+                raise RuntimeError(f"{source} changed while the loader was reading it")
+            if hi - lo < g.num_rows:
+                table = table.take(pa.array(rows_sorted[lo:hi] - g.start))
+            day = (g.day - _EPOCH).days
+            part = _convert(table, self.config, day, source, self.stats)
+            # scattered straight into pass order: no concatenation, no second shuffled copy
+            where = slice(lo, hi) if dest is None else dest[lo:hi]
+            out.ints[where] = part.ints
+            out.floats[where] = part.floats
+            if bar is not None:
+                bar.update(int(hi - lo))
+        if bar is not None:
+            bar.close()
+        return out
+
+    def _bar(self, total: int, desc: str, unit: str) -> tqdm | None:
+        if not (self.progress and self.rank == 0):
+            return None
+        return tqdm(total=total, desc=desc, unit=unit, leave=False)
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Yield this rank's batches ``start_batch..len(loader)-1`` of the current epoch."""
+        bounds = self.batch_bounds()
+        first = self.start_batch
+        self.stats = LoaderStats.zeros(self.config)
+        if first == len(self):
+            return
+        rows = self._pass_rows(int(bounds[first]), int(bounds[-1]))
+        if self.shuffle:
+            rows_sorted, dest = _sort_with_destinations(rows, self.num_rows)
+            arrays = self._load(rows_sorted, dest)
+        else:
+            arrays = self._load(rows, None)
+        make = _BatchMaker(arrays, [f.name for f in self.config.features.sparse])
+        local = bounds[first:] - bounds[first]
+        bar = self._bar(len(self) - first, "batches", "batch")
+        for a, b in zip(local[:-1].tolist(), local[1:].tolist()):
+            yield make(a, b)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()

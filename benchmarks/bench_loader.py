@@ -1,0 +1,105 @@
+"""Benchmark of the contract loader: rows and batches per second, one process, one core.
+
+Run: ``OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_loader.py [--days 3
+--rows 500000 --config simulator]`` (torch and pyarrow are set to one thread here).
+It writes a synthetic contract data set with every column the config's features name
+(random ids, a few out of vocabulary; log-normal dense values, a few null), then times full
+passes with and without shuffle. Target (issue 2): at least 300k rows/s on one core for the
+default features and batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import resource
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from protorec.pipeline.contract import CONTRACT_COLUMNS, check_columns, write_day
+from protorec.pipeline.job_config import ProtorecConfig, load_config
+from protorec.pipeline.loader import ContractLoader
+
+
+def _day_table(config: ProtorecConfig, day: dt.date, n: int, first_id: int,
+               rng: np.random.Generator) -> pa.Table:
+    t0 = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
+    cols = {
+        "user_id": first_id + np.arange(n, dtype=np.int64),
+        "item_id": rng.integers(0, 10_000, n),
+        "scenario": rng.choice(config.data.scenarios, n).astype(np.int32),
+        "ts_ms": t0 + rng.integers(0, 86_400_000, n),
+        "click": rng.integers(0, 2, n).astype(np.int8),
+        "watch_ms": rng.lognormal(9, 1, n),
+        "duration_ms": rng.lognormal(9.8, 1.4, n),
+    }
+    for f in config.features.sparse:
+        if f.column not in CONTRACT_COLUMNS:
+            cols[f.column] = rng.integers(0, int(f.num_embeddings * 1.01) + 1, n)
+    for f in config.features.dense:
+        if f.column not in CONTRACT_COLUMNS:
+            values = rng.lognormal(f.shift, 1.0, n)
+            cols[f.column] = pa.array(values, mask=rng.random(n) < 0.01)
+    return check_columns(pa.table(cols), "bench")
+
+
+def _timed_pass(loader: ContractLoader) -> tuple[float, float, int, int]:
+    """Seconds to the first batch (load), seconds in all, rows and batches seen."""
+    t0 = time.perf_counter()
+    first = None
+    rows = batches = 0
+    for batch in loader:
+        if first is None:
+            first = time.perf_counter() - t0
+        rows += batch.batch_size
+        batches += 1
+    return first or 0.0, time.perf_counter() - t0, rows, batches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=500_000, help="rows per day")
+    parser.add_argument("--config", default="simulator")
+    parser.add_argument("--batch-size", type=int, default=None)
+    args = parser.parse_args()
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    torch.set_num_threads(1)
+
+    config = load_config(args.config)
+    if args.batch_size:
+        config.loader.batch_size = args.batch_size
+    days = [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(args.days)]
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as out:
+        for i, day in enumerate(days):
+            table = _day_table(config, day, args.rows, i * args.rows, rng)
+            write_day(out, day, table, table.slice(0, 0))
+        t0 = time.perf_counter()
+        loader = ContractLoader(config, days, out)
+        scan_s = time.perf_counter() - t0
+        feats = config.features
+        print(f"rows={loader.num_rows:,} ({args.days} days) batch_size={config.loader.batch_size} "
+              f"sparse={len(feats.sparse)} dense={len(feats.dense)} batches/pass={len(loader)}")
+        print(f"scan metadata : {scan_s * 1000:.1f} ms")
+        for shuffle in (True, False):
+            loader = ContractLoader(config, days, out, shuffle=shuffle)
+            load_s, total_s, rows, batches = _timed_pass(loader)
+            assert rows == loader.num_rows and batches == len(loader)
+            iter_s = total_s - load_s
+            print(
+                f"shuffle={shuffle!s:5}: {rows / total_s:,.0f} rows/s, {batches / total_s:,.0f} "
+                f"batches/s end to end ({total_s:.2f} s: load+convert {load_s:.2f} s, then "
+                f"{batches / iter_s:,.0f} batches/s = {rows / iter_s:,.0f} rows/s to cut batches)"
+            )
+        print(f"stats         : {loader.stats.as_dict()}")
+    print(f"peak RSS      : {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
