@@ -1,17 +1,297 @@
-"""The model section of the config: which architecture, and its sizes and loss weights."""
+"""The model section of the config: which architecture, and its sizes and loss weights.
+
+Every size, loss weight, solver setting and ablation switch of the multi-scenario models
+is a field here, checked in ``__post_init__``; YAML loads into it with
+:func:`protorec.pipeline.config.from_dict`. One sub-section per architecture: a config can
+hold all of them and ``name`` picks the one that is built.
+
+>>> from protorec.pipeline.config import from_dict
+>>> cfg = from_dict(ModelConfig, {"name": "distproto", "distproto": {"gpd": True}})
+>>> cfg.distproto.num_global_prototypes, cfg.distproto.ot.eps, cfg.mmoe.num_experts
+(64, 0.05, 8)
+>>> from_dict(ModelConfig, {"mmoe": {"num_experts": 0}}, source="a.yaml", key="model")
+Traceback (most recent call last):
+...
+protorec.pipeline.config.ConfigError: a.yaml: model.mmoe: num_experts must be >= 1, got 0
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Literal
+
+ModelName = Literal["shared_bottom", "mmoe", "ple", "star", "distproto"]
+
+
+def _check_sizes(name: str, sizes: list[int], allow_empty: bool = True) -> None:
+    if not allow_empty and not sizes:
+        raise ValueError(f"{name} must list at least one layer width")
+    bad = [s for s in sizes if s < 1]
+    if bad:
+        raise ValueError(f"{name} widths must be >= 1, got {sizes}")
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def _check_nonnegative(**values: float) -> None:
+    for name, value in values.items():
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+@dataclass
+class InputConfig:
+    """How a row's features become one input vector x (shared by every model).
+
+    x = [pooled sparse embeddings, MLP(dense features), scenario embedding].
+
+    Args:
+        dense_hidden: widths of the dense-feature MLP (ReLU after every layer); its last
+            width is the dense part of x. Ignored when the config has no dense features.
+        scenario_dim: width of the scenario embedding (the scenario is an input as well
+            as the condition of the gates and towers).
+    """
+
+    dense_hidden: list[int] = field(default_factory=lambda: [16])
+    scenario_dim: int = 8
+
+    def __post_init__(self) -> None:
+        _check_sizes("dense_hidden", self.dense_hidden, allow_empty=False)
+        if self.scenario_dim < 1:
+            raise ValueError(f"scenario_dim must be >= 1, got {self.scenario_dim}")
+
+
+@dataclass
+class TowerConfig:
+    """The per-scenario, per-task towers on top of every backbone.
+
+    Args:
+        hidden: hidden widths of each tower (ReLU); the tower ends in one logit.
+            Each scenario has its own weights.
+    """
+
+    hidden: list[int] = field(default_factory=lambda: [64])
+
+    def __post_init__(self) -> None:
+        _check_sizes("hidden", self.hidden)
+
+
+@dataclass
+class SharedBottomConfig:
+    """SharedBottom (Caruana 1997): one MLP shared by every scenario and task.
+
+    Args:
+        hidden: widths of the shared MLP (ReLU after every layer).
+    """
+
+    hidden: list[int] = field(default_factory=lambda: [256, 128])
+
+    def __post_init__(self) -> None:
+        _check_sizes("hidden", self.hidden, allow_empty=False)
+
+
+@dataclass
+class MMoEConfig:
+    """MMoE (Ma et al., KDD 2018) with one gate per task and scenario; also DistProto's extractor.
+
+    Args:
+        num_experts: E, the number of shared experts (the DistProto paper: E = 8).
+        expert_hidden: widths of each expert MLP (ReLU); the last is the width of h.
+    """
+
+    num_experts: int = 8
+    expert_hidden: list[int] = field(default_factory=lambda: [128, 64])
+
+    def __post_init__(self) -> None:
+        if self.num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {self.num_experts}")
+        _check_sizes("expert_hidden", self.expert_hidden, allow_empty=False)
+
+
+@dataclass
+class PLEConfig:
+    """PLE (Tang et al., RecSys 2020): stacked CGC layers, experts shared and per scenario.
+
+    Args:
+        num_layers: CGC layers stacked.
+        num_shared_experts: experts every row uses.
+        num_scenario_experts: experts of each scenario (a row uses its scenario's).
+        num_task_experts: experts of each task (PLE's task-specific experts; with the one
+            click task they are shared by every row, hence 0 by default).
+        expert_hidden: widths of each expert MLP (ReLU); the last is the layer's output.
+    """
+
+    num_layers: int = 2
+    num_shared_experts: int = 2
+    num_scenario_experts: int = 1
+    num_task_experts: int = 0
+    expert_hidden: list[int] = field(default_factory=lambda: [64])
+
+    def __post_init__(self) -> None:
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+        counts = (self.num_shared_experts, self.num_scenario_experts, self.num_task_experts)
+        if min(counts) < 0:
+            raise ValueError(f"expert counts must be >= 0, got {counts}")
+        if sum(counts) < 1:
+            raise ValueError("PLE needs at least one expert per gate")
+        _check_sizes("expert_hidden", self.expert_hidden, allow_empty=False)
+
+
+@dataclass
+class STARConfig:
+    """STAR (Sheng et al., CIKM 2021): star-topology FCN, partitioned norm, auxiliary net.
+
+    Args:
+        hidden: widths of the star-topology layers (weights shared x scenario-specific).
+        aux_hidden: hidden widths of the auxiliary network on the scenario (one logit).
+        norm_momentum: momentum of the per-scenario running statistics of the
+            partitioned normalisation (BatchNorm's convention).
+        norm_eps: variance floor of the partitioned normalisation.
+    """
+
+    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    aux_hidden: list[int] = field(default_factory=lambda: [32])
+    norm_momentum: float = 0.1
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        _check_sizes("hidden", self.hidden, allow_empty=False)
+        _check_sizes("aux_hidden", self.aux_hidden)
+        if not 0.0 < self.norm_momentum <= 1.0:
+            raise ValueError(f"norm_momentum must be in (0, 1], got {self.norm_momentum}")
+        _check_positive(norm_eps=self.norm_eps)
+
+
+@dataclass
+class OTConfig:
+    """DistProto's transport: entropic UOT (``protorec.ot.uot.sinkhorn_uot``) or balanced OT.
+
+    Args:
+        eps: entropic regularisation (paper: 0.05).
+        tau_a: KL weight of the sample marginal (paper: 1; ``.inf`` makes it exact).
+        tau_b: KL weight of the prototype marginal (paper: 1; ``.inf`` makes it exact).
+        balanced: Table 2's "balanced OT" ablation: both marginals exact, solved by POT's
+            batched log-domain Sinkhorn (``ot.batch.solve_batch``) instead of UOT.
+        reg_type: entropy term of the UOT solver, "entropy" (the paper's H(T)) or "kl".
+        max_iter: iteration cap of the solver (Newton iterations for UOT, Sinkhorn sweeps
+            for balanced OT).
+        tol: the solver's stopping tolerance on the marginal residual.
+        check_every: iterations between convergence checks (each a host sync on GPU).
+
+    The plan is a training signal: ``tol = 1e-4`` (marginal residual relative to a
+    problem's mass) took 3.9 Newton iterations a step at batch 512 against 8.6 for 1e-5.
+    Warm-starting from the previous batch's prototype potentials was measured too and
+    did not help (7.4 iterations cold, 8.6 warm): each batch brings new rows.
+    """
+
+    eps: float = 0.05
+    tau_a: float = 1.0
+    tau_b: float = 1.0
+    balanced: bool = False
+    reg_type: Literal["entropy", "kl"] = "entropy"
+    max_iter: int = 100
+    tol: float = 1e-4
+    check_every: int = 2
+
+    def __post_init__(self) -> None:
+        _check_positive(eps=self.eps, tau_a=self.tau_a, tau_b=self.tau_b, tol=self.tol)
+        if math.isinf(self.eps):
+            raise ValueError("eps must be finite")
+        if not self.balanced and math.isinf(self.tau_a) and math.isinf(self.tau_b):
+            raise ValueError("tau_a = tau_b = inf is balanced OT: set balanced: true instead")
+        if self.max_iter < 1 or self.check_every < 1:
+            raise ValueError(
+                f"max_iter and check_every must be >= 1, got {self.max_iter}, {self.check_every}"
+            )
+
+
+@dataclass
+class DistProtoConfig:
+    """DistProto (seeds/000) and its GPD-Net option (seeds/001); defaults are the paper's.
+
+    The shared extractor is the MMoE of ``model.mmoe`` (E = 8 by default), so DistProto and
+    MMoE compare on the same experts. The paper gives no loss weights: the defaults of
+    ``align_weight``, ``ortho_weight`` and ``gpd_weight`` are ours.
+
+    Args:
+        dim: d, width of z_g = E_g(h) and z_s = E_s(h) and of the prototypes (paper: 64).
+        num_global_prototypes: K_g (paper: 64).
+        num_scenario_prototypes: K_s, per scenario (paper: 32).
+        encoder_hidden: hidden widths of E_g and of each E_s before the last layer to d.
+        extractor: "mmoe", or "single" (Table 2's "single encoder" ablation: one MLP of
+            the experts' widths, no gates).
+        scenario_prototypes: False is Table 2's "no scenario prototypes" ablation: no P_s,
+            no scenario transport problems (E_s and z_s stay, unaligned).
+        orthogonality: False is Table 2's "no orthogonality" ablation.
+        align_weight: lambda_a of the alignment loss sum T*C.
+        ortho_weight: lambda_o of ||P^ P^T - I||_F^2.
+        gpd: GPD-Net's auxiliary supervision: the row-normalised plan as soft labels of a
+            cross-entropy over prototype similarities.
+        gpd_weight: weight of that cross-entropy.
+        gpd_temperature: temperature of the similarity softmax (cosine / temperature).
+        ot: the transport solver.
+    """
+
+    dim: int = 64
+    num_global_prototypes: int = 64
+    num_scenario_prototypes: int = 32
+    encoder_hidden: list[int] = field(default_factory=list)
+    extractor: Literal["mmoe", "single"] = "mmoe"
+    scenario_prototypes: bool = True
+    orthogonality: bool = True
+    align_weight: float = 0.1
+    ortho_weight: float = 1e-3
+    gpd: bool = False
+    gpd_weight: float = 0.01
+    gpd_temperature: float = 0.1
+    ot: OTConfig = field(default_factory=OTConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "num_global_prototypes", "num_scenario_prototypes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        _check_sizes("encoder_hidden", self.encoder_hidden)
+        _check_nonnegative(
+            align_weight=self.align_weight,
+            ortho_weight=self.ortho_weight,
+            gpd_weight=self.gpd_weight,
+        )
+        _check_positive(gpd_temperature=self.gpd_temperature)
 
 
 @dataclass
 class ModelConfig:
-    """Which model to build.
+    """Which model to build, with every architecture's sizes, loss weights and switches.
 
     Args:
         name: the architecture.
+        input: the feature input shared by every model.
+        tower: the per-scenario towers shared by every model.
+        task_loss: how rows weigh in the click loss: "rows" (mean over the batch: each
+            scenario by its share of rows) or "scenario" (the papers' sum over scenarios
+            of each scenario's mean loss, divided by the scenarios present, so that the
+            scale matches "rows").
+        l2_weight: lambda_w of ``lambda_w ||Theta||^2`` on the dense weights (not the
+            embedding tables, which the fused optimiser updates, nor the prototypes).
+        shared_bottom, mmoe, ple, star, distproto: per-architecture sections.
     """
 
-    name: Literal["shared_bottom", "mmoe", "ple", "star", "distproto"] = "mmoe"
+    name: ModelName = "mmoe"
+    input: InputConfig = field(default_factory=InputConfig)
+    tower: TowerConfig = field(default_factory=TowerConfig)
+    task_loss: Literal["rows", "scenario"] = "rows"
+    l2_weight: float = 1e-6
+    shared_bottom: SharedBottomConfig = field(default_factory=SharedBottomConfig)
+    mmoe: MMoEConfig = field(default_factory=MMoEConfig)
+    ple: PLEConfig = field(default_factory=PLEConfig)
+    star: STARConfig = field(default_factory=STARConfig)
+    distproto: DistProtoConfig = field(default_factory=DistProtoConfig)
+
+    def __post_init__(self) -> None:
+        _check_nonnegative(l2_weight=self.l2_weight)

@@ -1,0 +1,55 @@
+"""Build the configured model: embeddings outside, dense arch inside, by ``model.name``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from protorec.models.base import DenseArch, RecModel, ScenarioNet
+from protorec.models.config import ModelConfig
+from protorec.models.distproto import DistProtoArch, DistProtoNet
+from protorec.models.embedding import build_ebc, pooled_dim
+from protorec.models.mmoe import MMoENet
+from protorec.models.ple import PLENet
+from protorec.models.shared_bottom import SharedBottomNet
+from protorec.models.star import StarNet
+from protorec.pipeline.job_config import ProtorecConfig
+
+#: The dense net of each ``model.name``: (sparse_dim, dense_dim, S, config) -> net.
+NETS: dict[str, Callable[[int, int, int, ModelConfig], ScenarioNet]] = {
+    "shared_bottom": SharedBottomNet,
+    "mmoe": MMoENet,
+    "ple": PLENet,
+    "star": StarNet,
+    "distproto": DistProtoNet,
+}
+
+
+def build_model(config: ProtorecConfig, ebc_device: str | torch.device = "meta") -> RecModel:
+    """The model ``config.model.name`` names, with one embedding table per sparse feature.
+
+    Args:
+        config: the job's config (features, scenarios, model section).
+        ebc_device: where the embedding tables are built: "meta" for
+            DistributedModelParallel (which materialises each rank's shards), "cpu" for a
+            plain single-process model.
+
+    Returns:
+        a RecModel; its dense arch is on the default device.
+
+    >>> from protorec.pipeline.job_config import load_config
+    >>> model = build_model(load_config("simulator"))
+    >>> type(model.net).__name__, next(model.sparse_arch.parameters()).device.type
+    ('MMoENet', 'meta')
+    """
+    num_scenarios = len(config.data.scenarios)
+    # Tables first: an ablation that adds or drops dense parameters (built last) leaves
+    # the tables' and the net's initial weights as they are for a given seed.
+    ebc = build_ebc(config.features, ebc_device)
+    net = NETS[config.model.name](
+        pooled_dim(config.features), len(config.features.dense), num_scenarios, config.model
+    )
+    arch_cls = DistProtoArch if config.model.name == "distproto" else DenseArch
+    dense_arch = arch_cls(net, num_scenarios, config.model)
+    return RecModel(ebc, dense_arch)

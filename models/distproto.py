@@ -1,0 +1,232 @@
+"""DistProto (seeds/000) and its GPD-Net option (seeds/001): prototype manifolds aligned by UOT.
+
+Forward (training), after the paper's Algorithm 1:
+
+1. x -> shared extraction ``h = sum_e g_e(x, s) f_e(x)``, gates ``softmax(W_g[s] x)``
+   (``model.mmoe``; the "single" extractor ablation: one MLP).
+2. ``z_g = E_g(h)``, ``z_s = E_s(h)`` (E_s: one encoder per scenario), both in R^d.
+3. Costs ``C = 1 - cos`` to the global prototypes P_g (K_g) and to the row's scenario
+   prototypes P_s (K_s). Rows are grouped by scenario and padded; each scenario's rows
+   form one problem with P_g and one with its P_s, and all 2S problems go to ONE
+   batched solver call. Splitting the paper's single global problem by scenario lets
+   each scenario's mass over the global prototypes differ (the exposure mismatch UOT
+   is there for), keeps the padded problem small (S x max n_s rows instead of S x B),
+   and gives the report each scenario's own plan; in the loss the global problems weigh
+   n_s / B, the share of the batch their rows had in the single problem.
+4. ``L = L_task + lambda_a sum T*C + lambda_o ||P^_g P^_g^T - I||_F^2 + lambda_w ||Theta||^2``
+   (+ GPD-Net's ``gpd_weight * CE(row-normalised T, softmax(cos / temperature))``).
+
+How z_g and z_s reach the prediction (the paper leaves it open): each task's
+per-scenario tower reads the concatenation ``[h_t, z_g/|z_g|, z_s/|z_s|]``, so the
+prototype-aligned spaces shape the click prediction while inference needs neither
+prototypes nor transport (a row's prediction is independent of its batch). With several
+tasks, z_g and z_s are encoded from the first task's mixture h_0 and shared by every tower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchrec.modules.mlp import MLP
+
+from protorec.models.base import TASKS, DenseArch, ScenarioNet, feature_input, scenario_towers
+from protorec.models.config import ModelConfig
+from protorec.models.modules.experts import ScenarioGatedMMoE
+from protorec.models.modules.prototype_transport import ScenarioLayout, solve_transport
+from protorec.models.modules.prototypes import (
+    PrototypeSets,
+    cosine_cost,
+    orthogonality_loss,
+    plan_cross_entropy,
+)
+from protorec.models.modules.scenario_linear import ScenarioMLP
+from protorec.models.shared_bottom import SharedBottom
+from protorec.ot.result import OTResult
+from protorec.pipeline.batch import Batch
+
+
+class DistProtoNet(ScenarioNet):
+    """DistProto's dense path: extractor h, encoders z_g and z_s, towers on ``[h, z^_g, z^_s]``.
+
+    z^ = z / |z|: the towers read the encodings on the prototype spheres.
+
+    Args:
+        sparse_dim: width of the pooled embeddings.
+        dense_dim: number of dense features.
+        num_scenarios: S.
+        config: the model section (``input``, ``mmoe``, ``distproto``, ``tower``).
+        tasks: the task heads.
+
+    Shapes:
+        pooled (B, sparse_dim), dense (B, dense_dim), scenario (B,)  ->
+        {"click_logit": (B,), "z_g": (B, d), "z_s": (B, d)}
+
+    >>> net = DistProtoNet(8, 2, 3, ModelConfig(name="distproto"))
+    >>> out = net(torch.randn(4, 8), torch.randn(4, 2), torch.tensor([0, 1, 2, 0]))
+    >>> out["click_logit"].shape, out["z_g"].shape, out["z_s"].shape
+    (torch.Size([4]), torch.Size([4, 64]), torch.Size([4, 64]))
+    """
+
+    def __init__(
+        self,
+        sparse_dim: int,
+        dense_dim: int,
+        num_scenarios: int,
+        config: ModelConfig,
+        tasks: tuple[str, ...] = TASKS,
+    ) -> None:
+        cfg = config.distproto
+        inputs = feature_input(sparse_dim, dense_dim, num_scenarios, config.input)
+        if cfg.extractor == "mmoe":
+            extractor: nn.Module = ScenarioGatedMMoE(
+                inputs.out_features, config.mmoe.num_experts, config.mmoe.expert_hidden,
+                num_scenarios, len(tasks),
+            )
+        else:  # Table 2's "single encoder": one MLP of the experts' widths, no gates.
+            extractor = SharedBottom(inputs.out_features, config.mmoe.expert_hidden, len(tasks))
+        width = config.mmoe.expert_hidden[-1]
+        towers = scenario_towers(width + 2 * cfg.dim, num_scenarios, config.tower, tasks)
+        super().__init__(inputs, extractor, towers)
+        self.num_tasks = len(tasks)
+        encoder_sizes = [*cfg.encoder_hidden, cfg.dim]
+        self.global_encoder = MLP(width, encoder_sizes, activation_on_last=False)
+        self.scenario_encoder = ScenarioMLP(
+            width, encoder_sizes, num_scenarios, activation_on_last=False
+        )
+
+    def forward(self, pooled: Tensor, dense: Tensor, scenario: Tensor) -> dict[str, Tensor]:
+        x = self.inputs(pooled, dense, scenario)
+        h = self.backbone(x, scenario)  # (B, T, H)
+        z_g = self.global_encoder(h[:, 0])
+        z_s = self.scenario_encoder(h[:, 0], scenario)
+        # The towers read the points on the prototype spheres: the cosine alignment leaves
+        # the norms of z free, and their drift would otherwise reach the towers.
+        z = torch.cat([F.normalize(z_g, dim=-1), F.normalize(z_s, dim=-1)], dim=-1)
+        z = z.unsqueeze(1).expand(-1, self.num_tasks, -1)
+        out = self.heads(torch.cat([h, z], dim=-1), scenario)
+        out["z_g"] = z_g
+        out["z_s"] = z_s
+        return out
+
+
+@dataclass
+class PrototypeAlignment:
+    """One step's transport problems: 0..S-1 global, S..2S-1 per scenario (unless ablated).
+
+    Args:
+        cost: (P, n, k) cosine costs, with gradient (finite on padding, which has no
+            mass). Slot j of problems s and S + s is batch row ``layout.index[s, j]``.
+        row_mask: (P, n) real rows.
+        col_mask: (P, k) real prototypes (the first K_g, resp. K_s).
+        weight: (P,) weight of each problem in the losses: n_s / B for the global
+            problems (together the paper's one global problem), 1 for scenario problems.
+        layout: the batch's rows grouped by scenario.
+        result: the solver's result; ``result.plan`` (P, n, k) carries no gradient.
+    """
+
+    cost: Tensor
+    row_mask: Tensor
+    col_mask: Tensor
+    weight: Tensor
+    layout: ScenarioLayout
+    result: OTResult
+
+    @property
+    def plan(self) -> Tensor:
+        return self.result.plan
+
+    def alignment(self) -> Tensor:
+        """DistProto's ``L_align = sum_p weight_p sum_jk T_p(j, k) C_p(j, k)`` (scalar)."""
+        return (self.weight * (self.plan * self.cost).sum((-2, -1))).sum()
+
+
+class DistProtoArch(DenseArch):
+    """DistProto's training head: the net, the prototypes and the losses of the paper.
+
+    Losses ("loss/<name>"): click, align (``lambda_a sum T*C`` over all problems), ortho
+    (unless the ablation), proto_ce (GPD-Net option), l2. Diagnostics: "ot/n_iter" and
+    "ot/converged" of the step's solver call (a step whose solver hit ``max_iter`` still
+    trains, on the last plan, and says so there).
+
+    Args:
+        net: a DistProtoNet.
+        num_scenarios: S.
+        config: the model section.
+
+    Shapes:
+        pooled: (B, D_sparse), batch of B rows  ->  (loss (), outputs)
+    """
+
+    def __init__(self, net: DistProtoNet, num_scenarios: int, config: ModelConfig) -> None:
+        super().__init__(net, num_scenarios, config)
+        self.config = config.distproto
+        cfg = self.config
+        self.global_prototypes = PrototypeSets(1, cfg.num_global_prototypes, cfg.dim)
+        self.scenario_prototypes = (
+            PrototypeSets(num_scenarios, cfg.num_scenario_prototypes, cfg.dim)
+            if cfg.scenario_prototypes
+            else None
+        )
+        # Prototype columns of the batched problems: the larger of K_g and K_s.
+        self.num_columns = max(cfg.num_global_prototypes,
+                               cfg.num_scenario_prototypes if cfg.scenario_prototypes else 0)
+
+    def transport(self, z_g: Tensor, z_s: Tensor, scenario: Tensor) -> PrototypeAlignment:
+        """Costs and plans of every problem of the batch, from one solver call.
+
+        Problems: for each scenario s, its rows against the global prototypes (problem s)
+        and, unless ablated, against its own prototypes (problem S + s); rows grouped by
+        scenario and padded to the largest group, prototypes padded to max(K_g, K_s).
+
+        Args:
+            z_g: (B, d) global encodings.
+            z_s: (B, d) scenario encodings.
+            scenario: (B,) int64 in [0, S).
+        """
+        cfg = self.config
+        S = self.num_scenarios
+        layout = ScenarioLayout.from_scenario(scenario, S)
+        width = self.num_columns
+        columns = torch.arange(width, device=z_g.device)
+        k_g = cfg.num_global_prototypes
+        costs = [F.pad(cosine_cost(layout.pad(z_g), self.global_prototypes.weight),
+                       (0, width - k_g))]
+        cols = [(columns < k_g).expand(S, -1)]
+        # The paper's one global problem over the batch, split by scenario: its rows weigh
+        # n_s / B, as their mass would there; each scenario problem weighs one.
+        weight = [layout.counts.to(z_g.dtype) / scenario.shape[0]]
+        if self.scenario_prototypes is not None:
+            k_s = cfg.num_scenario_prototypes
+            costs.append(F.pad(cosine_cost(layout.pad(z_s), self.scenario_prototypes.weight),
+                               (0, width - k_s)))
+            cols.append((columns < k_s).expand(S, -1))
+            weight.append((layout.counts > 0).to(z_g.dtype))
+        cost = torch.cat(costs)
+        row_mask = layout.mask.repeat(len(costs), 1)
+        col_mask = torch.cat(cols)
+        result = solve_transport(cost, row_mask, col_mask, cfg.ot)
+        return PrototypeAlignment(cost, row_mask, col_mask, torch.cat(weight), layout, result)
+
+    def compute_losses(
+        self, out: dict[str, Tensor], batch: Batch
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        losses, diagnostics = super().compute_losses(out, batch)
+        cfg = self.config
+        align = self.transport(out["z_g"], out["z_s"], batch.scenario)
+        losses["align"] = cfg.align_weight * align.alignment()
+        if cfg.orthogonality:
+            losses["ortho"] = cfg.ortho_weight * orthogonality_loss(
+                self.global_prototypes.weight[0]
+            )
+        if cfg.gpd:
+            losses["proto_ce"] = cfg.gpd_weight * (align.weight * plan_cross_entropy(
+                align.cost, align.plan, align.row_mask, align.col_mask, cfg.gpd_temperature
+            )).sum()
+        device = align.cost.device
+        diagnostics["ot/n_iter"] = torch.tensor(float(align.result.n_iter), device=device)
+        diagnostics["ot/converged"] = torch.tensor(float(align.result.converged), device=device)
+        return losses, diagnostics
+

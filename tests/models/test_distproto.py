@@ -1,0 +1,186 @@
+"""DistProto: one batched transport call, its losses, gradients, and each Table 2 ablation."""
+
+import pytest
+import torch
+
+from protorec.models.build import build_model
+from protorec.models.modules import prototype_transport
+from protorec.models.modules.prototypes import cosine_cost, orthogonality_loss
+
+
+def _model(tiny_config, **distproto):
+    torch.manual_seed(0)
+    return build_model(tiny_config("distproto", distproto=distproto), ebc_device="cpu")
+
+
+@pytest.fixture
+def batch(synthetic):
+    return synthetic.batch(96, torch.Generator().manual_seed(0))
+
+
+def _net_out(model, batch):
+    return model.net(model.sparse_arch(batch.sparse).values(), batch.dense, batch.scenario)
+
+
+def test_one_solver_call_per_step_over_global_and_every_scenario(tiny_config, batch,
+                                                                 monkeypatch):
+    calls = []
+    real = prototype_transport.sinkhorn_uot
+
+    def counting(C, a, b, **kwargs):
+        calls.append((C.shape, a.clone(), b.clone()))
+        return real(C, a, b, **kwargs)
+
+    monkeypatch.setattr(prototype_transport, "sinkhorn_uot", counting)
+    model = _model(tiny_config)
+    model(batch)
+    assert len(calls) == 1
+    shape, a, b = calls[0]
+    counts = torch.bincount(batch.scenario, minlength=3)
+    # 3 global problems, then 3 scenario problems; rows padded to the largest scenario.
+    assert shape == (6, int(counts.max()), 16)
+    assert (a > 0).sum(-1).tolist() == counts.tolist() * 2
+    assert (b > 0).sum(-1).tolist() == [16] * 3 + [8] * 3
+    torch.testing.assert_close(a.sum(-1), torch.ones(6))
+
+
+def test_each_row_is_costed_against_the_global_and_its_own_scenarios_prototypes(tiny_config,
+                                                                                 batch):
+    model = _model(tiny_config)
+    arch = model.dense_arch
+    out = _net_out(model, batch)
+    align = arch.transport(out["z_g"], out["z_s"], batch.scenario)
+    for s in range(3):
+        rows = align.layout.index[s][align.layout.mask[s]]
+        assert (batch.scenario[rows] == s).all()
+        n = len(rows)
+        global_cost = cosine_cost(out["z_g"][rows], arch.global_prototypes.weight[0])
+        own_cost = cosine_cost(out["z_s"][rows], arch.scenario_prototypes.weight[s])
+        torch.testing.assert_close(align.cost[s, :n, :16], global_cost)
+        torch.testing.assert_close(align.cost[3 + s, :n, :8], own_cost)
+        assert (align.plan[[s, 3 + s], n:] == 0).all()
+    assert (align.plan[3:, :, 8:] == 0).all()
+    counts = torch.bincount(batch.scenario, minlength=3).float()
+    torch.testing.assert_close(align.weight, torch.cat([counts / 96, torch.ones(3)]))
+
+
+def test_losses_follow_the_paper(tiny_config, batch):
+    model = _model(tiny_config, align_weight=0.5, ortho_weight=0.01)
+    arch = model.dense_arch
+    _, outputs = model(batch)
+    out = _net_out(model, batch)
+    align = arch.transport(out["z_g"], out["z_s"], batch.scenario)
+    per_problem = (align.plan * align.cost).sum((-2, -1)).detach()
+    expected = 0.5 * (align.weight * per_problem).sum()
+    torch.testing.assert_close(outputs["loss/align"], expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        outputs["loss/ortho"], 0.01 * orthogonality_loss(arch.global_prototypes.weight[0]).detach()
+    )
+    assert outputs["ot/converged"] == 1.0 and outputs["ot/n_iter"] >= 1
+
+
+def test_ortho_loss_is_zero_for_orthonormal_prototypes_and_positive_otherwise(tiny_config, batch):
+    model = _model(tiny_config)
+    _, outputs = model(batch)
+    assert outputs["loss/ortho"] < 1e-8  # prototypes start orthonormal
+    weight = model.dense_arch.global_prototypes.weight
+    with torch.no_grad():
+        weight[0, 1] += weight[0, 0]
+    _, outputs = model(batch)
+    assert outputs["loss/ortho"] > 1e-4
+
+
+def test_gradients_reach_prototypes_encoders_and_experts(tiny_config, batch):
+    model = _model(tiny_config, gpd=True)
+    loss, _ = model(batch)
+    loss.backward()
+    arch = model.dense_arch
+    for name in ("global_prototypes.weight", "scenario_prototypes.weight",
+                 "net.backbone.experts.weights.0", "net.backbone.gate.weight",
+                 "net.global_encoder._mlp.0._linear.weight",
+                 "net.scenario_encoder.layers.0.weight"):
+        grad = arch.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    # Every scenario's prototype set is trained by its own rows.
+    assert (arch.scenario_prototypes.weight.grad.abs().sum((1, 2)) > 0).all()
+
+
+def test_alignment_alone_trains_the_prototypes(tiny_config, batch):
+    # The plan is a constant: the align loss's gradient flows through the costs only.
+    model = _model(tiny_config)
+    arch = model.dense_arch
+    out = _net_out(model, batch)
+    align = arch.transport(out["z_g"], out["z_s"], batch.scenario)
+    assert not align.plan.requires_grad
+    align.alignment().backward()
+    assert arch.global_prototypes.weight.grad.abs().sum() > 0
+    assert arch.net.get_parameter("backbone.experts.weights.0").grad.abs().sum() > 0
+
+
+def _names(model):
+    return {n for n, _ in model.named_parameters()}
+
+
+def _loss_names(outputs):
+    return {k for k in outputs if k.startswith("loss/")}
+
+
+def test_ablation_balanced_ot_changes_only_the_solver(tiny_config, batch):
+    full, ablated = _model(tiny_config), _model(tiny_config, ot={"balanced": True,
+                                                                 "max_iter": 3000,
+                                                                 "tol": 1e-6})
+    assert _names(full) == _names(ablated)
+    (_, out_full), (_, out_abl) = full(batch), ablated(batch)
+    assert _loss_names(out_full) == _loss_names(out_abl)
+    torch.testing.assert_close(out_full["click_logit"], out_abl["click_logit"])
+    z = _net_out(ablated, batch)
+    plan = ablated.dense_arch.transport(z["z_g"], z["z_s"], batch.scenario).plan
+    n = int((batch.scenario == 0).sum())
+    torch.testing.assert_close(plan[0, :n].sum(-1), torch.full((n,), 1 / n), atol=1e-5, rtol=0)
+    torch.testing.assert_close(plan[0].sum(-2), torch.full((16,), 1 / 16), atol=1e-5, rtol=0)
+    assert not torch.allclose(out_full["loss/align"], out_abl["loss/align"])
+
+
+def test_ablation_no_scenario_prototypes_removes_them_and_their_problems(tiny_config, batch,
+                                                                         monkeypatch):
+    full, ablated = _model(tiny_config), _model(tiny_config, scenario_prototypes=False)
+    assert _names(full) - _names(ablated) == {"dense_arch.scenario_prototypes.weight"}
+    assert _names(ablated) <= _names(full)
+    shapes = []
+    real = prototype_transport.sinkhorn_uot
+    monkeypatch.setattr(prototype_transport, "sinkhorn_uot",
+                        lambda C, a, b, **kw: shapes.append(C.shape) or real(C, a, b, **kw))
+    (_, out_full), (_, out_abl) = full(batch), ablated(batch)
+    n = int(torch.bincount(batch.scenario).max())
+    assert shapes == [(6, n, 16), (3, n, 16)]
+    assert _loss_names(out_full) == _loss_names(out_abl)
+    torch.testing.assert_close(out_full["click_logit"], out_abl["click_logit"])
+
+
+def test_ablation_no_orthogonality_drops_only_that_loss(tiny_config, batch):
+    full, ablated = _model(tiny_config), _model(tiny_config, orthogonality=False)
+    assert _names(full) == _names(ablated)
+    (_, out_full), (_, out_abl) = full(batch), ablated(batch)
+    assert _loss_names(out_full) - _loss_names(out_abl) == {"loss/ortho"}
+    for key in _loss_names(out_abl) | {"click_logit"}:
+        torch.testing.assert_close(out_full[key], out_abl[key])
+
+
+def test_ablation_single_encoder_replaces_only_the_extractor(tiny_config, batch):
+    full, ablated = _model(tiny_config), _model(tiny_config, extractor="single")
+    outside = {n for n in _names(full) ^ _names(ablated)
+               if not n.startswith("dense_arch.net.backbone.")}
+    assert outside == set()
+    assert any("gate" in n for n in _names(full)) and not any("gate" in n for n in _names(ablated))
+    (_, out_full), (_, out_abl) = full(batch), ablated(batch)
+    assert _loss_names(out_full) == _loss_names(out_abl)
+
+
+def test_gpd_option_adds_only_the_plan_cross_entropy(tiny_config, batch):
+    full, gpd = _model(tiny_config), _model(tiny_config, gpd=True)
+    assert _names(full) == _names(gpd)
+    (_, out_full), (_, out_gpd) = full(batch), gpd(batch)
+    assert _loss_names(out_gpd) - _loss_names(out_full) == {"loss/proto_ce"}
+    assert out_gpd["loss/proto_ce"] > 0
+    for key in _loss_names(out_full) | {"click_logit"}:
+        torch.testing.assert_close(out_full[key], out_gpd[key])
