@@ -106,10 +106,11 @@ def from_dict(cls: type[T], data: Any, source: str = "<dict>", key: str = "") ->
     ...     name: str = "adam"
     >>> from_dict(Opt, {"lr": 1})
     Opt(lr=1.0, name='adam')
-    >>> from_dict(Opt, {"lr": "fast"}, source="a.yaml", key="train.opt")
-    Traceback (most recent call last):
-    ...
-    protorec.pipeline.config.ConfigError: a.yaml: train.opt.lr: expected float, got str 'fast'
+    >>> try:
+    ...     from_dict(Opt, {"lr": "fast"}, source="a.yaml", key="train.opt")
+    ... except ConfigError as exc:
+    ...     print(exc)
+    a.yaml: train.opt.lr: expected float, got str 'fast'
     """
     if data is None:
         data = {}
