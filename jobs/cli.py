@@ -11,7 +11,7 @@ import importlib
 import sys
 
 #: Job modules, in the order `protorec --help` lists them.
-JOBS = ("simulate", "ingest")
+JOBS = ("simulate", "ingest", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
