@@ -11,7 +11,7 @@ import importlib
 import sys
 
 #: Job modules, in the order `protorec --help` lists them.
-JOBS = ("simulate", "ingest", "train")
+JOBS = ("simulate", "ingest", "train", "plan")
 
 
 def build_parser() -> argparse.ArgumentParser:

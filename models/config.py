@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from protorec.models.hvqvae import HVQVAEConfig
+
 ModelName = Literal["shared_bottom", "mmoe", "ple", "star", "distproto"]
 
 
@@ -280,6 +282,8 @@ class ModelConfig:
         l2_weight: lambda_w of ``lambda_w ||Theta||^2`` on the dense weights (not the
             embedding tables, which the fused optimiser updates, nor the prototypes).
         shared_bottom, mmoe, ple, star, distproto: per-architecture sections.
+        hvqvae: the HVQ-VAE that turns watch-ratio distributions into ProWTP's credible
+            prototypes (models/hvqvae.py), with its watch-ratio sampling.
     """
 
     name: ModelName = "mmoe"
@@ -292,6 +296,7 @@ class ModelConfig:
     ple: PLEConfig = field(default_factory=PLEConfig)
     star: STARConfig = field(default_factory=STARConfig)
     distproto: DistProtoConfig = field(default_factory=DistProtoConfig)
+    hvqvae: HVQVAEConfig = field(default_factory=HVQVAEConfig)
 
     def __post_init__(self) -> None:
         _check_nonnegative(l2_weight=self.l2_weight)
