@@ -8,11 +8,14 @@ How a pass is cut (N rows over the pass, W ranks, batch size B)::
 
     order   = seeded permutation of 0..N-1 over the whole pass   (shuffle: true)
             = 0..N-1, the files' order                             (shuffle: false)
-    rank r  takes order[r*N//W : (r+1)*N//W]                       (n_r rows, floor or ceil N/W)
-    batches per rank: nb = ceil(N / (W*B)); rank r cuts its n_r rows into nb batches of
-            floor or ceil n_r/nb rows (never more than B, never empty)
+    global batches: nb = ceil(N / (W*B)); global batch t = order[t*N//nb : (t+1)*N//nb]
+    rank r  takes the r-th of W near-equal slices of each global batch
+            (floor or ceil of its size / W rows: never more than B, never empty)
 
-so every row is read by exactly one rank, and every rank yields the same number of batches
+so the rows of step t are the same whatever the world size: 1 rank at batch 2B and 2 ranks
+at batch B train on the same global batches (the 1-vs-2 process equivalence rests on it),
+
+every row is read by exactly one rank, and every rank yields the same number of batches
 (DistributedModelParallel runs collectives every step: unequal counts would hang the job).
 The cut depends only on (N, W, B, seed, epoch): a job resumed at ``start_batch = k`` with
 the same world size and batch size yields exactly the batches k.. of the full pass.
@@ -451,7 +454,7 @@ class ContractLoader:
         self.num_rows = sum(g.num_rows for g in self.row_groups)
         n, w, b = self.num_rows, self.world_size, config.loader.batch_size
         self._num_batches = -(-n // (w * b))
-        if n // w < self._num_batches:
+        if n // self._num_batches < w:
             raise ValueError(
                 f"{n} rows cannot be cut into {w} ranks x {self._num_batches} non-empty batches "
                 f"of at most {b} rows (days {self.days[0]}..{self.days[-1]}); with "
@@ -489,22 +492,34 @@ class ContractLoader:
         return self._num_batches
 
     def batch_bounds(self) -> np.ndarray:
-        """Positions in the pass order where this rank's batches start and end.
+        """Where this rank's batches start and end in its list of pass positions.
 
         Shapes:
-            -> (len(loader) + 1,) int64; batch i holds order[bounds[i]:bounds[i + 1]].
+            -> (len(loader) + 1,) int64; batch i holds
+            order[positions[bounds[i]:bounds[i + 1]]] (see :meth:`positions`).
         """
-        n, w, r = self.num_rows, self.world_size, self.rank
-        lo, hi = r * n // w, (r + 1) * n // w
-        nb = self._num_batches
-        return lo + np.arange(nb + 1, dtype=np.int64) * (hi - lo) // nb
+        return self._split()[1]
 
-    def _pass_rows(self, lo: int, hi: int) -> np.ndarray:
-        """Pass positions lo..hi-1 as row numbers (files' order), for this epoch."""
+    def positions(self) -> np.ndarray:
+        """Positions of this rank's rows in the pass order, batch after batch (ascending)."""
+        return self._split()[0]
+
+    def _split(self) -> tuple[np.ndarray, np.ndarray]:
+        n, w, r, nb = self.num_rows, self.world_size, self.rank, self._num_batches
+        chunk = np.arange(nb + 1, dtype=np.int64) * n // nb
+        size = np.diff(chunk)
+        lo = chunk[:-1] + r * size // w
+        counts = chunk[:-1] + (r + 1) * size // w - lo
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        pos = np.repeat(lo - bounds[:-1], counts) + np.arange(bounds[-1], dtype=np.int64)
+        return pos, bounds
+
+    def _pass_rows(self, positions: np.ndarray) -> np.ndarray:
+        """Pass positions as row numbers (files' order), for this epoch."""
         if not self.shuffle:
-            return np.arange(lo, hi, dtype=np.int64)
+            return positions
         rng = np.random.default_rng([self.config.loader.seed, self.epoch])
-        return rng.permutation(self.num_rows)[lo:hi]
+        return rng.permutation(self.num_rows)[positions]
 
     def _load(self, rows_sorted: np.ndarray, dest: np.ndarray | None) -> _Arrays:
         """Read and convert the given rows, row group by row group, into pass order.
@@ -547,12 +562,12 @@ class ContractLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         """Yield this rank's batches ``start_batch..len(loader)-1`` of the current epoch."""
-        bounds = self.batch_bounds()
+        positions, bounds = self._split()
         first = self.start_batch
         self.stats = LoaderStats.zeros(self.config)
         if first == len(self):
             return
-        rows = self._pass_rows(int(bounds[first]), int(bounds[-1]))
+        rows = self._pass_rows(positions[bounds[first]:])
         if self.shuffle:
             rows_sorted, dest = _sort_with_destinations(rows, self.num_rows)
             arrays = self._load(rows_sorted, dest)
