@@ -7,6 +7,7 @@ from pathlib import Path
 
 from protorec.models.config import ModelConfig
 from protorec.pipeline.config import load_yaml
+from protorec.pipeline.daily_config import DailyConfig
 from protorec.pipeline.features import DataConfig, FeaturesConfig
 from protorec.pipeline.ingest import IngestConfig
 from protorec.pipeline.loader import LoaderConfig
@@ -19,7 +20,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 @dataclass
 class ProtorecConfig:
-    """Everything a job needs to know: data, features, loader, simulator, model, training."""
+    """Everything a job needs to know: data, features, loader, simulator, model, training, daily."""
 
     data: DataConfig
     features: FeaturesConfig
@@ -28,6 +29,7 @@ class ProtorecConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    daily: DailyConfig = field(default_factory=DailyConfig)
 
 
 def load_config(path: str | Path) -> ProtorecConfig:

@@ -37,7 +37,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -370,6 +370,25 @@ class _RowGroup:
     num_rows: int
 
 
+def holdout_mask(num_rows: int, fraction: float, seed: int) -> np.ndarray:
+    """A fixed draw of about ``fraction`` of ``num_rows`` rows: True for the held-out ones.
+
+    Row i is held out when a hash of (seed, i) falls below ``fraction``: the same rows
+    whatever the world size, the batch size or the epoch.
+
+    Shapes:
+        -> (num_rows,) bool
+
+    >>> int(holdout_mask(100_000, 0.1, seed=0).sum())
+    10061
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {fraction}")
+    buckets = 1 << 20
+    salted = np.arange(num_rows, dtype=np.int64) + (np.int64(seed) << np.int64(40))
+    return hash_ids(salted, buckets) < int(fraction * buckets)
+
+
 def _sort_with_destinations(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``rows`` sorted, and where each sorted row goes back to: ``rows[dest] == sorted``.
 
@@ -421,6 +440,10 @@ class ContractLoader:
         epoch: mixed into the shuffle seed (:meth:`set_epoch`).
         start_batch: first batch to yield, for resuming a checkpointed pass.
         shuffle, progress: override ``config.loader``.
+        split: ``"all"`` rows of the days, or only the ``"train"`` or ``"holdout"`` side of
+            a fixed, seeded draw of ``holdout_fraction`` of them (:func:`holdout_mask`):
+            the daily job trains on one side and gates on the other.
+        holdout_fraction: the share of rows on the holdout side, in (0, 1).
 
     Shapes:
         each yielded Batch: B_i <= loader.batch_size rows, B_i >= 1; ``len(loader)``
@@ -442,6 +465,8 @@ class ContractLoader:
         start_batch: int = 0,
         shuffle: bool | None = None,
         progress: bool | None = None,
+        split: Literal["all", "train", "holdout"] = "all",
+        holdout_fraction: float = 0.0,
     ) -> None:
         self.config = config
         self.days = _resolve_days(days)
@@ -451,7 +476,18 @@ class ContractLoader:
         self.progress = config.loader.progress if progress is None else progress
         self.columns = _needed_columns(config)
         self.row_groups = self._scan()
-        self.num_rows = sum(g.num_rows for g in self.row_groups)
+        self._file_rows = sum(g.num_rows for g in self.row_groups)
+        # Row numbers (files' order) of the rows of the pass; None: all of them.
+        self._rows: np.ndarray | None = None
+        if split != "all":
+            if split not in ("train", "holdout"):
+                raise ValueError(f"split must be all, train or holdout, got {split!r}")
+            mask = holdout_mask(self._file_rows, holdout_fraction, config.loader.seed)
+            self._rows = np.flatnonzero(mask if split == "holdout" else ~mask)
+        self.num_rows = self._file_rows if self._rows is None else len(self._rows)
+        if self.num_rows == 0:
+            raise ValueError(f"no rows in the {split} split of days "
+                             f"{self.days[0]}..{self.days[-1]} in {self.dataset_dir}")
         n, w, b = self.num_rows, self.world_size, config.loader.batch_size
         self._num_batches = -(-n // (w * b))
         if n // self._num_batches < w:
@@ -516,10 +552,10 @@ class ContractLoader:
 
     def _pass_rows(self, positions: np.ndarray) -> np.ndarray:
         """Pass positions as row numbers (files' order), for this epoch."""
-        if not self.shuffle:
-            return positions
-        rng = np.random.default_rng([self.config.loader.seed, self.epoch])
-        return rng.permutation(self.num_rows)[positions]
+        if self.shuffle:
+            rng = np.random.default_rng([self.config.loader.seed, self.epoch])
+            positions = rng.permutation(self.num_rows)[positions]
+        return positions if self._rows is None else self._rows[positions]
 
     def _load(self, rows_sorted: np.ndarray, dest: np.ndarray | None) -> _Arrays:
         """Read and convert the given rows, row group by row group, into pass order.
@@ -569,7 +605,7 @@ class ContractLoader:
             return
         rows = self._pass_rows(positions[bounds[first]:])
         if self.shuffle:
-            rows_sorted, dest = _sort_with_destinations(rows, self.num_rows)
+            rows_sorted, dest = _sort_with_destinations(rows, self._file_rows)
             arrays = self._load(rows_sorted, dest)
         else:
             arrays = self._load(rows, None)

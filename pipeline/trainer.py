@@ -83,13 +83,13 @@ def plan_sharding(
 ) -> ShardingPlan:
     """Ask TorchRec's planner for a plan; ``collective`` makes every rank agree on it."""
     # On CPU fbgemm has no row-wise / column-wise kernels for every optimiser: keep the
-    # planner to table-wise and data-parallel there, and let it choose freely on CUDA.
+    # planner to table-wise there, and let it choose freely on CUDA. Not data-parallel
+    # either: its optimiser state is keyed differently, so a checkpoint written by N ranks
+    # (where the planner may pick table-wise) would not load on M ranks (data-parallel).
     constraints = None
     if topology.compute_device == "cpu":
         constraints = {
-            name: ParameterConstraints(
-                sharding_types=[ShardingType.TABLE_WISE.value, ShardingType.DATA_PARALLEL.value]
-            )
+            name: ParameterConstraints(sharding_types=[ShardingType.TABLE_WISE.value])
             for name in _table_names(model)
         }
     planner = EmbeddingShardingPlanner(

@@ -1,6 +1,11 @@
-"""Shared test fixtures: where the real data lies."""
+"""Shared test fixtures: where the real data lies, a real Pushgateway."""
 
 import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,3 +20,44 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").exists():
         pytest.fail(f"real data not found at {SHARED_DATA}; set PROTOREC_SHARED_DATA")
     return SHARED_DATA
+
+
+GATEWAY = shutil.which("prometheus-pushgateway")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (a monitoring outage)."""
+    return _free_port()
+
+
+@pytest.fixture
+def pushgateway(tmp_path):
+    if GATEWAY is None:
+        pytest.skip("prometheus-pushgateway not installed (apt-get install prometheus-pushgateway)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [GATEWAY, f"--web.listen-address=127.0.0.1:{port}",
+         f"--persistence.file={tmp_path / 'pg.data'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:  # wait until it answers (readiness, bounded), not a timing assumption
+        try:
+            urllib.request.urlopen(f"{url}/-/ready", timeout=1).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("pushgateway did not come up")
+            time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    proc.kill()
+    proc.wait()

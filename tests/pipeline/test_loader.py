@@ -273,3 +273,24 @@ def test_clear_errors(tmp_path):
         ContractLoader(_config(), days, ds, rank=2, world_size=2)
     with pytest.raises(ValueError, match="start_batch 2 is not in"):
         ContractLoader(_config(), days, ds, start_batch=2)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_train_and_holdout_split_the_rows_whatever_the_world_size(tmp_path, shuffle):
+    ds, days = _dataset(tmp_path, [300, 200])
+    cfg = _config(batch_size=16, shuffle=shuffle)
+
+    def rows(split, world_size):
+        return np.sort(np.concatenate([
+            b for r in range(world_size)
+            for b in _ids(ContractLoader(cfg, days, ds, rank=r, world_size=world_size,
+                                         split=split, holdout_fraction=0.2))
+        ]))
+
+    train, holdout = rows("train", 1), rows("holdout", 1)
+    assert 60 <= len(holdout) <= 140  # about 20% of 500
+    assert len(np.intersect1d(train, holdout)) == 0
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, holdout])), np.arange(500))
+    np.testing.assert_array_equal(rows("holdout", 2), holdout)
+    with pytest.raises(ValueError, match="holdout_fraction must be in"):
+        ContractLoader(cfg, days, ds, split="holdout", holdout_fraction=0.0)

@@ -1,9 +1,5 @@
 """Monitoring against a real Pushgateway on 127.0.0.1 (Debian's prometheus-pushgateway)."""
 
-import shutil
-import socket
-import subprocess
-import time
 import urllib.request
 
 import numpy as np
@@ -16,40 +12,6 @@ from protorec.pipeline.monitoring import (
     publish,
     watch_ratio_shift,
 )
-
-GATEWAY = shutil.which("prometheus-pushgateway")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def pushgateway(tmp_path):
-    if GATEWAY is None:
-        pytest.skip("prometheus-pushgateway not installed (apt-get install prometheus-pushgateway)")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [GATEWAY, f"--web.listen-address=127.0.0.1:{port}",
-         f"--persistence.file={tmp_path / 'pg.data'}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:  # wait until it answers (readiness, bounded), not a timing assumption
-        try:
-            urllib.request.urlopen(f"{url}/-/ready", timeout=1).read()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("pushgateway did not come up")
-            time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    proc.kill()
-    proc.wait()
 
 
 def _report():
@@ -72,8 +34,8 @@ def test_push_and_read_back(pushgateway):
     assert "protorec_prototype_mass_shift{" not in text
 
 
-def test_gateway_down_warns_and_does_not_raise(caplog):
-    port = _free_port()  # nothing listens there
+def test_gateway_down_warns_and_does_not_raise(caplog, unused_port):
+    port = unused_port
     assert publish(_report(), pushgateway=f"127.0.0.1:{port}", timeout_s=2) is False
     assert "not pushed" in caplog.text
 

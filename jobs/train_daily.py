@@ -1,0 +1,75 @@
+"""The daily warm-start job: train one day, gate it against yesterday's model, publish.
+
+    torchrun --nproc_per_node=N jobs/train_daily.py --config C --date D --workdir W
+
+Also ``python -m protorec.jobs.train_daily`` (one process). Exit status: 0 published
+(or the date was already done), 3 refused by the gate (yesterday's export stays
+current), 2 bad arguments or config, 1 any other failure. See pipeline/daily.py for the
+work directory's layout and the crash-safety rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train_daily", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="simulator", help="YAML file or a name in configs/")
+    p.add_argument("--date", required=True, type=dt.date.fromisoformat, metavar="YYYY-MM-DD")
+    p.add_argument("--workdir", required=True, help="checkpoints, exports and run records")
+    p.add_argument("--dataset", help="contract data set (default: the config's data.dataset)")
+    p.add_argument("--force", action="store_true", help="retrain a date that is already done")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _tag_rank(int(os.environ.get("RANK", "0")))
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s [rank %(rank)s] %(name)s: %(message)s")
+    # TorchRec and fbgemm log every plan and pipeline fill at INFO: protorec's own lines only.
+    logging.getLogger("protorec").setLevel(logging.INFO)
+
+    import torch
+
+    from protorec.pipeline.config import ConfigError
+    from protorec.pipeline.daily import run_day
+    from protorec.pipeline.distributed import init_distributed, shutdown_distributed
+    from protorec.pipeline.job_config import load_config
+
+    try:
+        config = load_config(args.config)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"train_daily: {exc}", file=sys.stderr)
+        return 2
+    ctx = init_distributed(args.device)
+    if ctx.device.type == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads() // ctx.world_size))
+    try:
+        return run_day(config, args.date, args.workdir, ctx, dataset=args.dataset,
+                       force=args.force, progress=not args.quiet)
+    finally:
+        shutdown_distributed()
+
+
+def _tag_rank(rank: int) -> None:
+    """Every log record carries the rank (several ranks write to one console)."""
+    factory = logging.getLogRecordFactory()
+
+    def make(*a, **k):
+        record = factory(*a, **k)
+        record.rank = rank
+        return record
+
+    logging.setLogRecordFactory(make)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

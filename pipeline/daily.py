@@ -1,0 +1,382 @@
+"""One day of the daily warm-start job: resume or warm-start, refresh, train, gate, publish.
+
+The work directory (DESIGN.md, "Outputs")::
+
+    checkpoints/<date>/          end of day (DCP, one shard per rank; meta.json last)
+    checkpoints/<date>.partial/  the day's newest mid-day checkpoint, removed at the end
+    exports/<date>/              the inference export (pipeline/export.py), if the gate passed
+    runs/<date>.json             the day's record: status, gate, metrics, drift (written last)
+    LAST_GOOD                    the date of the newest published export
+
+A day is done when its run record exists: re-running it changes nothing unless forced.
+A killed run leaves the partial checkpoint; the rerun loads it and trains the remaining
+batches of the same pass, so no sample is trained twice or skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.dataset as pads
+import torch
+import torch.distributed as dist
+
+from protorec.models.build import build_model
+from protorec.models.prototype_refresh import reseed_dead_prototypes
+from protorec.models.prototype_report import PrototypeReport, prototype_report
+from protorec.pipeline.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from protorec.pipeline.contract import partition_dir
+from protorec.pipeline.distributed import DistContext
+from protorec.pipeline.export import export_model
+from protorec.pipeline.gate import GateDecision, decide
+from protorec.pipeline.job_config import ProtorecConfig
+from protorec.pipeline.loader import ContractLoader
+from protorec.pipeline.metrics import compute_metrics
+from protorec.pipeline.monitoring import (
+    JobReport,
+    prototype_mass_shift,
+    publish,
+    watch_ratio_shift,
+)
+from protorec.pipeline.trainer import ShardedModel, predict_pass, shard_model, train_pass
+
+log = logging.getLogger(__name__)
+
+#: Exit statuses of the job: published, gate refused (yesterday's export stays current).
+EXIT_OK = 0
+EXIT_REFUSED = 3
+
+#: Test hook: "RANK:STEP" makes that rank SIGKILL itself right after that training step
+#: (after the step's checkpoint, if any): the crash-safety test kills a rank this way.
+FAULT_ENV = "PROTOREC_KILL_AT_STEP"
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class Workdir:
+    """Paths of the daily job's work directory."""
+
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, day: dt.date) -> Path:
+        return self.checkpoints / day.isoformat()
+
+    def partial(self, day: dt.date) -> Path:
+        return self.checkpoints / f"{day.isoformat()}.partial"
+
+    def export(self, day: dt.date) -> Path:
+        return self.root / "exports" / day.isoformat()
+
+    def record(self, day: dt.date) -> Path:
+        return self.root / "runs" / f"{day.isoformat()}.json"
+
+    @property
+    def last_good(self) -> Path:
+        return self.root / "LAST_GOOD"
+
+    def read_record(self, day: dt.date) -> dict | None:
+        try:
+            return json.loads(self.record(day).read_text())
+        except FileNotFoundError:
+            return None
+
+    def previous_good(self, day: dt.date) -> Path | None:
+        """The newest end-of-day checkpoint before ``day`` whose model was published."""
+        if not self.checkpoints.is_dir():
+            return None
+        names = sorted(p.name for p in self.checkpoints.iterdir()
+                       if _DATE.match(p.name) and p.name < day.isoformat())
+        for name in reversed(names):
+            meta = read_meta(self.checkpoints / name)
+            if meta is not None and meta.get("status") == "exported":
+                return self.checkpoints / name
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _broadcast(obj: Any) -> Any:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _scenario_names(config: ProtorecConfig) -> list[str]:
+    return [config.data.scenario_name(i) for i in range(len(config.data.scenarios))]
+
+
+def evaluate(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConfig,
+             ctx: DistContext) -> dict:
+    """compute_metrics of the sharded model on ``loader``'s rows (every rank gets them)."""
+    preds = predict_pass(sharded, loader, ctx)
+    watch = {}
+    if "watch_pred_ms" in preds:
+        watch = {"watch_ms": preds["watch_ms"], "pred_watch_ms": preds["watch_pred_ms"]}
+    return compute_metrics(preds["click"], preds["click_prob"], preds["scenario"],
+                           preds["user_id"], preds["day"], scenario_names=_scenario_names(config),
+                           **watch)
+
+
+def _day_columns(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict | None:
+    """Scenario index, click and watch ratio of every row of ``day`` (None: no partition)."""
+    files = sorted(partition_dir(dataset, day).glob("*.parquet"))
+    if not files:
+        return None
+    table = pads.dataset([str(f) for f in files], format="parquet").to_table(
+        columns=["scenario", "click", "watch_ms", "duration_ms"])
+    codes = {c: i for i, c in enumerate(config.data.scenarios)}
+    scenario = np.vectorize(codes.get, otypes=[np.int64])(table.column("scenario").to_numpy())
+    watch = table.column("watch_ms").to_numpy(zero_copy_only=False).astype(np.float64)
+    duration = table.column("duration_ms").to_numpy(zero_copy_only=False).astype(np.float64)
+    ratio = watch / duration
+    return {"scenario": scenario, "click": table.column("click").to_numpy(),
+            "ratio": ratio}
+
+
+def _quarantined(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict[str, int]:
+    """Rows of ``day`` the contract check set aside, per scenario name (all zero if none)."""
+    names = _scenario_names(config)
+    counts = dict.fromkeys(names, 0)
+    files = sorted(partition_dir(dataset, day, quarantine=True).glob("*.parquet"))
+    if files:
+        column = pads.dataset([str(f) for f in files]).to_table(columns=["scenario"])
+        for code in column.column("scenario").to_pylist():
+            if code in config.data.scenarios:
+                counts[names[config.data.scenarios.index(code)]] += 1
+    return counts
+
+
+def drift(config: ProtorecConfig, dataset: Path, day: dt.date) -> dict[str, dict[str, float]]:
+    """Per scenario: label rate of the day, watch-ratio shift (W1) against the day before."""
+    today = _day_columns(dataset, day, config)
+    before = _day_columns(dataset, day - dt.timedelta(days=1), config)
+    out = {}
+    for s, name in enumerate(_scenario_names(config)):
+        rows = today["scenario"] == s
+        ratio = today["ratio"][rows]
+        entry = {"label_rate": float(today["click"][rows].mean()) if rows.any() else float("nan"),
+                 "watch_ratio_shift": float("nan")}
+        if before is not None:
+            prev = before["ratio"][before["scenario"] == s]
+            entry["watch_ratio_shift"] = watch_ratio_shift(ratio[np.isfinite(ratio)],
+                                                           prev[np.isfinite(prev)])
+        out[name] = entry
+    return out
+
+
+def _prototype_mass(sharded: ShardedModel, loader: ContractLoader) -> np.ndarray | None:
+    """(S, K_g) plan mass of each scenario's rows on the global prototypes, all ranks."""
+    try:
+        report: PrototypeReport = prototype_report(sharded.module, loader)
+    except ValueError:  # not a DistProto model
+        return None
+    mass = report.global_usage.clone()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(mass)
+    return mass.numpy()
+
+
+def _maybe_fault(ctx: DistContext, step: int) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if spec:
+        rank, at = (int(v) for v in spec.split(":"))
+        if rank == ctx.rank and step == at:
+            log.error("%s=%s: rank %d kills itself after step %d", FAULT_ENV, spec, rank, step)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_day(config: ProtorecConfig, day: dt.date, workdir: str | Path, ctx: DistContext,
+            dataset: str | Path | None = None, force: bool = False,
+            progress: bool = True) -> int:
+    """Train, gate and publish ``day``; return the job's exit status (see EXIT_*)."""
+    started = time.time()
+    wd = Workdir(Path(workdir))
+    dataset = Path(dataset if dataset is not None else config.data.dataset)
+    record = wd.read_record(day)
+    if record is not None and not force:
+        log.info("%s already done (%s, %s): nothing changed; --force retrains it",
+                 day, record["status"], wd.record(day))
+        return int(record["exit_status"])
+    if force and ctx.is_main:
+        shutil.rmtree(wd.partial(day), ignore_errors=True)
+    if dist.is_initialized():
+        dist.barrier()
+
+    daily = config.daily
+    torch.manual_seed(config.train.seed)
+    sharded = shard_model(build_model(config, ebc_device="meta"), ctx, config.train,
+                          config.loader.batch_size)
+    train_loader = ContractLoader(config, [day], dataset, split="train",
+                                  holdout_fraction=daily.holdout_fraction)
+    holdout = ContractLoader(config, [day], dataset, split="holdout", shuffle=False,
+                             holdout_fraction=daily.holdout_fraction)
+
+    partial = read_meta(wd.partial(day))
+    if partial is not None:
+        meta = load_checkpoint(sharded, wd.partial(day))
+        epoch, start_batch = meta["epoch"], meta["batches_done"]
+        warm_from, baseline = meta["warm_from"], meta["baseline"]
+        refresh = meta["refresh"]
+        log.info("%s: resuming from %s at epoch %d, batch %d of %d", day, wd.partial(day),
+                 epoch, start_batch, len(train_loader))
+    else:
+        epoch = start_batch = 0
+        previous = wd.previous_good(day)
+        warm_from = str(previous) if previous else None
+        baseline = None
+        if previous is not None:
+            load_checkpoint(sharded, previous)
+            log.info("%s: warm start from %s", day, previous)
+            # Yesterday's model on today's held-out rows: what the gate compares with.
+            baseline = evaluate(sharded, holdout, config, ctx)
+        else:
+            log.info("%s: cold start (no published checkpoint before this date in %s)",
+                     day, wd.checkpoints)
+        refresh = _refresh(sharded, train_loader, config, day)
+
+    def save_partial(batches_done: int, at_epoch: int) -> None:
+        save_checkpoint(sharded, wd.partial(day), {
+            "date": day.isoformat(), "epoch": at_epoch, "batches_done": batches_done,
+            "warm_from": warm_from, "baseline": baseline, "refresh": refresh,
+            "world_size": ctx.world_size,
+        })
+
+    resumed_at = {"epoch": epoch, "batch": start_batch} if partial is not None else None
+    steps = samples = 0
+    seconds = 0.0
+    for e in range(epoch, config.train.epochs):
+        first = start_batch if e == epoch else 0
+        train_loader.set_epoch(e, first)
+
+        def on_step(step: int, _outputs, e=e, first=first) -> None:
+            done = first + step
+            every = daily.checkpoint_every_steps
+            if every and done % every == 0 and done < len(train_loader):
+                save_partial(done, e)
+            _maybe_fault(ctx, done)
+
+        stats = train_pass(sharded, train_loader, ctx, config.train,
+                           len(train_loader) - first, on_step=on_step, progress=progress)
+        steps, samples, seconds = steps + stats.steps, samples + stats.samples, \
+            seconds + stats.seconds
+        if e + 1 < config.train.epochs:
+            save_partial(0, e + 1)
+
+    metrics = evaluate(sharded, holdout, config, ctx)
+    gate = decide(metrics, baseline, daily.max_auc_drop, daily.min_gate_rows)
+    status = "exported" if gate.passed else "refused"
+    log.info("%s: gate %s: %s", day, "passed" if gate.passed else "REFUSED", gate.reason)
+    mass = _prototype_mass(sharded, holdout)
+    save_checkpoint(sharded, wd.checkpoint(day), {
+        "date": day.isoformat(), "status": status, "warm_from": warm_from,
+        "world_size": ctx.world_size,
+    })
+    if gate.passed:
+        export_model(sharded, config, wd.export(day), metrics)
+    record = None
+    if ctx.is_main:
+        record = _finish(config, wd, dataset, day, status, gate, metrics, baseline, refresh,
+                         warm_from, resumed_at, mass, steps, samples, seconds, started)
+    record = _broadcast(record)
+    if dist.is_initialized():
+        dist.barrier()
+    return int(record["exit_status"])
+
+
+def _refresh(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConfig,
+             day: dt.date) -> dict:
+    """Re-seed dead prototypes from a sample of the day's rows (before training)."""
+    sample = []
+    for batch in loader:
+        sample.append(batch)
+        if len(sample) >= 8:
+            break
+    report = reseed_dead_prototypes(sharded.module, sample, config.daily.dead_prototype_fraction,
+                                    seed=config.train.seed + day.toordinal())
+    if report is None:
+        return {"prototypes": None}
+    if report.reseeded:
+        log.info("%s: re-seeded %d dead prototypes (global %s, scenario %s)", day,
+                 report.reseeded, report.dead_global, report.dead_scenario)
+    return {"prototypes": {"dead_global": report.dead_global,
+                           "dead_scenario": {str(k): v for k, v in
+                                             report.dead_scenario.items()}}}
+
+
+def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate: GateDecision,
+            metrics: dict, baseline: dict | None, refresh: dict, warm_from: str | None,
+            resumed_at: dict | None, mass: np.ndarray | None, steps: int, samples: int,
+            seconds: float, started: float) -> dict:
+    """Rank 0: the run record, LAST_GOOD, the partial checkpoint's removal, Prometheus."""
+    names = _scenario_names(config)
+    per_scenario = drift(config, dataset, day)
+    quarantined = _quarantined(dataset, day, config)
+    yesterday = wd.read_record(day - dt.timedelta(days=1))
+    prev_mass = (np.asarray(yesterday["prototype_mass"])
+                 if yesterday and yesterday.get("prototype_mass") else None)
+    for s, name in enumerate(names):
+        entry = per_scenario[name]
+        entry["auc"] = metrics["per_scenario"][name]["auc"]
+        entry["rows_quarantined"] = float(quarantined[name])
+        entry["prototype_mass_shift"] = (
+            prototype_mass_shift(mass[s], prev_mass[s])
+            if mass is not None and prev_mass is not None and prev_mass.shape == mass.shape
+            else float("nan"))
+    exit_status = EXIT_OK if gate.passed else EXIT_REFUSED
+    record = {
+        "date": day.isoformat(), "status": status, "exit_status": exit_status,
+        "warm_from": warm_from, "resumed_at": resumed_at, "gate": gate.as_dict(),
+        "metrics": metrics,
+        "baseline": baseline, "refresh": refresh,
+        "drift": {k: {m: (v if np.isfinite(v) else None) for m, v in d.items()
+                      if m in ("label_rate", "watch_ratio_shift", "prototype_mass_shift",
+                               "rows_quarantined")}
+                  for k, d in per_scenario.items()},
+        "prototype_mass": mass.tolist() if mass is not None else None,
+        "train": {"steps": steps, "samples": samples, "seconds": round(seconds, 3),
+                  "samples_per_s": samples / seconds if seconds else None},
+        "duration_seconds": round(time.time() - started, 3),
+    }
+    if gate.passed:
+        _write_atomic(wd.last_good, day.isoformat() + "\n")
+    _write_atomic(wd.record(day), json.dumps(record, indent=2, allow_nan=False))
+    shutil.rmtree(wd.partial(day), ignore_errors=True)
+    report = JobReport(
+        job=config.daily.job_name,
+        per_scenario={name: {k: v for k, v in per_scenario[name].items()
+                             if v is not None} for name in names},
+        values={"samples": float(samples),
+                "step_seconds": seconds / steps if steps else float("nan"),
+                "duration_seconds": time.time() - started,
+                "exported": 1.0 if gate.passed else 0.0,
+                # a refused day is a successful run too: ``exported`` tells them apart
+                "last_success_timestamp": time.time()},
+    )
+    if not publish(report, config.daily.pushgateway or None, config.daily.textfile or None):
+        log.warning("%s: monitoring not updated (see above); the day's outputs are published",
+                    day)
+    return record

@@ -1,0 +1,50 @@
+"""The daily section of the config: hold-out, mid-day checkpoints, the gate, monitoring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class DailyConfig:
+    """How ``jobs/train_daily.py`` trains, checks and publishes one day.
+
+    Args:
+        holdout_fraction: share of the day's rows held out of training (a fixed, seeded
+            draw: :func:`protorec.pipeline.loader.holdout_mask`); the gate and the day's
+            metrics are computed on them.
+        checkpoint_every_steps: steps between mid-day checkpoints (a killed job resumes
+            from the last one); 0 keeps only the end-of-day checkpoint.
+        max_auc_drop: the gate refuses to publish when a scenario's hold-out AUC is lower
+            than yesterday's model's on the same rows by more than this.
+        min_gate_rows: scenarios with fewer hold-out rows (or without both classes) are
+            reported but not gated: their AUC is too noisy to refuse a model on.
+        dead_prototype_fraction: a DistProto prototype whose share of the day's plan mass
+            is below this fraction of the uniform share 1/K is dead and is re-seeded from
+            the day's representations before training.
+        pushgateway: Pushgateway address (host:port); empty: ``$PROTOREC_PUSHGATEWAY``,
+            and nothing is pushed when both are empty.
+        textfile: node-exporter textfile to write the same series to; empty: none.
+        job_name: the Prometheus ``job`` label of the pushed series.
+    """
+
+    holdout_fraction: float = 0.1
+    checkpoint_every_steps: int = 100
+    max_auc_drop: float = 0.01
+    min_gate_rows: int = 500
+    dead_prototype_fraction: float = 0.1
+    pushgateway: str = ""
+    textfile: str = ""
+    job_name: str = "protorec_train_daily"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.checkpoint_every_steps < 0 or self.min_gate_rows < 0:
+            raise ValueError("checkpoint_every_steps and min_gate_rows must be >= 0")
+        if self.max_auc_drop < 0:
+            raise ValueError(f"max_auc_drop must be >= 0, got {self.max_auc_drop}")
+        if not 0.0 <= self.dead_prototype_fraction < 1.0:
+            raise ValueError("dead_prototype_fraction must be in [0, 1)")
+        if not self.job_name:
+            raise ValueError("job_name must not be empty")

@@ -1,0 +1,170 @@
+"""Inference exports: the trained model as plain files that load without torch.distributed.
+
+Layout of one export (``workdir/exports/<date>/``)::
+
+    model.pt        the unsharded state dict of the RecModel (tensors only: loads with
+                    ``torch.load(weights_only=True)``)
+    config.yaml     the job's config, so the model can be rebuilt exactly
+    metrics.json    the figures the job measured before publishing (optional)
+    manifest.json   every other file with its size and sha256, written last
+
+An export is written into a temporary directory beside its destination and renamed
+into place, so a reader never sees half of one; :func:`load_export` checks every
+checksum of the manifest before it builds anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from protorec.models.base import RecModel
+from protorec.models.build import build_model
+from protorec.pipeline.config import from_dict, to_dict
+from protorec.pipeline.job_config import ProtorecConfig
+from protorec.pipeline.trainer import ShardedModel
+
+MANIFEST = "manifest.json"
+WEIGHTS = "model.pt"
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+FORMAT_VERSION = 1
+
+
+class ExportError(RuntimeError):
+    """An export is missing, incomplete or does not match its manifest."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_rank0() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def gather_state_dict(sharded: ShardedModel) -> dict[str, torch.Tensor] | None:
+    """The full, unsharded model state on rank 0 (None on the other ranks).
+
+    Collective: every rank must call it. Sharded tables are gathered with
+    ``ShardedTensor.gather``; replicated tensors (dense layers, data-parallel tables)
+    are taken from rank 0's copy.
+    """
+    rank0 = _is_rank0()
+    full: dict[str, torch.Tensor] = {}
+    for name, tensor in sharded.dmp.state_dict().items():
+        if hasattr(tensor, "local_shards"):  # ShardedTensor
+            out = torch.empty(tensor.size(), dtype=tensor.dtype) if rank0 else None
+            tensor.gather(dst=0, out=out)
+            if rank0:
+                full[name] = out
+        elif rank0:
+            full[name] = tensor.detach().cpu().clone()
+    return full if rank0 else None
+
+
+def export_model(
+    sharded: ShardedModel,
+    config: ProtorecConfig,
+    directory: str | Path,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write an export of ``sharded`` to ``directory``, replacing it atomically.
+
+    Every rank must call this (the tables are gathered to rank 0, which writes).
+    """
+    directory = Path(directory)
+    state = gather_state_dict(sharded)
+    if _is_rank0():
+        assert state is not None
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = directory.parent / f".tmp-{directory.name}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            torch.save(state, tmp / WEIGHTS)
+            (tmp / CONFIG).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+            if metrics is not None:
+                (tmp / METRICS).write_text(json.dumps(metrics, indent=2, allow_nan=False))
+            files = sorted(p.name for p in tmp.iterdir())
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "model": config.model.name,
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "files": {
+                    name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+                    for name in files
+                },
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+            _replace_dir(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    if dist.is_initialized():
+        dist.barrier()
+    return directory
+
+
+def _replace_dir(tmp: Path, directory: Path) -> None:
+    """Rename ``tmp`` to ``directory``; an existing one is moved aside first, then removed."""
+    old = None
+    if directory.exists():
+        old = directory.parent / f".old-{directory.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def verify_export(directory: str | Path) -> dict[str, Any]:
+    """Check ``directory`` against its manifest; return the manifest.
+
+    Raises:
+        ExportError: no manifest, a listed file missing, or a size or checksum differing.
+    """
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{directory}: no readable {MANIFEST} ({exc})") from exc
+    for name, entry in manifest.get("files", {}).items():
+        path = directory / name
+        if not path.is_file():
+            raise ExportError(f"{directory}: {name} is listed in {MANIFEST} but missing")
+        if path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+            raise ExportError(f"{directory}: {name} does not match its sha256 in {MANIFEST}")
+    for required in (WEIGHTS, CONFIG):
+        if required not in manifest.get("files", {}):
+            raise ExportError(f"{directory}: {MANIFEST} does not list {required}")
+    return manifest
+
+
+def load_export(directory: str | Path) -> tuple[ProtorecConfig, RecModel]:
+    """Rebuild the exported model on CPU, in eval mode, after checking the manifest.
+
+    Needs no process group: the tables are plain EmbeddingBagCollections here.
+    """
+    directory = Path(directory)
+    verify_export(directory)
+    config_path = directory / CONFIG
+    config = from_dict(ProtorecConfig, yaml.safe_load(config_path.read_text()),
+                       source=str(config_path))
+    model = build_model(config, ebc_device="cpu")
+    state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return config, model

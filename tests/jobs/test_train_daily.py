@@ -1,0 +1,171 @@
+"""The daily job end to end: kill-and-resume, idempotent re-runs, the gate, the export, Prometheus.
+
+Each run is a real process (``jobs/train_daily.py``, under torchrun for 2 ranks) on a small
+simulated data set: 20,000 rows a day, 18 training steps of 2 x 512 rows.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from protorec.pipeline.job_config import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+JOB = str(ROOT / "jobs" / "train_daily.py")
+TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+
+
+def _env(**extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+                "PROTOREC_PUSHGATEWAY", "PROTOREC_KILL_AT_STEP"):
+        if key not in extra:
+            env.pop(key, None)
+    return env
+
+
+def _write_config(path: Path, **sections) -> str:
+    cfg = yaml.safe_load((CONFIG_DIR / "simulator.yaml").read_text())
+    cfg["simulator"]["rows_per_day"] = 20_000
+    cfg["daily"] = {"checkpoint_every_steps": 5, "min_gate_rows": 100}
+    for key, value in sections.items():
+        cfg.setdefault(key, {}).update(value)
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    """Config and 3 simulated days, shared by the tests of this module (read-only)."""
+    root = tmp_path_factory.mktemp("daily")
+    config = _write_config(root / "config.yaml")
+    data = root / "data"
+    subprocess.run([sys.executable, "-m", "protorec.jobs.cli", "simulate", "--config", config,
+                    "--out", str(data), "--start", "2026-01-01", "--days", "3", "--quiet"],
+                   check=True, env=_env())
+    return root, config, str(data)
+
+
+def _run(config, data, workdir, date, procs=1, env=None, force=False):
+    args = [JOB, "--config", config, "--dataset", data, "--workdir", str(workdir),
+            "--date", date, "--quiet", "--device", "cpu", *(["--force"] if force else [])]
+    cmd = ([TORCHRUN, "--standalone", f"--nproc_per_node={procs}", *args] if procs > 1
+           else [sys.executable, *args])
+    return subprocess.run(cmd, env=env or _env(), capture_output=True, text=True)
+
+
+def _weights(workdir, date):
+    return torch.load(Path(workdir, "exports", date, "model.pt"), weights_only=True)
+
+
+def _record(workdir, date):
+    return json.loads(Path(workdir, "runs", f"{date}.json").read_text())
+
+
+def test_killed_rank_resumes_without_training_a_sample_twice(sim, tmp_path):
+    _, config, data = sim
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    ok = _run(config, data, whole, "2026-01-01", procs=2)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+
+    # rank 1 dies right after step 13; the last checkpoint is the one of step 10
+    crash = _run(config, data, killed, "2026-01-01", procs=2,
+                 env=_env(PROTOREC_KILL_AT_STEP="1:13"))
+    assert crash.returncode != 0
+    assert not (killed / "runs").exists() and not (killed / "exports").exists()
+    assert (killed / "checkpoints" / "2026-01-01.partial" / "meta.json").exists()
+
+    again = _run(config, data, killed, "2026-01-01", procs=2)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stderr
+    record = _record(killed, "2026-01-01")
+    assert record["resumed_at"] == {"epoch": 0, "batch": 10}
+    assert record["train"]["steps"] == 18 - 10
+    assert not (killed / "checkpoints" / "2026-01-01.partial").exists()
+    # the resumed model is the uninterrupted one, bit for bit
+    a, b = _weights(whole, "2026-01-01"), _weights(killed, "2026-01-01")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_rerun_gate_export_and_monitoring(sim, tmp_path, pushgateway, unused_port):
+    _, config, data = sim
+    wd = tmp_path / "wd"
+    # day 1, monitoring down: the job still publishes, and warns
+    day1 = _run(config, data, wd, "2026-01-01",
+                env=_env(PROTOREC_PUSHGATEWAY=f"127.0.0.1:{unused_port}"))
+    assert day1.returncode == 0, day1.stderr[-3000:]
+    assert "not pushed" in day1.stderr
+    assert "cold start" in day1.stderr
+    manifest = wd / "exports" / "2026-01-01" / "manifest.json"
+    before = (manifest.read_bytes(), manifest.stat().st_mtime_ns)
+
+    # re-running a finished date changes nothing
+    rerun = _run(config, data, wd, "2026-01-01")
+    assert rerun.returncode == 0 and "already done" in rerun.stderr
+    assert (manifest.read_bytes(), manifest.stat().st_mtime_ns) == before
+
+    # day 2 with a learning rate that wrecks the model: the gate refuses, exit 3
+    wrecked = _write_config(tmp_path / "wrecked.yaml",
+                            train={"dense_lr": 3.0, "embedding_lr": 50.0})
+    day2 = _run(wrecked, data, wd, "2026-01-02", env=_env(PROTOREC_PUSHGATEWAY=pushgateway))
+    assert day2.returncode == 3, day2.stderr[-3000:]
+    assert "gate REFUSED: AUC fell by more than 0.01 in:" in day2.stderr
+    assert not (wd / "exports" / "2026-01-02").exists()
+    assert (wd / "LAST_GOOD").read_text().strip() == "2026-01-01"
+    record = _record(wd, "2026-01-02")
+    assert record["status"] == "refused" and not record["gate"]["passed"]
+    assert record["warm_from"].endswith("2026-01-01")
+    text = urllib.request.urlopen(f"http://{pushgateway}/metrics", timeout=5).read().decode()
+    job = 'job="protorec_train_daily"'
+    assert f'protorec_job_exported{{instance="",{job}}} 0' in text
+    assert f'protorec_auc{{instance="",{job},scenario="feed"}}' in text
+    assert f'protorec_watch_ratio_shift{{instance="",{job},scenario="live"}}' in text
+    assert f'protorec_rows_quarantined{{instance="",{job},scenario="search"}} 0' in text
+    assert f'protorec_job_samples{{instance="",{job}}}' in text
+
+    # day 3 warm-starts from day 1, the last published model, not from the refused day 2
+    day3 = _run(config, data, wd, "2026-01-03")
+    assert day3.returncode == 0, day3.stderr[-3000:]
+    assert _record(wd, "2026-01-03")["warm_from"].endswith("2026-01-01")
+
+    # the export loads in a fresh process without torch.distributed and scores the
+    # held-out rows as the trained model did
+    check = subprocess.run([sys.executable, "-c", _EXPORT_CHECK, str(wd / "exports" /
+                            "2026-01-03"), data], env=_env(), capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr[-3000:]
+    fresh = json.loads(check.stdout)
+    trained = _record(wd, "2026-01-03")["metrics"]
+    assert fresh["samples"] == trained["overall"]["samples"]
+    assert fresh["auc"] == pytest.approx(trained["overall"]["auc"], abs=1e-6)
+    assert fresh["logloss"] == pytest.approx(trained["overall"]["logloss"], abs=1e-6)
+
+
+_EXPORT_CHECK = """
+import json, sys
+import torch.distributed as dist
+from protorec.pipeline.export import load_export
+from protorec.pipeline.loader import ContractLoader
+from protorec.pipeline.metrics import auc, logloss
+import numpy as np
+config, model = load_export(sys.argv[1])
+loader = ContractLoader(config, "2026-01-03..2026-01-03", sys.argv[2],
+                        split="holdout", holdout_fraction=config.daily.holdout_fraction,
+                        shuffle=False)
+y, p = [], []
+for batch in loader:
+    y.append(batch.click.numpy())
+    p.append(model.predict(batch)["click_prob"].detach().numpy())
+assert not dist.is_initialized()
+y, p = np.concatenate(y), np.concatenate(p)
+print(json.dumps({"samples": int(y.size), "auc": auc(y, p), "logloss": logloss(y, p)}))
+"""

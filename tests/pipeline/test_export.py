@@ -1,0 +1,75 @@
+"""Exports: from the sharded model, checksummed, atomic, loaded without a process group."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from protorec.models.build import build_model
+from protorec.pipeline.distributed import init_distributed, shutdown_distributed
+from protorec.pipeline.export import ExportError, export_model, load_export, verify_export
+from protorec.pipeline.job_config import load_config
+from protorec.pipeline.loader import table_to_batch
+from protorec.pipeline.trainer import shard_model, train_pass
+
+
+def _batch(config, n, seed):
+    rng = np.random.default_rng(seed)
+    sim = config.simulator
+    table = pa.table({
+        "user_id": rng.integers(0, sim.num_users, n), "item_id": rng.integers(0, sim.num_items, n),
+        "author_id": rng.integers(0, sim.num_authors, n),
+        "category_id": rng.integers(0, sim.num_categories, n),
+        "user_segment": rng.integers(0, sim.num_user_segments, n),
+        "scenario": rng.choice(config.data.scenarios, n).astype(np.int32),
+        "click": rng.integers(0, 2, n).astype(np.int8), "watch_ms": rng.uniform(0, 3e4, n),
+        "duration_ms": rng.uniform(1e3, 6e4, n), "user_activity": rng.uniform(0, 100, n),
+        "item_popularity": rng.uniform(0, 1000, n),
+        "ts_ms": np.full(n, 1_767_225_600_000, dtype=np.int64),
+    })
+    return table_to_batch(table, config)
+
+
+@pytest.fixture
+def trained(tmp_path):
+    torch.manual_seed(0)
+    config = load_config("simulator")
+    ctx = init_distributed("cpu")
+    try:
+        sharded = shard_model(build_model(config, "meta"), ctx, config.train, 64)
+        train_pass(sharded, [_batch(config, 64, s) for s in range(5)], ctx, config.train,
+                   progress=False)
+        probe = _batch(config, 300, 99)
+        expected = sharded.module.predict(probe)["click_prob"]
+        directory = export_model(sharded, config, tmp_path / "exports" / "2026-01-01",
+                                 metrics={"auc": 0.5})
+    finally:
+        shutdown_distributed()
+    return config, directory, probe, expected
+
+
+def test_export_predicts_as_the_trained_model(trained):
+    config, directory, probe, expected = trained
+    loaded_config, model = load_export(directory)
+    assert loaded_config == config
+    torch.testing.assert_close(model.predict(probe)["click_prob"], expected, rtol=0, atol=0)
+    manifest = verify_export(directory)
+    assert set(manifest["files"]) == {"model.pt", "config.yaml", "metrics.json"}
+    assert json.loads((directory / "metrics.json").read_text()) == {"auc": 0.5}
+    # nothing left beside it: the temporary directory was renamed into place
+    assert [p.name for p in directory.parent.iterdir()] == ["2026-01-01"]
+
+
+def test_tampered_export_is_refused(trained):
+    _, directory, _, _ = trained
+    weights = directory / "model.pt"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match="model.pt does not match its sha256"):
+        load_export(directory)
+    (directory / "manifest.json").unlink()
+    with pytest.raises(ExportError, match="no readable manifest.json"):
+        verify_export(directory)
