@@ -1,0 +1,45 @@
+"""The daily job's history as one table: per day and scenario, hold-out metrics and drift."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _cell(value, fmt: str = "{:.4f}") -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
+def daily_table(workdir: str | Path) -> str:
+    """Markdown: one row per (day, scope) from ``workdir/runs/*.json``, oldest first.
+
+    Columns: the gate's outcome, hold-out AUC of the day's model and of yesterday's on the
+    same rows, GAUC, logloss, the day's label rate, the watch-ratio shift (W1) and the
+    prototype-mass shift (JS) against the day before, rows quarantined.
+    """
+    runs = sorted(Path(workdir, "runs").glob("*.json"))
+    if not runs:
+        raise FileNotFoundError(f"no run records in {Path(workdir, 'runs')}")
+    lines = [
+        "| date | status | scope | rows | AUC | AUC yesterday | GAUC | logloss | label rate "
+        "| watch-ratio W1 | prototype JS | quarantined |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for path in runs:
+        record = json.loads(path.read_text())
+        metrics, baseline = record["metrics"], record.get("baseline")
+        scopes = [("overall", metrics["overall"],
+                   baseline["overall"] if baseline else None, {})]
+        for name, block in metrics["per_scenario"].items():
+            scopes.append((name, block, baseline["per_scenario"][name] if baseline else None,
+                           record["drift"].get(name, {})))
+        for scope, block, before, drift in scopes:
+            lines.append(
+                f"| {record['date']} | {record['status']} | {scope} | {block['samples']} | "
+                f"{_cell(block['auc'])} | {_cell(before['auc'] if before else None)} | "
+                f"{_cell(block['gauc'])} | {_cell(block['logloss'])} | "
+                f"{_cell(drift.get('label_rate'))} | {_cell(drift.get('watch_ratio_shift'))} | "
+                f"{_cell(drift.get('prototype_mass_shift'))} | "
+                f"{_cell(drift.get('rows_quarantined'), '{:.0f}')} |"
+            )
+    return "\n".join(lines)
