@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from protorec.pipeline.daily_report import daily_table
 from protorec.pipeline.job_config import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,6 +138,9 @@ def test_rerun_gate_export_and_monitoring(sim, tmp_path, pushgateway, unused_por
     day3 = _run(config, data, wd, "2026-01-03")
     assert day3.returncode == 0, day3.stderr[-3000:]
     assert _record(wd, "2026-01-03")["warm_from"].endswith("2026-01-01")
+    table = daily_table(wd).splitlines()
+    assert len(table) == 2 + 3 * 6  # header, then overall + 5 scenarios a day
+    assert table[2 + 6 + 1].startswith("| 2026-01-02 | refused | feed | ")
 
     # the export loads in a fresh process without torch.distributed and scores the
     # held-out rows as the trained model did
