@@ -16,6 +16,8 @@
 #
 # Arguments are appended to the job's flags. `entrypoint.sh protorec ...` (or any other
 # command) runs that command instead, e.g. `protorec ingest ...` in the same image.
+# Exit status (docs/daily.md): 0 published, 3 refused by the gate, 2 bad environment,
+# anything else a failure (torchrun reports every failing worker as 1).
 set -euo pipefail
 
 die() { echo "entrypoint: $*" >&2; exit 2; }
@@ -63,4 +65,24 @@ job=(--config "$config" --date "$day" --workdir "$workdir" --device "$device")
 [ -z "${PROTOREC_DATASET:-}" ] || job+=(--dataset "$PROTOREC_DATASET")
 [ "${PROTOREC_FORCE:-0}" != 1 ] || job+=(--force)
 
-exec "${TORCHRUN:-torchrun}" "${launcher[@]}" "$root/jobs/train_daily.py" "${job[@]}" "$@"
+# torchrun reports any worker's non-zero exit as 1: the gate's refusal (the job's status 3)
+# is read back from the day's run record, when this launch wrote it (or, without
+# --force, when the date was refused before). Signals go on to torchrun, which stops
+# the workers.
+record="$workdir/runs/$day.json"
+launched=$(date +%s)
+"${TORCHRUN:-torchrun}" "${launcher[@]}" "$root/jobs/train_daily.py" "${job[@]}" "$@" &
+pid=$!
+trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
+status=0
+wait "$pid" || status=$?
+if [ "$status" -gt 128 ] && kill -0 "$pid" 2>/dev/null; then
+  status=0
+  wait "$pid" || status=$?
+fi
+if [ "$status" -ne 0 ] && [ -f "$record" ] && grep -q '"exit_status": 3' "$record"; then
+  if [ "${PROTOREC_FORCE:-0}" != 1 ] || [ "$(stat -c %Y "$record")" -ge "$launched" ]; then
+    status=3
+  fi
+fi
+exit "$status"

@@ -1,16 +1,32 @@
 #!/usr/bin/env bash
-# The README's first command (`make demo`): simulate a week on the default config, then
-# train MMoE on 2 CPU processes under torchrun and evaluate it on the last day, next to
-# the simulator's oracle. The daily warm-start job (jobs/train_daily.py) will replace the
-# training step once it exists.
-# Usage: jobs/demo.sh PYTHON [WORKDIR]
+# The README's first command (`make demo`): simulate a week on the default config, then run
+# the daily warm-start job (jobs/train_daily.py) on 2 CPU processes for each of the days
+# after the first, as the nightly schedule would, and print the per-day, per-scenario
+# table of hold-out metrics and drift. The first simulated day is the "yesterday" of the
+# first run's watch-ratio drift.
+# Usage: jobs/demo.sh PYTHON [WORKDIR] [DAYS]
 set -euo pipefail
-python=${1:?usage: demo.sh PYTHON [WORKDIR]}
+python=${1:?usage: demo.sh PYTHON [WORKDIR] [DAYS]}
 workdir=${2:-demo}
+days=${3:-5}
 bin=$(dirname "$python")
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export OMP_NUM_THREADS=1
-"$bin/protorec" simulate --out "$workdir/data" --start 2026-01-01 --days 5
-"$bin/torchrun" --nproc_per_node=2 -m protorec.jobs.cli train --config simulator \
-  --dataset "$workdir/data" --train 2026-01-01..2026-01-04 --test 2026-01-05 \
-  --out "$workdir/metrics.json" --quiet
-echo "metrics written to $workdir/metrics.json"
+"$bin/protorec" simulate --out "$workdir/data" --start 2026-01-01 --days "$((days + 1))" --quiet
+for i in $(seq 1 "$days"); do
+  day=$(date -u -d "2026-01-01 + $i day" +%F)
+  status=0
+  # the container entrypoint, run directly: the same mapping onto torchrun as in the images
+  PROTOREC_WORKDIR="$workdir/workdir" PROTOREC_DATASET="$workdir/data" PROTOREC_DATE="$day" \
+    PROTOREC_CONFIG=simulator PROTOREC_DEVICE=cpu PROTOREC_NPROC_PER_NODE=2 \
+    TORCHRUN="$bin/torchrun" "$root/docker/entrypoint.sh" --quiet || status=$?
+  case $status in
+    0) echo "$day: published" ;;
+    3) echo "$day: refused by the gate; yesterday's export stays current" ;;
+    *) echo "$day: failed with status $status" >&2; exit "$status" ;;
+  esac
+done
+echo
+"$bin/protorec" report --workdir "$workdir/workdir"
+echo
+echo "exports: $workdir/workdir/exports/, run records: $workdir/workdir/runs/"

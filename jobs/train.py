@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 
@@ -18,7 +19,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dataset", help="contract data set (default: the config's data.dataset)")
     p.add_argument("--train", required=True, metavar="A..B", help="training days")
     p.add_argument("--test", required=True, metavar="C..D", help="evaluation days")
-    p.add_argument("--model", help="override model.name")
+    p.add_argument("--model", help="a model variant (pipeline/variants.py): a model.name, "
+                   "gpdnet, a DistProto ablation, a watch-time head")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value), after --model; repeatable")
     p.add_argument("--out", help="write the metrics JSON here")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -26,21 +30,28 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import torch
 
+    from protorec.pipeline.config import ConfigError
     from protorec.pipeline.distributed import init_distributed, shutdown_distributed
     from protorec.pipeline.experiment import oracle_metrics, train_and_evaluate
     from protorec.pipeline.job_config import load_config
     from protorec.pipeline.metrics import metrics_markdown
+    from protorec.pipeline.variants import apply_overrides, parse_override, variant_config
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = load_config(args.config)
-    if args.model:
-        config = dataclasses.replace(
-            config, model=dataclasses.replace(config.model, name=args.model)
-        )
+    # force: importing torchrec has configured the root logger already. TorchRec and
+    # fbgemm log every planning and kernel choice at INFO: INFO for protorec's lines only.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
+                        force=True)
+    logging.getLogger("protorec").setLevel(logging.INFO)
+    try:
+        config = load_config(args.config)
+        if args.model:
+            config = variant_config(config, args.model)
+        config = apply_overrides(config, [parse_override(s) for s in args.overrides])
+    except ConfigError as exc:
+        print(f"protorec train: {exc}", file=sys.stderr)
+        return 2
     dataset = args.dataset or config.data.dataset
     ctx = init_distributed(args.device)
     if ctx.device.type == "cpu":

@@ -4,8 +4,8 @@
 
 Also ``python -m protorec.jobs.train_daily`` (one process). Exit status: 0 published
 (or the date was already done), 3 refused by the gate (yesterday's export stays
-current), 2 bad arguments or config, 1 any other failure. See pipeline/daily.py for the
-work directory's layout and the crash-safety rules.
+current), 4 the day's partition is missing, 2 bad arguments or config, 1 any other
+failure. docs/daily.md describes the steps, the work directory and the metrics.
 """
 
 from __future__ import annotations

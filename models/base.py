@@ -8,7 +8,8 @@ task. ``dense_arch`` adds the training losses on top.
 - ``forward(batch) -> (loss, outputs)`` for TorchRec's train pipelines: the loss is a
   scalar; outputs are detached: "click_logit" (B,) and every weighted loss term as
   "loss/<name>" (they sum to the loss), plus model diagnostics (e.g. "ot/n_iter").
-- ``predict(batch) -> {"click_prob": (B,)}``: inference, in eval mode, reading only
+- ``predict(batch) -> {"click_prob": (B,)}``, plus ``"watch_pred_ms": (B,)`` (watch time
+  in ms) when ``model.watch.head`` is set: inference, in eval mode, reading only
   ``dense_arch.net``; a row's prediction does not depend on the other rows of its batch
   (optimal transport and batch statistics are training signals only).
 
@@ -16,11 +17,14 @@ TorchRec's pipeline fx-traces ``RecModel.forward`` with every sharded-module-fre
 leaf: the forward is one embedding lookup and one ``dense_arch`` call, so it traces
 whatever the losses do inside.
 
-Adding a task (e.g. watch time): the backbones are written for T tasks (``tasks``
-argument, default :data:`TASKS`) and return one representation per task, (B, T, D); add
-the task's name to ``tasks`` (MMoE then gets its gates, PLE its task experts), give it a
-head in ``ScenarioNet.towers`` (any module ``(rep (B, D), scenario) -> (B, 1)``, read as
-"<task>_logit"), and its loss in an override of :meth:`DenseArch.compute_losses`.
+Adding a task: the backbones are written for T tasks (``tasks`` argument, default
+:data:`TASKS`) and return one representation per task, (B, T, D); add the task's name to
+``tasks`` (MMoE then gets its gates, PLE its task experts), give it a head in
+``ScenarioNet.towers`` (any module ``(rep (B, D), scenario) -> (B, m)``, read as
+"<task>_logit", squeezed to (B,) when m = 1), and its loss in
+:meth:`DenseArch.compute_losses`. Watch time is done so: ``model.watch.head`` adds the task
+"watch", whose tower is a :class:`protorec.models.watch.head.WatchHead` (its own loss and
+its own ``predict_ms``); see ``models/build.py``.
 """
 
 from __future__ import annotations
@@ -32,13 +36,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchrec import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from protorec.models.config import InputConfig, ModelConfig, TowerConfig
 from protorec.models.modules.feature_input import FeatureInput
 from protorec.models.modules.scenario_linear import ScenarioMLP
+from protorec.models.watch.head import WatchHead
 from protorec.pipeline.batch import Batch
 
-#: The tasks every backbone is built for today (issue 5 adds watch time).
+#: The tasks of a click-only model (``ModelConfig.watch.tasks`` adds "watch").
 TASKS: tuple[str, ...] = ("click",)
 
 
@@ -138,9 +144,12 @@ def click_loss(
 class DenseArch(nn.Module):
     """Everything but the embeddings: the traceable ``net`` plus the training losses.
 
-    Losses: the click loss (``ModelConfig.task_loss``) and ``l2_weight * ||Theta||^2``
-    over the parameters of ``net`` (the embedding tables are left to their fused
-    optimiser). Subclasses add their own terms in :meth:`compute_losses`.
+    Losses: the click loss (``ModelConfig.task_loss``, times ``watch.click_weight``; left
+    out when that is 0), the watch head's terms times ``watch.weight`` ("watch*", on rows
+    with an observed watch time), and ``l2_weight * ||Theta||^2`` over the trainable
+    parameters of ``net`` (the embedding tables are left to their fused optimiser, the
+    frozen HVQ-VAE of ProWTP out). Subclasses add their own terms in
+    :meth:`compute_losses`.
 
     Args:
         net: the dense inference path.
@@ -158,6 +167,13 @@ class DenseArch(nn.Module):
         self.num_scenarios = num_scenarios
         self.task_loss = config.task_loss
         self.l2_weight = config.l2_weight
+        self.click_weight = config.watch.click_weight
+        self.watch_weight = config.watch.weight
+
+    @property
+    def watch_head(self) -> WatchHead | None:
+        """The watch task's head (the net's "watch" tower), None for a click-only model."""
+        return self.net.towers["watch"] if "watch" in self.net.towers else None
 
     def forward(self, pooled: Tensor, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         out = self.net(pooled, batch.dense, batch.scenario)
@@ -172,15 +188,21 @@ class DenseArch(nn.Module):
         self, out: dict[str, Tensor], batch: Batch
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Weighted loss terms (scalars summing to the loss) and detached diagnostics."""
-        losses = {
-            "click": click_loss(
+        losses, diagnostics = {}, {}
+        if self.click_weight > 0:
+            losses["click"] = self.click_weight * click_loss(
                 out["click_logit"], batch.click, batch.scenario, self.num_scenarios,
                 self.task_loss,
             )
-        }
+        head = self.watch_head
+        if head is not None:
+            terms, diagnostics = head.losses(out["watch_logit"], batch)
+            losses.update({name: self.watch_weight * value for name, value in terms.items()})
         if self.l2_weight > 0:
-            losses["l2"] = self.l2_weight * sum(p.square().sum() for p in self.net.parameters())
-        return losses, {}
+            losses["l2"] = self.l2_weight * sum(
+                p.square().sum() for p in self.net.parameters() if p.requires_grad
+            )
+        return losses, diagnostics
 
 
 @contextmanager
@@ -204,6 +226,7 @@ class RecModel(nn.Module):
 
     Shapes:
         batch of B rows  ->  forward: (loss (), outputs dict), predict: {"click_prob": (B,)}
+        (and "watch_pred_ms": (B,) with a watch head)
     """
 
     def __init__(
@@ -212,17 +235,37 @@ class RecModel(nn.Module):
         super().__init__()
         self.sparse_arch = embedding_bag_collection
         self.dense_arch = dense_arch
+        # The column order the dense arch was built for: the config's. A sharded collection
+        # returns its keys grouped by rank, so the order must not be taken from its output
+        # (it once was: a model trained on 2 ranks then scored differently on 1).
+        self.feature_names: list[str] = [
+            name for table in embedding_bag_collection.embedding_bag_configs()
+            for name in table.feature_names
+        ]
 
     @property
     def net(self) -> ScenarioNet:
         """The dense, traceable inference path."""
         return self.dense_arch.net
 
+    def pooled(self, sparse: KeyedJaggedTensor) -> Tensor:
+        """Pooled embeddings (B, D_sparse) in the config's feature order, however sharded."""
+        embeddings = self.sparse_arch(sparse)
+        return torch.cat([embeddings[name] for name in self.feature_names], dim=1)
+
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.dense_arch(self.sparse_arch(batch.sparse).values(), batch)
+        return self.dense_arch(self.pooled(batch.sparse), batch)
 
     def predict(self, batch: Batch) -> dict[str, Tensor]:
-        """Click probabilities (B,), computed in eval mode from each row alone."""
+        """Click probabilities (B,) and, with a watch head, watch times in ms (B,).
+
+        Computed in eval mode from each row alone.
+        """
         with eval_mode(self):
-            out = self.net(self.sparse_arch(batch.sparse).values(), batch.dense, batch.scenario)
-        return {"click_prob": torch.sigmoid(out["click_logit"])}
+            out = self.net(self.pooled(batch.sparse), batch.dense, batch.scenario)
+            prediction = {"click_prob": torch.sigmoid(out["click_logit"])}
+            head = self.dense_arch.watch_head
+            if head is not None:
+                prediction["watch_pred_ms"] = head.predict_ms(out["watch_logit"],
+                                                              batch.duration_ms)
+        return prediction

@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from protorec.models.hvqvae import HVQVAEConfig
+from protorec.models.watch.d2q import D2QConfig
+from protorec.models.watch.tpm import TPMConfig
 
 ModelName = Literal["shared_bottom", "mmoe", "ple", "star", "distproto"]
+WatchHeadName = Literal["none", "tr", "wlr", "d2q", "tpm", "prowtp"]
 
 
 def _check_sizes(name: str, sizes: list[int], allow_empty: bool = True) -> None:
@@ -268,6 +271,99 @@ class DistProtoConfig:
 
 
 @dataclass
+class ProWTPConfig:
+    """ProWTP's sizes, loss weights and solver settings (the prototypes: ``model.hvqvae``).
+
+    The paper gives no loss weights nor lambda; the defaults are ours.
+
+    Args:
+        dim: d, width of h = f(x) and of the projected prototypes W_p p.
+        regressor_hidden: hidden widths of the regressor g (ReLU), d -> ... -> 1.
+        temperature: tau of eqs. 9 and 11 and of the inference softmax.
+        ot_lambda: lambda of eq. 8, the L2 penalty on the prototype marginal.
+        ot_max_iter: interior-point iterations at most per batch.
+        ot_tol: the solver's relative duality gap.
+        ot_check_every: iterations between convergence tests (a host sync on GPU).
+        assign_weight: weight of L_assign (eq. 9).
+        compact_weight: weight of L_compact (eqs. 10-11).
+        compact_sample: share of the batch's rows L_compact is computed on (paper: 20%).
+        task_weight: weight of L_task (eq. 12) on ``g(T~ P)``.
+        infer_weight: weight of the same MSE on the inference path ``g(A P)``.
+    """
+
+    dim: int = 32
+    regressor_hidden: list[int] = field(default_factory=lambda: [32])
+    temperature: float = 0.1
+    ot_lambda: float = 1.0
+    ot_max_iter: int = 50
+    ot_tol: float = 1e-6
+    ot_check_every: int = 5
+    assign_weight: float = 1.0
+    compact_weight: float = 0.1
+    compact_sample: float = 0.2
+    task_weight: float = 1.0
+    infer_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or any(w < 1 for w in self.regressor_hidden):
+            raise ValueError(f"dim and regressor_hidden widths must be >= 1, got {self.dim}, "
+                             f"{self.regressor_hidden}")
+        for name in ("temperature", "ot_lambda", "ot_tol"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
+        if self.ot_max_iter < 1 or self.ot_check_every < 1:
+            raise ValueError(f"ot_max_iter and ot_check_every must be >= 1, got "
+                             f"{self.ot_max_iter}, {self.ot_check_every}")
+        for name in ("assign_weight", "compact_weight", "task_weight", "infer_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.compact_sample <= 1:
+            raise ValueError(f"compact_sample must be in (0, 1], got {self.compact_sample}")
+
+
+@dataclass
+class WatchConfig:
+    """The watch-time task: which head (``models/watch/``, ``models/prowtp.py``) and its weights.
+
+    With a head, every backbone is built for the tasks ("click", "watch") (MMoE gets a
+    gate per task, PLE a task stream) and ``predict`` adds "watch_pred_ms".
+
+    Args:
+        head: "none" (click only, the default), "tr", "wlr", "d2q", "tpm" or "prowtp".
+        weight: multiplies every watch loss term ("loss/watch*").
+        click_weight: multiplies the click loss; 0 trains watch time alone (the click
+            tower still runs, so "click_logit" stays in the outputs, untrained).
+        scale_ms: unit of the regression targets ``t = watch_ms / scale_ms`` (TR, ProWTP)
+            and of WLR's odds; about the data's mean watch time keeps targets near 1.
+        hidden: hidden widths of the watch head's per-scenario tower (before its outputs).
+        d2q, tpm, prowtp: the per-head sections.
+    """
+
+    head: WatchHeadName = "none"
+    weight: float = 1.0
+    click_weight: float = 1.0
+    scale_ms: float = 10_000.0
+    hidden: list[int] = field(default_factory=lambda: [64])
+    d2q: D2QConfig = field(default_factory=D2QConfig)
+    tpm: TPMConfig = field(default_factory=TPMConfig)
+    prowtp: ProWTPConfig = field(default_factory=ProWTPConfig)
+
+    def __post_init__(self) -> None:
+        _check_nonnegative(weight=self.weight, click_weight=self.click_weight)
+        _check_positive(scale_ms=self.scale_ms)
+        _check_sizes("hidden", self.hidden)
+        if self.head == "none" and self.click_weight == 0:
+            raise ValueError("click_weight = 0 needs a watch head (head is 'none')")
+        if self.head != "none" and self.weight == 0 and self.click_weight == 0:
+            raise ValueError("weight and click_weight are both 0: nothing to train")
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks the backbones are built for."""
+        return ("click",) if self.head == "none" else ("click", "watch")
+
+
+@dataclass
 class ModelConfig:
     """Which model to build, with every architecture's sizes, loss weights and switches.
 
@@ -284,6 +380,7 @@ class ModelConfig:
         shared_bottom, mmoe, ple, star, distproto: per-architecture sections.
         hvqvae: the HVQ-VAE that turns watch-ratio distributions into ProWTP's credible
             prototypes (models/hvqvae.py), with its watch-ratio sampling.
+        watch: the watch-time task (head "none": click only).
     """
 
     name: ModelName = "mmoe"
@@ -297,6 +394,7 @@ class ModelConfig:
     star: STARConfig = field(default_factory=STARConfig)
     distproto: DistProtoConfig = field(default_factory=DistProtoConfig)
     hvqvae: HVQVAEConfig = field(default_factory=HVQVAEConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
 
     def __post_init__(self) -> None:
         _check_nonnegative(l2_weight=self.l2_weight)

@@ -88,7 +88,7 @@ def reseed_dead_prototypes(
     z_g, z_s, scen = [], [], []
     with eval_mode(model):
         for batch in batches:
-            out = model.net(model.sparse_arch(batch.sparse).values(), batch.dense, batch.scenario)
+            out = model.net(model.pooled(batch.sparse), batch.dense, batch.scenario)
             z_g.append(out["z_g"])
             z_s.append(out["z_s"])
             scen.append(batch.scenario)

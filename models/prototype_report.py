@@ -84,7 +84,7 @@ def prototype_report(
     )
     with eval_mode(model):
         for batch in batches:
-            out = model.net(model.sparse_arch(batch.sparse).values(), batch.dense, batch.scenario)
+            out = model.net(model.pooled(batch.sparse), batch.dense, batch.scenario)
             align = arch.transport(out["z_g"], out["z_s"], batch.scenario)
             plan = align.plan.double().cpu()
             rows += align.layout.counts.cpu()

@@ -75,6 +75,7 @@ class StarTower(nn.Module):
         scenario_dim: int,
     ) -> None:
         super().__init__()
+        self.in_features = in_features
         self.main = StarMLP(in_features, [*hidden, 1], num_scenarios, activation_on_last=False)
         self.aux_embedding = nn.Embedding(num_scenarios, scenario_dim)
         self.aux = MLP(scenario_dim, [*aux_hidden, 1], activation_on_last=False)

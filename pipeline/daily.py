@@ -29,20 +29,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 
 from protorec.models.build import build_model
 from protorec.models.prototype_refresh import reseed_dead_prototypes
 from protorec.models.prototype_report import PrototypeReport, prototype_report
+from protorec.models.watch.fit import refresh_watch_head
 from protorec.pipeline.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from protorec.pipeline.contract import partition_dir
 from protorec.pipeline.distributed import DistContext
 from protorec.pipeline.export import export_model
 from protorec.pipeline.gate import GateDecision, decide
 from protorec.pipeline.job_config import ProtorecConfig
-from protorec.pipeline.loader import ContractLoader
+from protorec.pipeline.loader import ContractLoader, holdout_mask
 from protorec.pipeline.metrics import compute_metrics
 from protorec.pipeline.monitoring import (
     JobReport,
@@ -54,9 +57,11 @@ from protorec.pipeline.trainer import ShardedModel, predict_pass, shard_model, t
 
 log = logging.getLogger(__name__)
 
-#: Exit statuses of the job: published, gate refused (yesterday's export stays current).
+#: Exit statuses of the job: published, gate refused (yesterday's export stays current),
+#: the day's partition is missing (upstream data not landed; nothing was changed).
 EXIT_OK = 0
 EXIT_REFUSED = 3
+EXIT_NO_DATA = 4
 
 #: Test hook: "RANK:STEP" makes that rank SIGKILL itself right after that training step
 #: (after the step's checkpoint, if any): the crash-safety test kills a rank this way.
@@ -170,6 +175,30 @@ def _quarantined(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict[st
     return counts
 
 
+def oracle_holdout_metrics(config: ProtorecConfig, dataset: Path, day: dt.date) -> dict | None:
+    """The simulator's true click probability scored on the day's held-out rows.
+
+    The same rows as the gate's (the loader's :func:`holdout_mask` over the partition's
+    rows in file order); None when the data has no ``oracle_p_click`` column. Evaluation
+    only: no training code reads oracle columns.
+    """
+    files = sorted(partition_dir(dataset, day).glob("*.parquet"))
+    if "oracle_p_click" not in pq.read_schema(files[0]).names:
+        return None
+    columns = ["click", "oracle_p_click", "scenario", "user_id", "ts_ms"]
+    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    table = table.filter(pa.array(holdout_mask(table.num_rows, config.daily.holdout_fraction,
+                                               config.loader.seed)))
+    codes = {c: i for i, c in enumerate(config.data.scenarios)}
+    scenario = np.vectorize(codes.__getitem__, otypes=[np.int64])(
+        table.column("scenario").to_numpy())
+    return compute_metrics(table.column("click").to_numpy().astype(np.float64),
+                           table.column("oracle_p_click").to_numpy(), scenario,
+                           table.column("user_id").to_numpy(),
+                           table.column("ts_ms").to_numpy() // 86_400_000,
+                           scenario_names=_scenario_names(config))
+
+
 def drift(config: ProtorecConfig, dataset: Path, day: dt.date) -> dict[str, dict[str, float]]:
     """Per scenario: label rate of the day, watch-ratio shift (W1) against the day before."""
     today = _day_columns(dataset, day, config)
@@ -221,6 +250,10 @@ def run_day(config: ProtorecConfig, day: dt.date, workdir: str | Path, ctx: Dist
         log.info("%s already done (%s, %s): nothing changed; --force retrains it",
                  day, record["status"], wd.record(day))
         return int(record["exit_status"])
+    if not any(partition_dir(dataset, day).glob("*.parquet")):
+        log.error("%s: no partition %s: the day's data has not landed; nothing changed",
+                  day, partition_dir(dataset, day))
+        return EXIT_NO_DATA
     if force and ctx.is_main:
         shutil.rmtree(wd.partial(day), ignore_errors=True)
     if dist.is_initialized():
@@ -256,7 +289,7 @@ def run_day(config: ProtorecConfig, day: dt.date, workdir: str | Path, ctx: Dist
         else:
             log.info("%s: cold start (no published checkpoint before this date in %s)",
                      day, wd.checkpoints)
-        refresh = _refresh(sharded, train_loader, config, day)
+        refresh = _refresh(sharded, train_loader, config, day, dataset)
 
     def save_partial(batches_done: int, at_epoch: int) -> None:
         save_checkpoint(sharded, wd.partial(day), {
@@ -308,8 +341,30 @@ def run_day(config: ProtorecConfig, day: dt.date, workdir: str | Path, ctx: Dist
 
 
 def _refresh(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConfig,
-             day: dt.date) -> dict:
-    """Re-seed dead prototypes from a sample of the day's rows (before training)."""
+             day: dt.date, dataset: Path) -> dict:
+    """Before training: the watch head's statistics and codebook, then dead prototypes.
+
+    The watch head (``models/watch/fit.py``) fits D2Q / TPM tables once and refits
+    ProWTP's HVQ-VAE codebook from the day's watch ratios, warm-started with prototype
+    identities kept; DistProto's dead prototypes are re-seeded from a sample of the
+    day's rows. Every rank computes the same from the same data and seeds.
+    """
+    out: dict = {"codebook": None}
+    refit = refresh_watch_head(sharded.module, config, dataset, [day])
+    if refit is not None:
+        moved = refit.relative_movement
+        out["codebook"] = {
+            "identity_kept": refit.identity_kept,
+            "relabelled": int((refit.code_assignment != np.arange(moved.size)).sum()),
+            "revived": int(np.asarray(refit.revived).sum()),
+            "max_relative_movement": float(moved.max()),
+            "median_relative_movement": float(np.median(moved)),
+        }
+        log.info("%s: codebook refitted: identities %s, median movement %.3f of the "
+                 "prototype spacing (max %.3f)", day,
+                 "kept" if refit.identity_kept else "RELABELLED",
+                 out["codebook"]["median_relative_movement"],
+                 out["codebook"]["max_relative_movement"])
     sample = []
     for batch in loader:
         sample.append(batch)
@@ -317,14 +372,15 @@ def _refresh(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConf
             break
     report = reseed_dead_prototypes(sharded.module, sample, config.daily.dead_prototype_fraction,
                                     seed=config.train.seed + day.toordinal())
-    if report is None:
-        return {"prototypes": None}
-    if report.reseeded:
-        log.info("%s: re-seeded %d dead prototypes (global %s, scenario %s)", day,
-                 report.reseeded, report.dead_global, report.dead_scenario)
-    return {"prototypes": {"dead_global": report.dead_global,
-                           "dead_scenario": {str(k): v for k, v in
-                                             report.dead_scenario.items()}}}
+    out["prototypes"] = None
+    if report is not None:
+        if report.reseeded:
+            log.info("%s: re-seeded %d dead prototypes (global %s, scenario %s)", day,
+                     report.reseeded, report.dead_global, report.dead_scenario)
+        out["prototypes"] = {"dead_global": report.dead_global,
+                             "dead_scenario": {str(k): v for k, v in
+                                               report.dead_scenario.items()}}
+    return out
 
 
 def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate: GateDecision,
@@ -351,7 +407,8 @@ def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate:
         "date": day.isoformat(), "status": status, "exit_status": exit_status,
         "warm_from": warm_from, "resumed_at": resumed_at, "gate": gate.as_dict(),
         "metrics": metrics,
-        "baseline": baseline, "refresh": refresh,
+        "baseline": baseline, "oracle": oracle_holdout_metrics(config, dataset, day),
+        "refresh": refresh,
         "drift": {k: {m: (v if np.isfinite(v) else None) for m, v in d.items()
                       if m in ("label_rate", "watch_ratio_shift", "prototype_mass_shift",
                                "rows_quarantined")}

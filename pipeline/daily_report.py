@@ -13,30 +13,37 @@ def _cell(value, fmt: str = "{:.4f}") -> str:
 def daily_table(workdir: str | Path) -> str:
     """Markdown: one row per (day, scope) from ``workdir/runs/*.json``, oldest first.
 
-    Columns: the gate's outcome, hold-out AUC of the day's model and of yesterday's on the
-    same rows, GAUC, logloss, the day's label rate, the watch-ratio shift (W1) and the
-    prototype-mass shift (JS) against the day before, rows quarantined.
+    Columns: the gate's outcome, hold-out AUC of the day's model, of yesterday's and of the
+    simulator's oracle (simulated data) on the same rows, GAUC, logloss, the day's label
+    rate, the watch-ratio shift (W1) and the prototype-mass shift (JS) against the day
+    before, rows quarantined.
     """
     runs = sorted(Path(workdir, "runs").glob("*.json"))
     if not runs:
         raise FileNotFoundError(f"no run records in {Path(workdir, 'runs')}")
     lines = [
-        "| date | status | scope | rows | AUC | AUC yesterday | GAUC | logloss | label rate "
-        "| watch-ratio W1 | prototype JS | quarantined |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| date | status | scope | rows | AUC | AUC yesterday | AUC oracle | GAUC | logloss "
+        "| label rate | watch-ratio W1 | prototype JS | quarantined |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for path in runs:
         record = json.loads(path.read_text())
-        metrics, baseline = record["metrics"], record.get("baseline")
-        scopes = [("overall", metrics["overall"],
-                   baseline["overall"] if baseline else None, {})]
+        metrics, baseline, oracle = (record["metrics"], record.get("baseline"),
+                                     record.get("oracle"))
+
+        def auc(m, scope):
+            if m is None:
+                return None
+            return (m["overall"] if scope == "overall" else m["per_scenario"][scope])["auc"]
+
+        scopes = [("overall", metrics["overall"], {})]
         for name, block in metrics["per_scenario"].items():
-            scopes.append((name, block, baseline["per_scenario"][name] if baseline else None,
-                           record["drift"].get(name, {})))
-        for scope, block, before, drift in scopes:
+            scopes.append((name, block, record["drift"].get(name, {})))
+        for scope, block, drift in scopes:
             lines.append(
                 f"| {record['date']} | {record['status']} | {scope} | {block['samples']} | "
-                f"{_cell(block['auc'])} | {_cell(before['auc'] if before else None)} | "
+                f"{_cell(block['auc'])} | {_cell(auc(baseline, scope))} | "
+                f"{_cell(auc(oracle, scope))} | "
                 f"{_cell(block['gauc'])} | {_cell(block['logloss'])} | "
                 f"{_cell(drift.get('label_rate'))} | {_cell(drift.get('watch_ratio_shift'))} | "
                 f"{_cell(drift.get('prototype_mass_shift'))} | "

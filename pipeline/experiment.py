@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as pads
 import torch
 
+from protorec.models.base import RecModel
 from protorec.models.build import build_model
+from protorec.models.watch.fit import refresh_watch_head
+from protorec.pipeline.batch import Batch
 from protorec.pipeline.contract import parse_day_range
 from protorec.pipeline.distributed import DistContext
 from protorec.pipeline.job_config import ProtorecConfig
@@ -37,9 +41,20 @@ def oracle_metrics(config: ProtorecConfig, dataset: str | Path, days: str) -> di
     data = pads.dataset(files, format="parquet")
     if "oracle_p_click" not in data.schema.names:
         return None
-    table = data.to_table(columns=["click", "oracle_p_click", "scenario", "user_id", "ts_ms"])
+    columns = ["click", "oracle_p_click", "scenario", "user_id", "ts_ms"]
+    # The true expected watch time, when the data has it, is the oracle's watch prediction.
+    with_watch = "oracle_watch_ms" in data.schema.names
+    if with_watch:
+        columns += ["watch_ms", "oracle_watch_ms"]
+    table = data.to_table(columns=columns)
     codes = {c: i for i, c in enumerate(config.data.scenarios)}
     scenario = np.vectorize(codes.__getitem__)(table.column("scenario").to_numpy())
+    watch = {}
+    if with_watch:
+        watch = {
+            "watch_ms": table.column("watch_ms").to_numpy().astype(np.float64),
+            "pred_watch_ms": table.column("oracle_watch_ms").to_numpy().astype(np.float64),
+        }
     return compute_metrics(
         table.column("click").to_numpy().astype(np.float64),
         table.column("oracle_p_click").to_numpy(),
@@ -47,7 +62,71 @@ def oracle_metrics(config: ProtorecConfig, dataset: str | Path, days: str) -> di
         table.column("user_id").to_numpy(),
         table.column("ts_ms").to_numpy() // 86_400_000,
         scenario_names=[config.data.scenario_name(i) for i in range(len(codes))],
+        **watch,
     )
+
+
+def prediction_metrics(config: ProtorecConfig, preds: dict[str, np.ndarray]) -> dict:
+    """:func:`compute_metrics` of a model's predictions and the rows' keys.
+
+    Args:
+        config: names the scenarios.
+        preds: ``predict`` outputs with the rows' keys (:func:`predict_rows` or
+            ``trainer.predict_pass``); the watch-time figures are computed when the model
+            predicts watch time ("watch_pred_ms", in ms).
+    """
+    names = [config.data.scenario_name(i) for i in range(len(config.data.scenarios))]
+    watch = {}
+    if "watch_pred_ms" in preds:
+        watch = {"watch_ms": preds["watch_ms"], "pred_watch_ms": preds["watch_pred_ms"]}
+    return compute_metrics(
+        preds["click"], preds["click_prob"], preds["scenario"], preds["user_id"], preds["day"],
+        scenario_names=names, **watch,
+    )
+
+
+@torch.no_grad()
+def predict_rows(model: RecModel, batches: Iterable[Batch]) -> dict[str, np.ndarray]:
+    """One process's ``model.predict`` over ``batches``, with the rows' keys, as numpy.
+
+    The single-process counterpart of ``trainer.predict_pass`` (same keys), for a plain
+    RecModel such as an export loaded by ``protorec evaluate``.
+    """
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in batches:
+        cols = dict(model.predict(batch))
+        for key in ("scenario", "click", "watch_ms", "duration_ms", "user_id", "day"):
+            cols[key] = getattr(batch, key)
+        for key, value in cols.items():
+            value = value.detach().cpu()
+            parts.setdefault(key, []).append(
+                value.float().numpy() if value.is_floating_point() else value.numpy()
+            )
+    if not parts:
+        raise ValueError("no batches to predict")
+    return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+def evaluate_model(
+    config: ProtorecConfig,
+    model: RecModel,
+    dataset: str | Path,
+    days: str,
+    progress: bool = False,
+) -> dict:
+    """The figures of a plain (single-process) model on ``days``, the oracle's beside.
+
+    Returns :func:`prediction_metrics`' dict, plus "oracle" (the simulator's truth, on
+    simulated data only).
+    """
+    # One process reads every row in file order: world size 1, no shuffle.
+    loader = ContractLoader(config, days, dataset_dir=dataset, rank=0, world_size=1,
+                            shuffle=False, progress=progress)
+    metrics = prediction_metrics(config, predict_rows(model, loader))
+    oracle = oracle_metrics(config, dataset, days)
+    if oracle is not None:
+        metrics["oracle"] = oracle
+    return metrics
 
 
 def train_and_evaluate(
@@ -62,6 +141,8 @@ def train_and_evaluate(
     torch.manual_seed(config.train.seed)
     model = build_model(config, ebc_device="meta")
     sharded = shard_model(model, ctx, config.train, config.loader.batch_size)
+    # Watch heads' tables / ProWTP's codebook from the training days (same on every rank).
+    refresh_watch_head(sharded.module, config, dataset, _days(train_days))
     loader = ContractLoader(config, train_days, dataset_dir=dataset, progress=False)
     stats = None
     for epoch in range(config.train.epochs):
@@ -72,11 +153,7 @@ def train_and_evaluate(
                      stats.samples_per_s)
     test = ContractLoader(config, test_days, dataset_dir=dataset, shuffle=False, progress=False)
     preds = predict_pass(sharded, test, ctx)
-    names = [config.data.scenario_name(i) for i in range(len(config.data.scenarios))]
-    metrics = compute_metrics(
-        preds["click"], preds["click_prob"], preds["scenario"], preds["user_id"], preds["day"],
-        scenario_names=names,
-    )
+    metrics = prediction_metrics(config, preds)
     metrics["train"] = {
         "model": config.model.name,
         "steps": stats.steps if stats else 0,

@@ -90,6 +90,7 @@ class ScenarioMLP(nn.Module):
         activation_on_last: bool = True,
     ) -> None:
         super().__init__()
+        self.in_features = in_features
         sizes = [in_features, *layer_sizes]
         self.layers = nn.ModuleList(
             ScenarioLinear(i, o, num_scenarios) for i, o in zip(sizes[:-1], sizes[1:])

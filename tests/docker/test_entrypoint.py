@@ -60,6 +60,23 @@ def test_bad_environment_is_named(fake_torchrun, env, message):
     assert run.returncode == 2 and message in run.stderr and run.stdout == ""
 
 
+@pytest.mark.parametrize("recorded, force, expected", [
+    ('"exit_status": 3', "0", 3),   # refused: torchrun says 1, the run record says 3
+    ('"exit_status": 0', "0", 1),   # a real failure stays a failure
+    (None, "0", 1),
+])
+def test_gate_refusal_survives_torchrun(tmp_path, recorded, force, expected):
+    failing = tmp_path / "torchrun"
+    failing.write_text("#!/bin/sh\nexit 1\n")
+    failing.chmod(0o755)
+    if recorded is not None:
+        (tmp_path / "w" / "runs").mkdir(parents=True)
+        (tmp_path / "w" / "runs" / "2026-01-05.json").write_text("{" + recorded + "}")
+    run = _run(str(failing), PROTOREC_WORKDIR=str(tmp_path / "w"), PROTOREC_DATE="2026-01-05",
+               PROTOREC_FORCE=force)
+    assert run.returncode == expected, run.stderr
+
+
 def test_other_commands_run_as_given(fake_torchrun):
     run = _run(fake_torchrun, "echo", "protorec", "ingest")
     assert run.returncode == 0 and run.stdout == "protorec ingest\n"

@@ -96,6 +96,8 @@ def test_killed_rank_resumes_without_training_a_sample_twice(sim, tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    # tables sharded over 2 ranks, gathered into one file, score as they did sharded
+    _assert_export_scores_as_trained(whole, data, "2026-01-01")
 
 
 def test_rerun_gate_export_and_monitoring(sim, tmp_path, pushgateway, unused_port):
@@ -134,6 +136,11 @@ def test_rerun_gate_export_and_monitoring(sim, tmp_path, pushgateway, unused_por
     assert f'protorec_rows_quarantined{{instance="",{job},scenario="search"}} 0' in text
     assert f'protorec_job_samples{{instance="",{job}}}' in text
 
+    # a day whose data has not landed: status 4, nothing written
+    missing = _run(config, data, wd, "2026-01-09")
+    assert missing.returncode == 4 and "the day's data has not landed" in missing.stderr
+    assert not (wd / "runs" / "2026-01-09.json").exists()
+
     # day 3 warm-starts from day 1, the last published model, not from the refused day 2
     day3 = _run(config, data, wd, "2026-01-03")
     assert day3.returncode == 0, day3.stderr[-3000:]
@@ -142,13 +149,17 @@ def test_rerun_gate_export_and_monitoring(sim, tmp_path, pushgateway, unused_por
     assert len(table) == 2 + 3 * 6  # header, then overall + 5 scenarios a day
     assert table[2 + 6 + 1].startswith("| 2026-01-02 | refused | feed | ")
 
-    # the export loads in a fresh process without torch.distributed and scores the
-    # held-out rows as the trained model did
-    check = subprocess.run([sys.executable, "-c", _EXPORT_CHECK, str(wd / "exports" /
-                            "2026-01-03"), data], env=_env(), capture_output=True, text=True)
+    _assert_export_scores_as_trained(wd, data, "2026-01-03")
+
+
+def _assert_export_scores_as_trained(workdir, data, date):
+    """A fresh process, without torch.distributed, scores the held-out rows as the job did."""
+    check = subprocess.run([sys.executable, "-c", _EXPORT_CHECK,
+                            str(Path(workdir, "exports", date)), data, date],
+                           env=_env(), capture_output=True, text=True)
     assert check.returncode == 0, check.stderr[-3000:]
     fresh = json.loads(check.stdout)
-    trained = _record(wd, "2026-01-03")["metrics"]
+    trained = _record(workdir, date)["metrics"]
     assert fresh["samples"] == trained["overall"]["samples"]
     assert fresh["auc"] == pytest.approx(trained["overall"]["auc"], abs=1e-6)
     assert fresh["logloss"] == pytest.approx(trained["overall"]["logloss"], abs=1e-6)
@@ -162,7 +173,7 @@ from protorec.pipeline.loader import ContractLoader
 from protorec.pipeline.metrics import auc, logloss
 import numpy as np
 config, model = load_export(sys.argv[1])
-loader = ContractLoader(config, "2026-01-03..2026-01-03", sys.argv[2],
+loader = ContractLoader(config, f"{sys.argv[3]}..{sys.argv[3]}", sys.argv[2],
                         split="holdout", holdout_fraction=config.daily.holdout_fraction,
                         shuffle=False)
 y, p = [], []

@@ -1,0 +1,84 @@
+"""`protorec evaluate`: a saved model's figures on a day range, per scenario and overall.
+
+Reads an export (``pipeline/export.py``: verified against its manifest, loaded as a plain
+CPU model in this one process), predicts every row of the days, and writes the figures of
+``compute_metrics`` (with the simulator's oracle beside, on simulated data) as JSON to
+``--out`` and as a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="evaluate an exported model on days A..B")
+    p.add_argument("--model", required=True, metavar="PATH", help="export directory")
+    p.add_argument("--data", required=True, metavar="DIR", help="contract data set")
+    p.add_argument("--dates", required=True, metavar="A..B", help="days to evaluate")
+    p.add_argument("--out", required=True, metavar="FILE", help="write the metrics JSON here")
+    p.add_argument("--config", help="read the data with this config's data and loader "
+                   "sections (default: the export's own config); its features and "
+                   "scenarios must be the export's")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the evaluation config (YAML value); repeatable")
+    p.add_argument("--progress", action="store_true", help="progress bar of the read")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the job: 0 on success, 2 on a bad config, export or day range (one line why)."""
+    from protorec.pipeline.config import ConfigError
+    from protorec.pipeline.export import ExportError
+
+    try:
+        return _evaluate(args)
+    except (ConfigError, ExportError, FileNotFoundError) as exc:
+        print(f"protorec evaluate: {exc}", file=sys.stderr)
+        return 2
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from protorec.pipeline.config import ConfigError
+    from protorec.pipeline.experiment import evaluate_model
+    from protorec.pipeline.export import load_export
+    from protorec.pipeline.job_config import load_config
+    from protorec.pipeline.metrics import metrics_markdown
+    from protorec.pipeline.variants import apply_overrides, parse_override
+
+    # force: importing torchrec has configured the root logger already. TorchRec and
+    # fbgemm log every planning and kernel choice at INFO: INFO for protorec's lines only.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
+                        force=True)
+    logging.getLogger("protorec").setLevel(logging.INFO)
+    config, model = load_export(args.model)
+    if args.config:
+        other = load_config(args.config)
+        # The model's tables and towers are fixed by the export: only where and how the
+        # data is read may change.
+        for section, a, b in (("features", config.features, other.features),
+                              ("data.scenarios", config.data.scenarios, other.data.scenarios)):
+            if a != b:
+                raise ConfigError(args.config, section,
+                                  f"differs from the export's ({args.model}): the model "
+                                  "cannot read these inputs")
+        config = dataclasses.replace(config, data=other.data, loader=other.loader)
+    config = apply_overrides(config, [parse_override(s) for s in args.overrides])
+    logging.getLogger(__name__).info("evaluating %s (%s) on %s of %s", args.model,
+                                     config.model.name, args.dates, args.data)
+    metrics = evaluate_model(config, model, args.data, args.dates, progress=args.progress)
+    metrics["model"] = {"path": str(Path(args.model).resolve()), "name": config.model.name}
+    print(f"\n{config.model.name} ({args.model}) on {args.dates}:")
+    print(metrics_markdown(metrics))
+    if "oracle" in metrics:
+        print("\noracle (the simulator's truth):")
+        print(metrics_markdown(metrics["oracle"]))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(metrics, indent=2, allow_nan=False))
+    return 0

@@ -1,0 +1,273 @@
+"""ProWTP's head (Cui, Tang et al., ICML 2025, 4.3): instances aligned to credible prototypes.
+
+Training, for the N rows of a batch whose watch time is observed:
+
+1. ``h = normalize(f(x))``, f the watch task's per-scenario tower (width d).
+2. Prototypes ``P = normalize(W_p p)`` for the C * K credible prototypes p of the HVQ-VAE
+   (``protorec.models.hvqvae``, fitted from watch-ratio distributions, frozen here).
+3. Cosine cost ``C = 1 - h P^T``; rows grouped by scenario, one exact L2 semi-relaxed
+   problem per scenario (eq. 8, ``protorec.ot.l2_suot``) with ``a = 1/n_s`` on its rows
+   and ``b = 1/(C K)``, all scenarios in one batched solver call. The plan, row-normalised
+   (``T~ = n_s T``, each row sums to 1), is a constant soft label.
+4. Losses, each with its weight in :class:`ProWTPConfig`:
+   ``assign`` (eq. 9): ``-mean_i sum_k T~_ik log softmax_k(h_i . P_k / tau)``;
+   ``compact`` (eqs. 10-11) on a random ``compact_sample`` share of the rows;
+   ``task`` (eq. 12): ``MSE(g(T~ P), t)``, t = watch / scale_ms;
+   ``infer`` (ours): ``MSE(g(A P), t)`` with ``A = softmax(h P^T / tau)``.
+
+Inference (batch-independent): the paper removes the OT module and feeds the regressor a
+combination of the prototypes weighted by the row's similarities to them; here that is
+``A = softmax(h P^T / tau)``, the distribution ``assign`` trains to match the plan, and
+``watch^ = max(g(A P), 0) * scale_ms``. A row's prediction reads only its own h.
+
+Why the ``infer`` term: the plan carries no gradient, so eq. 12 alone trains g and W_p but
+never f; f would learn the prototype geometry (eqs. 9, 11) and nothing of the label. The
+term trains f, W_p and g on the exact path used at inference; set ``infer_weight: 0``
+for the paper's objective as written.
+
+Deviation in eq. 11: the paper divides the sum over positive pairs by C * K; we divide by
+the number of positive pairs, so that the term's scale does not grow with the batch size
+(a 20% sample of 512 rows has up to 10^4 pairs).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchrec.modules.mlp import MLP
+
+from protorec.models.config import ProWTPConfig
+from protorec.models.hvqvae import HVQVAE, HVQVAEConfig, RefitReport, fit, perplexity, refit
+from protorec.models.modules.prototype_transport import ScenarioLayout, uniform_masses
+from protorec.models.watch.head import WatchHead
+from protorec.ot.l2_suot import solve_l2_semirelaxed
+from protorec.ot.result import OTResult
+from protorec.pipeline.watch_ratio import read_watch_ratios, sample_watch_ratio_vectors
+
+if TYPE_CHECKING:
+    from protorec.pipeline.job_config import ProtorecConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProWTPAlignment:
+    """One batch's transport: the row-normalised plan of every observed row, and the solve.
+
+    Args:
+        soft_labels: (N, C K) ``T~``, rows sum to 1 (a constant).
+        plan: (S, n, C K) the solver's plans (rows of problem s sum to ``1 / n_s``).
+        row_mask: (S, n) real rows of each problem.
+        result: the solver's result.
+    """
+
+    soft_labels: Tensor
+    plan: Tensor
+    row_mask: Tensor
+    result: OTResult
+
+
+def compact_loss(h: Tensor, soft_labels: Tensor, temperature: float) -> Tensor:
+    """L_compact (eqs. 10-11) of m sampled rows, averaged over positive pairs.
+
+    ``S_k^+ = {i : T~_ik > mean_j T~_jk}``; a pair (i != j) counts once per prototype whose
+    S_k^+ holds both; its term is ``-log softmax`` of ``h_i . h_j / tau`` over all pairs
+    i' != j' of the sample.
+
+    Shapes:
+        h (m, d) unit rows, soft_labels (m, C K)  ->  ()
+
+    >>> h = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]]), dim=-1)
+    >>> t = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> bool(compact_loss(h, t, 0.1) < compact_loss(h, t[[0, 2, 1]], 0.1))
+    True
+    """
+    members = (soft_labels > soft_labels.mean(0, keepdim=True)).to(h.dtype)  # (m, CK)
+    off_diagonal = ~torch.eye(h.shape[0], dtype=torch.bool, device=h.device)
+    positives = (members @ members.T) * off_diagonal
+    logits = h @ h.T / temperature
+    log_norm = torch.logsumexp(logits[off_diagonal], dim=0)
+    return -(positives * (logits - log_norm)).sum() / positives.sum().clamp_min(1)
+
+
+class ProWTPHead(WatchHead):
+    """ProWTP: f(x) aligned with credible prototypes by L2 SUOT; g reads prototype mixtures.
+
+    Notation: B rows, S scenarios, D representation width, d = ``dim``, C K credible
+    prototypes of width d_p (the HVQ-VAE's ``dim``).
+
+    Holds the HVQ-VAE (frozen; refitted each day by :func:`refresh_credible_prototypes`,
+    in the state dict so that checkpoints warm-start it) and the C K credible prototypes
+    it gave, buffer ``credible_prototypes`` (C K, d_p), NaN until the first refresh.
+
+    Args:
+        in_features: D.
+        num_scenarios: S.
+        hidden: hidden widths of f's per-scenario tower.
+        scale_ms: target unit.
+        config: ProWTP's settings.
+        hvqvae: the HVQ-VAE's settings (C, K, d_p, sampling).
+
+    Shapes:
+        rep: (B, D), scenario: (B,)  ->  f(x) (B, d); predict_ms: (B,)
+
+    >>> from protorec.pipeline.watch_ratio import WatchRatioConfig
+    >>> hv = HVQVAEConfig(WatchRatioConfig(num_buckets=2, sample_length=4), dim=3,
+    ...                   encoder_hidden=[4], decoder_hidden=[4], num_prototypes=2)
+    >>> head = ProWTPHead(8, 2, [4], 1e3, ProWTPConfig(dim=5), hv)
+    >>> head.set_prototypes(torch.randn(6, 3))
+    >>> raw = head(torch.randn(4, 8), torch.tensor([0, 1, 1, 0]))
+    >>> raw.shape, head.predict_ms(raw, torch.ones(4)).shape
+    (torch.Size([4, 5]), torch.Size([4]))
+    """
+
+    def __init__(self, in_features: int, num_scenarios: int, hidden: list[int],
+                 scale_ms: float, config: ProWTPConfig, hvqvae: HVQVAEConfig) -> None:
+        super().__init__(in_features, num_scenarios, hidden, config.dim, scale_ms)
+        self.config = config
+        self.num_scenarios = num_scenarios
+        self.projection = nn.Linear(hvqvae.dim, config.dim, bias=False)  # W_p
+        self.regressor = MLP(config.dim, [*config.regressor_hidden, 1],
+                             activation_on_last=False)  # g
+        self.hvqvae = HVQVAE(hvqvae).requires_grad_(False)
+        self.register_buffer("credible_prototypes",
+                             torch.full((hvqvae.num_codes, hvqvae.dim), float("nan")))
+
+    def is_fitted(self) -> bool:
+        return not bool(self.credible_prototypes.isnan().any())
+
+    def set_prototypes(self, vectors: Tensor) -> None:
+        """Copy in the C K credible prototypes (in place: DDP keeps its references)."""
+        with torch.no_grad():
+            self.credible_prototypes.copy_(vectors)
+
+    def prototypes(self) -> Tensor:
+        """P = normalize(W_p p), the projected unit prototypes, (C K, d)."""
+        if not self.is_fitted():
+            raise RuntimeError("ProWTP head has no credible prototypes yet: call "
+                               "protorec.models.prowtp.refresh_credible_prototypes first")
+        return F.normalize(self.projection(self.credible_prototypes), dim=-1)
+
+    def assignment(self, h: Tensor, prototypes: Tensor) -> Tensor:
+        """``A = softmax(h P^T / tau)`` (N, C K) of h (N, d): each row from itself alone."""
+        return torch.softmax(h @ prototypes.T / self.config.temperature, dim=-1)
+
+    def regress(self, mixture: Tensor) -> Tensor:
+        """The regressor g on prototype mixtures (N, d) -> (N,)."""
+        return self.regressor(mixture).squeeze(-1)
+
+    def align(self, h: Tensor, prototypes: Tensor, scenario: Tensor) -> ProWTPAlignment:
+        """The plans of eq. 8, one problem per scenario, from one batched solver call.
+
+        Shapes:
+            h (N, d) unit rows, prototypes (C K, d), scenario (N,)  ->  soft_labels (N, C K)
+        """
+        cfg = self.config
+        layout = ScenarioLayout.from_scenario(scenario, self.num_scenarios)
+        cost = 1 - layout.pad(h.detach()) @ prototypes.detach().T  # (S, n, CK)
+        a = uniform_masses(layout.mask).to(cost.dtype)
+        b = torch.full(cost.shape[::2], 1 / prototypes.shape[0], dtype=cost.dtype,
+                       device=cost.device)
+        result = solve_l2_semirelaxed(cost, a, b, cfg.ot_lambda, max_iter=cfg.ot_max_iter,
+                                      tol=cfg.ot_tol, check_every=cfg.ot_check_every)
+        normalised = result.plan * layout.counts.to(cost.dtype).view(-1, 1, 1)
+        soft_labels = torch.zeros(h.shape[0], prototypes.shape[0], dtype=h.dtype,
+                                  device=h.device)
+        soft_labels[layout.index[layout.mask]] = normalised[layout.mask].to(h.dtype)
+        return ProWTPAlignment(soft_labels, result.plan, layout.mask, result)
+
+    def loss_terms(self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor,
+                   scenario: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        cfg = self.config
+        h = F.normalize(raw, dim=-1)
+        prototypes = self.prototypes()
+        align = self.align(h, prototypes, scenario)
+        t = self.target(watch_ms)
+        logits = h @ prototypes.T / cfg.temperature
+        terms = {
+            "watch": cfg.task_weight * F.mse_loss(self.regress(align.soft_labels @ prototypes), t),
+            "watch_assign": cfg.assign_weight * -(
+                align.soft_labels * torch.log_softmax(logits, dim=-1)).sum(-1).mean(),
+            "watch_infer": cfg.infer_weight * F.mse_loss(
+                self.regress(torch.softmax(logits, dim=-1) @ prototypes), t),
+        }
+        if cfg.compact_weight > 0 and h.shape[0] >= 2:
+            m = max(2, round(cfg.compact_sample * h.shape[0]))
+            sample = torch.randperm(h.shape[0], device=h.device)[:m]
+            terms["watch_compact"] = cfg.compact_weight * compact_loss(
+                h[sample], align.soft_labels[sample], cfg.temperature)
+        res = align.result
+        device = raw.device
+        diagnostics = {"prowtp/ot_n_iter": torch.tensor(float(res.n_iter), device=device),
+                       "prowtp/ot_converged": torch.tensor(float(res.converged), device=device),
+                       "prowtp/ot_err_a": res.err_a.detach().amax().to(raw.dtype)}
+        return terms, diagnostics
+
+    def predict_ms(self, raw: Tensor, duration_ms: Tensor) -> Tensor:
+        h = F.normalize(raw, dim=-1)
+        prototypes = self.prototypes()
+        return self.regress(self.assignment(h, prototypes) @ prototypes).clamp_min(0) * (
+            self.scale_ms)
+
+
+def refresh_credible_prototypes(
+    model: nn.Module, config: ProtorecConfig, dataset_dir: str | Path,
+    days: Iterable[dt.date],
+) -> RefitReport | None:
+    """Fit (first call) or refit (later calls) the ProWTP head's HVQ-VAE; update its prototypes.
+
+    Reads the watch ratios of ``days`` from the contract data set, pre-processes them
+    (``model.hvqvae.sampling``) and, when the head's HVQ-VAE has no bucket edges yet, fits
+    it from scratch (:func:`protorec.models.hvqvae.fit`); otherwise warm-starts it with
+    prototype identities kept (:func:`protorec.models.hvqvae.refit`, with yesterday's
+    bucket edges). Then copies the C K codebook vectors into the head. Everything runs on
+    CPU from ``config.model.hvqvae.seed`` and the data: every rank of a distributed job
+    gets the same codebook. Weights are copied in place, so DDP's references stay valid.
+
+    Args:
+        model: a RecModel, or ``ShardedModel.module`` (the RecModel inside DMP).
+        config: the job's config (reads ``model.hvqvae``).
+        dataset_dir: the contract data set.
+        days: the days whose watch ratios shape the codebook.
+
+    Returns:
+        None when the model has no ProWTP head or on the first fit (nothing to compare
+        with); the refit's :class:`RefitReport` (relabelling, movement) otherwise.
+    """
+    head = model.dense_arch.watch_head
+    if not isinstance(head, ProWTPHead):
+        return None
+    cfg = config.model.hvqvae
+    ratios = read_watch_ratios(dataset_dir, list(days))
+    previous = copy.deepcopy(head.hvqvae).cpu().requires_grad_(True)
+    edges = previous.bucket_edges_ms.numpy()
+    report = None
+    if np.isnan(edges).any():
+        samples = sample_watch_ratio_vectors(ratios, cfg.sampling, num_peaks=cfg.num_clusters)
+        fitted, history = fit(samples, cfg)
+        log.info("HVQ-VAE fitted on %d vectors: %d of %d codes used, perplexity %.1f",
+                 samples.vectors.shape[0], history[-1].used_codes, cfg.num_codes,
+                 history[-1].perplexity)
+    else:
+        samples = sample_watch_ratio_vectors(ratios, cfg.sampling, num_peaks=cfg.num_clusters,
+                                             edges_ms=edges)
+        fitted, report = refit(previous, samples)
+        log.info("HVQ-VAE refitted: identities kept %s, median relative movement %.3f",
+                 report.identity_kept, float(np.median(report.relative_movement)))
+    codes = torch.bincount(fitted.codes(torch.as_tensor(samples.vectors)),
+                           minlength=cfg.num_codes)
+    log.info("credible prototypes: usage perplexity %.1f of %d", perplexity(codes),
+             cfg.num_codes)
+    head.hvqvae.load_state_dict(fitted.state_dict())
+    head.set_prototypes(fitted.credible_prototypes().vectors)
+    return report

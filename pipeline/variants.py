@@ -1,0 +1,129 @@
+"""Named model variants and ``--set key.path=value`` overrides of a protorec config.
+
+A variant is a set of dotted overrides of the config (``model.name``, the DistProto
+ablation switches, the watch-time head), so that ``protorec compare`` and ``protorec
+train`` name the papers' models and Table 2's ablations by one word. Overrides are
+applied to the config's plain data and the whole config is built again with
+:func:`protorec.pipeline.config.from_dict`, so an override is checked exactly like the
+YAML: an unknown key, a wrong type or an out-of-range value is a :class:`ConfigError`
+naming the key.
+
+>>> from protorec.pipeline.job_config import load_config
+>>> cfg = variant_config(load_config("simulator"), "gpdnet")
+>>> cfg.model.name, cfg.model.distproto.gpd
+('distproto', True)
+>>> apply_overrides(cfg, [parse_override("train.seed=3")]).train.seed
+3
+>>> apply_overrides(cfg, {"model.mmoe.num_expert": 4})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+protorec.pipeline.config.ConfigError: --set: model.mmoe.num_expert: unknown key (known ...
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+from protorec.pipeline.config import ConfigError, from_dict, to_dict
+from protorec.pipeline.job_config import ProtorecConfig
+
+_EXPONENT_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+# DistProto's ablations (DistProto paper, Table 2) switch one thing off the plain model;
+# gpd is set explicitly so that a config file with gpd on cannot turn them into GPD-Net.
+_DISTPROTO = {"model.name": "distproto", "model.distproto.gpd": False}
+
+#: Variant name -> dotted overrides of the config.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "shared_bottom": {"model.name": "shared_bottom"},
+    "mmoe": {"model.name": "mmoe"},
+    "ple": {"model.name": "ple"},
+    "star": {"model.name": "star"},
+    "distproto": dict(_DISTPROTO),
+    "gpdnet": {**_DISTPROTO, "model.distproto.gpd": True},
+    "distproto_single_encoder": {**_DISTPROTO, "model.distproto.extractor": "single"},
+    "distproto_no_scenario_prototypes": {
+        **_DISTPROTO, "model.distproto.scenario_prototypes": False
+    },
+    "distproto_no_orthogonality": {**_DISTPROTO, "model.distproto.orthogonality": False},
+    "distproto_balanced_ot": {**_DISTPROTO, "model.distproto.ot.balanced": True},
+    # Watch-time heads (ProWTP and its baselines) on the config's backbone.
+    **{head: {"model.watch.head": head} for head in ("tr", "wlr", "d2q", "tpm", "prowtp")},
+}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"key.path=value"`` -> ``("key.path", value)``, the value read as YAML.
+
+    >>> parse_override("model.mmoe.expert_hidden=[64, 32]")
+    ('model.mmoe.expert_hidden', [64, 32])
+    >>> parse_override("model.distproto.gpd=true")
+    ('model.distproto.gpd', True)
+    >>> parse_override("train.dense_lr=3e-4")
+    ('train.dense_lr', 0.0003)
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError("--set", text, "expected key.path=value (the value is YAML)")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError("--set", key, f"value {raw!r} is not valid YAML: {exc}") from None
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        # YAML 1.1 reads 3e-4 (no dot) as a string; on a command line it means a number.
+        value = float(value)
+    return key, value
+
+
+def apply_overrides(
+    config: ProtorecConfig,
+    overrides: Mapping[str, Any] | Iterable[tuple[str, Any]],
+    source: str = "--set",
+) -> ProtorecConfig:
+    """``config`` with each dotted key set to its value, validated again as a whole.
+
+    Args:
+        config: the config to start from (left unchanged).
+        overrides: ``{"model.name": "ple", ...}`` or ``(key, value)`` pairs, in order.
+        source: what the error messages name as the origin of the overrides.
+
+    Raises:
+        ConfigError: naming the key, when a key does not exist, or the value has the wrong
+            type or is out of range.
+    """
+    pairs = overrides.items() if isinstance(overrides, Mapping) else overrides
+    data = to_dict(config)
+    for key, value in pairs:
+        node = data
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            # A missing section is created here and reported by from_dict as an unknown key
+            # with the list of known ones; a leaf value cannot be descended into.
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(source, key, f"{where} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return from_dict(ProtorecConfig, data, source=source)
+
+
+def variant_config(config: ProtorecConfig, name: str) -> ProtorecConfig:
+    """``config`` turned into the variant ``name`` (see :data:`VARIANTS`).
+
+    >>> from protorec.pipeline.job_config import load_config
+    >>> variant_config(load_config("simulator"), "deepfm")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    protorec.pipeline.config.ConfigError: model variants: deepfm: unknown variant (known: ...
+    """
+    if name not in VARIANTS:
+        raise ConfigError(
+            "model variants", name, f"unknown variant (known: {', '.join(VARIANTS)})"
+        )
+    return apply_overrides(config, VARIANTS[name], source=f"variant {name}")

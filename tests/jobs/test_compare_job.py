@@ -1,0 +1,137 @@
+"""`protorec compare` on a tiny simulated data set: files, resume, mean ± std, checks."""
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from protorec.pipeline.compare import (
+    Run,
+    aggregate,
+    mean_std,
+    pending_runs,
+    run_compare,
+    run_config,
+    summary_markdown,
+)
+from protorec.pipeline.config import ConfigError, to_dict
+from protorec.pipeline.distributed import DistContext
+from protorec.pipeline.job_config import load_config
+from protorec.pipeline.simulator import simulate
+from protorec.pipeline.variants import apply_overrides, parse_override
+
+SMALL = ["model.mmoe.num_experts=2", "model.mmoe.expert_hidden=[16]",
+         "model.shared_bottom.hidden=[16]", "model.tower.hidden=[8]"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    config = load_config("simulator")
+    out = tmp_path_factory.mktemp("compare") / "data"
+    sim = config.simulator
+    sim = type(sim)(**{**sim.__dict__, "rows_per_day": 3000})
+    simulate(out, dt.date(2026, 1, 1), 3, sim, config.data.scenarios, progress=False)
+    return out
+
+
+def _compare(data, out, models="shared_bottom,mmoe"):
+    cmd = [sys.executable, "-m", "protorec.jobs.cli", "compare", "--config", "simulator",
+           "--dataset", str(data), "--models", models, "--seeds", "2",
+           "--train", "2026-01-01..2026-01-02", "--test", "2026-01-03", "--out", str(out),
+           "--device", "cpu"]
+    for s in SMALL:
+        cmd += ["--set", s]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def test_compare_writes_tables_and_resumes_skipping_finished_runs(tiny_data, tmp_path):
+    out = tmp_path / "cmp"
+    first = _compare(tiny_data, out)
+    runs = sorted(p.name for p in (out / "runs").glob("*.json"))
+    assert runs == ["mmoe__seed0.json", "mmoe__seed1.json", "shared_bottom__seed0.json",
+                    "shared_bottom__seed1.json"]
+    summary = json.loads((out / "compare.json").read_text())
+    assert list(summary["models"]) == ["shared_bottom", "mmoe"]
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "compare.md").read_text()
+    assert "| mmoe | 2 |" in md and "| oracle |" in md and "±" in md
+    assert "| mmoe | 2 |" in first.stdout
+
+    # the figures are the mean and sample std (n - 1) of the runs' own
+    for variant in ("shared_bottom", "mmoe"):
+        aucs = [json.loads((out / "runs" / f"{variant}__seed{s}.json").read_text())
+                ["metrics"]["overall"]["auc"] for s in (0, 1)]
+        fig = summary["models"][variant]["figures"]["overall.auc"]
+        assert fig["mean"] == pytest.approx(np.mean(aucs))
+        assert fig["std"] == pytest.approx(np.std(aucs, ddof=1))
+    assert summary["oracle"]["figures"]["overall.auc"] > 0.75
+
+    # interrupted after 3 runs: the 4th is redone, the others are skipped, untouched
+    (out / "runs" / "mmoe__seed1.json").unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    second = _compare(tiny_data, out)
+    assert "resume: 3 runs already finished" in second.stderr
+    assert "run 1/1: mmoe seed 1" in second.stderr
+    assert {p: (out / "runs" / p).stat().st_mtime_ns for p in kept} == kept
+    assert (out / "runs" / "mmoe__seed1.json").exists()
+
+    # report only: the tables of what is finished, nothing trained (no process group needed)
+    (out / "compare.json").unlink()
+    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"),
+                      backend="gloo")
+    base = apply_overrides(load_config("simulator"), [parse_override(s) for s in SMALL])
+    report = run_compare(base, ["mmoe", "ple"], 2, tiny_data, "2026-01-01..2026-01-02",
+                         "2026-01-03", out, ctx, train=False)
+    assert list(report["models"]) == ["shared_bottom", "mmoe"]
+    assert json.loads((out / "compare.json").read_text()) == report
+
+
+def test_a_finished_run_with_another_config_stops_the_resume(tmp_path):
+    base = load_config("simulator")
+    settings = {"dataset": "d", "train_days": "a", "test_days": "b"}
+    run = Run("mmoe", 0)
+    record = {"variant": "mmoe", "seed": 0, "wall_s": 1.0, **settings,
+              "config": to_dict(run_config(base, run)), "metrics": {}}
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "mmoe__seed0.json").write_text(json.dumps(record))
+    assert pending_runs(tmp_path, base, [run, Run("mmoe", 1)], settings) == [Run("mmoe", 1)]
+    changed = apply_overrides(base, {"model.mmoe.num_experts": 3})
+    with pytest.raises(ConfigError, match="model.mmoe.num_experts"):
+        pending_runs(tmp_path, changed, [run], settings)
+    with pytest.raises(ConfigError, match="use another --out"):
+        pending_runs(tmp_path, base, [run], {**settings, "test_days": "c"})
+
+
+def _metrics(auc, xauc=None):
+    block = {"auc": auc, "gauc": auc, "ndcg@10": 0.9, "logloss": 0.5}
+    if xauc is not None:
+        block.update(mae=1000.0, rmse=2000.0, xauc=xauc, xgauc=xauc)
+    return {"overall": block, "per_scenario": {"feed": dict(block), "live": dict(block)},
+            "worst_scenario_auc": auc, "worst_scenario": "feed"}
+
+
+def test_aggregate_mean_std_and_watch_table():
+    records = [{"variant": "prowtp", "seed": s, "wall_s": 10.0 + s,
+                "metrics": _metrics(a, x)} for s, (a, x) in enumerate([(0.7, 0.6), (0.8, 0.7)])]
+    records.append({"variant": "mmoe", "seed": 0, "wall_s": 5.0, "metrics": _metrics(0.75)})
+    summary = aggregate(records, _metrics(0.9, 0.8), {"dataset": "d", "train_days": "a",
+                                                      "test_days": "b"})
+    assert list(summary["models"]) == ["mmoe", "prowtp"]  # the registry's order
+    fig = summary["models"]["prowtp"]["figures"]
+    assert fig["overall.auc"]["mean"] == pytest.approx(0.75)
+    assert fig["overall.auc"]["std"] == pytest.approx(np.sqrt(0.005))
+    assert fig["per_scenario.live.xauc"]["values"] == [0.6, 0.7]
+    assert summary["models"]["mmoe"]["figures"]["overall.auc"]["std"] is None  # one seed
+    md = summary_markdown(summary)
+    assert "| prowtp | 1000.0 ± 0.0 | 2000.0 ± 0.0 | 0.6500 ± 0.0707 | 0.6500 ± 0.0707 |" in md
+    assert "| oracle | 1000.0 | 2000.0 | 0.8000 | 0.8000 |" in md
+    assert mean_std([None, None]) == {"mean": None, "std": None, "n": 0}
