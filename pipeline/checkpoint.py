@@ -24,6 +24,7 @@ from typing import Any
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
+from protorec.pipeline.distributed import broadcast_from_rank0
 from protorec.pipeline.trainer import ShardedModel
 
 META = "meta.json"
@@ -34,12 +35,18 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _broadcast(obj: Any) -> Any:
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+def replace_dir(tmp: Path, directory: Path) -> None:
+    """Rename ``tmp`` to ``directory``; an existing one is moved aside first, then removed.
+
+    Readers see the old directory or the new one, never a mix of the two.
+    """
+    old = None
+    if directory.exists():
+        old = directory.parent / f".old-{directory.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _state(sharded: ShardedModel) -> dict[str, Any]:
@@ -55,7 +62,7 @@ def save_checkpoint(sharded: ShardedModel, directory: str | Path, meta: dict[str
     to resume: the date, the data position, the step, metrics...
     """
     directory = Path(directory)
-    tmp = _broadcast(
+    tmp = broadcast_from_rank0(
         str(directory.parent / f".tmp-{directory.name}-{uuid.uuid4().hex[:8]}")
         if not dist.is_initialized() or dist.get_rank() == 0
         else None
@@ -65,13 +72,7 @@ def save_checkpoint(sharded: ShardedModel, directory: str | Path, meta: dict[str
     _barrier()
     if not dist.is_initialized() or dist.get_rank() == 0:
         Path(tmp, META).write_text(json.dumps({**meta, "complete": True}, indent=2, default=str))
-        old = None
-        if directory.exists():
-            old = directory.parent / f".old-{directory.name}-{uuid.uuid4().hex[:8]}"
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(Path(tmp), directory)
     _barrier()
     return directory
 

@@ -26,7 +26,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +40,7 @@ from protorec.models.prototype_report import PrototypeReport, prototype_report
 from protorec.models.watch.fit import refresh_watch_head
 from protorec.pipeline.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from protorec.pipeline.contract import partition_dir
-from protorec.pipeline.distributed import DistContext
+from protorec.pipeline.distributed import DistContext, broadcast_from_rank0
 from protorec.pipeline.export import export_model
 from protorec.pipeline.gate import GateDecision, decide
 from protorec.pipeline.job_config import ProtorecConfig
@@ -120,14 +119,6 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _broadcast(obj: Any) -> Any:
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _scenario_names(config: ProtorecConfig) -> list[str]:
@@ -334,7 +325,7 @@ def run_day(config: ProtorecConfig, day: dt.date, workdir: str | Path, ctx: Dist
     if ctx.is_main:
         record = _finish(config, wd, dataset, day, status, gate, metrics, baseline, refresh,
                          warm_from, resumed_at, mass, steps, samples, seconds, started)
-    record = _broadcast(record)
+    record = broadcast_from_rank0(record)
     if dist.is_initialized():
         dist.barrier()
     return int(record["exit_status"])

@@ -66,6 +66,15 @@ def init_distributed(device: str = "auto") -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev, backend)
 
 
+def broadcast_from_rank0(obj):
+    """Rank 0's ``obj`` on every rank (``obj`` itself without a multi-rank group)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -30,6 +29,7 @@ import yaml
 
 from protorec.models.base import RecModel
 from protorec.models.build import build_model
+from protorec.pipeline.checkpoint import replace_dir
 from protorec.pipeline.config import from_dict, to_dict
 from protorec.pipeline.job_config import ProtorecConfig
 from protorec.pipeline.trainer import ShardedModel
@@ -110,24 +110,13 @@ def export_model(
                 },
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            _replace_dir(tmp, directory)
+            replace_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     if dist.is_initialized():
         dist.barrier()
     return directory
-
-
-def _replace_dir(tmp: Path, directory: Path) -> None:
-    """Rename ``tmp`` to ``directory``; an existing one is moved aside first, then removed."""
-    old = None
-    if directory.exists():
-        old = directory.parent / f".old-{directory.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def verify_export(directory: str | Path) -> dict[str, Any]:
