@@ -38,7 +38,7 @@ import math
 import torch
 from torch import Tensor
 
-from protorec.ot.result import OTResult
+from protorec.ot.result import OTResult, check_problem
 
 #: Fraction of the way to the boundary of the positive orthant that a step may go.
 _TO_BOUNDARY = 0.99
@@ -49,30 +49,9 @@ _START_SLACK = 1.0
 def _check(C: Tensor, a: Tensor, b: Tensor, lam: float, max_iter: int, tol: float,
            check_every: int) -> None:
     """Raise ValueError naming the first argument that breaks the solver's contract."""
-    if C.dim() != 3:
-        raise ValueError(f"C must be (B, n, k), got shape {tuple(C.shape)}")
-    B, n, k = C.shape
-    if a.shape != (B, n) or b.shape != (B, k):
-        raise ValueError(f"a must be (B, n) = {(B, n)} and b (B, k) = {(B, k)} for C of shape "
-                         f"{tuple(C.shape)}; got a {tuple(a.shape)}, b {tuple(b.shape)}")
-    if C.dtype not in (torch.float32, torch.float64) or a.dtype != C.dtype or b.dtype != C.dtype:
-        raise ValueError(f"C, a, b must share dtype float32 or float64; got {C.dtype}, "
-                         f"{a.dtype}, {b.dtype}")
-    if a.device != C.device or b.device != C.device:
-        raise ValueError(f"C, a, b must be on one device; got {C.device}, {a.device}, {b.device}")
+    check_problem(C, a, b, max_iter, tol, check_every)
     if not (lam > 0 and math.isfinite(lam)):
         raise ValueError(f"lam must be finite and > 0, got {lam}")
-    if max_iter < 0 or check_every < 1 or not tol > 0:
-        raise ValueError(f"need max_iter >= 0, check_every >= 1, tol > 0; got {max_iter}, "
-                         f"{check_every}, {tol}")
-    # One host sync at entry (not in the loop) for clear errors on bad data.
-    flags = torch.stack([~torch.isfinite(C.sum()), ~(torch.isfinite(a) & (a >= 0)).all(),
-                         ~(torch.isfinite(b) & (b >= 0)).all()]).tolist()
-    flags[0] = flags[0] and not bool(torch.isfinite(C).all())  # the sum may just overflow
-    for flag, what in zip(flags, ("C must be finite", "a must be finite and >= 0",
-                                  "b must be finite and >= 0")):
-        if flag:
-            raise ValueError(what)
     infeasible = ((a > 0).any(-1) & ~(b > 0).any(-1)).nonzero().flatten()
     if len(infeasible):
         raise ValueError(f"T 1 = a is infeasible in problems {infeasible.tolist()}: row mass "

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from protorec.ot.damped_newton import accept_step, bfgs_update, inverse_pd
-from protorec.ot.result import OTResult
+from protorec.ot.result import OTResult, check_problem
 
 RegType = Literal["entropy", "kl"]
 
@@ -278,17 +278,7 @@ class _ReducedDual:
 def _check(C: Tensor, a: Tensor, b: Tensor, eps: float, tau_a: float, tau_b: float,
            reg_type: str, max_iter: int, tol: float, check_every: int) -> None:
     """Raise ValueError naming the first argument that breaks the solver's contract."""
-    if C.dim() != 3:
-        raise ValueError(f"C must be (B, n, k), got shape {tuple(C.shape)}")
-    B, n, k = C.shape
-    if a.shape != (B, n) or b.shape != (B, k):
-        raise ValueError(f"a must be (B, n) = {(B, n)} and b (B, k) = {(B, k)} for C of shape "
-                         f"{tuple(C.shape)}; got a {tuple(a.shape)}, b {tuple(b.shape)}")
-    if C.dtype not in (torch.float32, torch.float64) or a.dtype != C.dtype or b.dtype != C.dtype:
-        raise ValueError(f"C, a, b must share dtype float32 or float64; got {C.dtype}, "
-                         f"{a.dtype}, {b.dtype}")
-    if a.device != C.device or b.device != C.device:
-        raise ValueError(f"C, a, b must be on one device; got {C.device}, {a.device}, {b.device}")
+    check_problem(C, a, b, max_iter, tol, check_every)
     if not eps > 0 or math.isinf(eps):
         raise ValueError(f"eps must be finite and > 0, got {eps}")
     if not (tau_a > 0 and tau_b > 0):
@@ -298,18 +288,6 @@ def _check(C: Tensor, a: Tensor, b: Tensor, eps: float, tau_a: float, tau_b: flo
         raise ValueError("tau_a = tau_b = inf is balanced OT: relax at least one marginal")
     if reg_type not in ("entropy", "kl"):
         raise ValueError(f"reg_type must be 'entropy' or 'kl', got {reg_type!r}")
-    if max_iter < 0 or check_every < 1 or not tol > 0:
-        raise ValueError(f"need max_iter >= 0, check_every >= 1, tol > 0; got {max_iter}, "
-                         f"{check_every}, {tol}")
-    # One host sync at entry (not in the loop) for clear errors on bad data.
-    # A NaN or inf anywhere makes the sum non-finite: one reduction pass instead of four.
-    bad = torch.stack([~torch.isfinite(C.sum()), ~(torch.isfinite(a) & (a >= 0)).all(),
-                       ~(torch.isfinite(b) & (b >= 0)).all()]).tolist()
-    bad[0] = bad[0] and not bool(torch.isfinite(C).all())  # the sum may just overflow
-    for flag, name in zip(bad, ("C must be finite", "a must be finite and >= 0",
-                                "b must be finite and >= 0")):
-        if flag:
-            raise ValueError(name)
     for tau, mass, other, side in ((tau_a, a, b, "a"), (tau_b, b, a, "b")):
         if math.isinf(tau):
             infeasible = ((mass > 0).any(-1) & ~(other > 0).any(-1)).nonzero().flatten()

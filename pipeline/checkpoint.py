@@ -15,8 +15,6 @@ temporary directory that :func:`find_latest` ignores.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
+from protorec.pipeline.atomic import replace_dir
 from protorec.pipeline.distributed import broadcast_from_rank0
 from protorec.pipeline.trainer import ShardedModel
 
@@ -33,20 +32,6 @@ META = "meta.json"
 def _barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
-
-
-def replace_dir(tmp: Path, directory: Path) -> None:
-    """Rename ``tmp`` to ``directory``; an existing one is moved aside first, then removed.
-
-    Readers see the old directory or the new one, never a mix of the two.
-    """
-    old = None
-    if directory.exists():
-        old = directory.parent / f".old-{directory.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _state(sharded: ShardedModel) -> dict[str, Any]:

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from protorec.pipeline.atomic import replace_dir
+
 #: The columns every contract row has, with their types (DESIGN.md, "Data contract").
 CONTRACT_SCHEMA = pa.schema(
     [
@@ -181,13 +183,7 @@ def _write_atomic(table: pa.Table, final_dir: Path) -> None:
         pq.write_table(table, tmp / "part-0.parquet", compression="zstd")
         with open(tmp / "part-0.parquet", "rb+") as fh:
             os.fsync(fh.fileno())
-        old = None
-        if final_dir.exists():
-            old = final_dir.parent / f".old-{final_dir.name}-{uuid.uuid4().hex}"
-            os.replace(final_dir, old)
-        os.replace(tmp, final_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -23,7 +23,6 @@ import re
 import shutil
 import signal
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from protorec.models.build import build_model
 from protorec.models.prototype_refresh import reseed_dead_prototypes
 from protorec.models.prototype_report import PrototypeReport, prototype_report
 from protorec.models.watch.fit import refresh_watch_head
+from protorec.pipeline.atomic import write_text
 from protorec.pipeline.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from protorec.pipeline.contract import partition_dir
 from protorec.pipeline.distributed import DistContext, broadcast_from_rank0
@@ -112,13 +112,6 @@ class Workdir:
             if meta is not None and meta.get("status") == "exported":
                 return self.checkpoints / name
         return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _scenario_names(config: ProtorecConfig) -> list[str]:
@@ -410,8 +403,8 @@ def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate:
         "duration_seconds": round(time.time() - started, 3),
     }
     if gate.passed:
-        _write_atomic(wd.last_good, day.isoformat() + "\n")
-    _write_atomic(wd.record(day), json.dumps(record, indent=2, allow_nan=False))
+        write_text(wd.last_good, day.isoformat() + "\n")
+    write_text(wd.record(day), json.dumps(record, indent=2, allow_nan=False))
     shutil.rmtree(wd.partial(day), ignore_errors=True)
     report = JobReport(
         job=config.daily.job_name,

@@ -29,7 +29,7 @@ import yaml
 
 from protorec.models.base import RecModel
 from protorec.models.build import build_model
-from protorec.pipeline.checkpoint import replace_dir
+from protorec.pipeline.atomic import replace_dir
 from protorec.pipeline.config import from_dict, to_dict
 from protorec.pipeline.job_config import ProtorecConfig
 from protorec.pipeline.trainer import ShardedModel
