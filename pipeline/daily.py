@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 
@@ -41,10 +39,11 @@ from protorec.pipeline.atomic import write_text
 from protorec.pipeline.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from protorec.pipeline.contract import partition_dir
 from protorec.pipeline.distributed import DistContext, broadcast_from_rank0
+from protorec.pipeline.experiment import oracle_metrics
 from protorec.pipeline.export import export_model
 from protorec.pipeline.gate import GateDecision, decide
 from protorec.pipeline.job_config import ProtorecConfig
-from protorec.pipeline.loader import ContractLoader, holdout_mask
+from protorec.pipeline.loader import ContractLoader
 from protorec.pipeline.metrics import compute_metrics
 from protorec.pipeline.monitoring import (
     JobReport,
@@ -157,30 +156,6 @@ def _quarantined(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict[st
             if code in config.data.scenarios:
                 counts[names[config.data.scenarios.index(code)]] += 1
     return counts
-
-
-def oracle_holdout_metrics(config: ProtorecConfig, dataset: Path, day: dt.date) -> dict | None:
-    """The simulator's true click probability scored on the day's held-out rows.
-
-    The same rows as the gate's (the loader's :func:`holdout_mask` over the partition's
-    rows in file order); None when the data has no ``oracle_p_click`` column. Evaluation
-    only: no training code reads oracle columns.
-    """
-    files = sorted(partition_dir(dataset, day).glob("*.parquet"))
-    if "oracle_p_click" not in pq.read_schema(files[0]).names:
-        return None
-    columns = ["click", "oracle_p_click", "scenario", "user_id", "ts_ms"]
-    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
-    table = table.filter(pa.array(holdout_mask(table.num_rows, config.daily.holdout_fraction,
-                                               config.loader.seed)))
-    codes = {c: i for i, c in enumerate(config.data.scenarios)}
-    scenario = np.vectorize(codes.__getitem__, otypes=[np.int64])(
-        table.column("scenario").to_numpy())
-    return compute_metrics(table.column("click").to_numpy().astype(np.float64),
-                           table.column("oracle_p_click").to_numpy(), scenario,
-                           table.column("user_id").to_numpy(),
-                           table.column("ts_ms").to_numpy() // 86_400_000,
-                           scenario_names=_scenario_names(config))
 
 
 def drift(config: ProtorecConfig, dataset: Path, day: dt.date) -> dict[str, dict[str, float]]:
@@ -391,7 +366,8 @@ def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate:
         "date": day.isoformat(), "status": status, "exit_status": exit_status,
         "warm_from": warm_from, "resumed_at": resumed_at, "gate": gate.as_dict(),
         "metrics": metrics,
-        "baseline": baseline, "oracle": oracle_holdout_metrics(config, dataset, day),
+        "baseline": baseline, "oracle": oracle_metrics(config, dataset, f"{day}..{day}",
+                                 holdout_fraction=config.daily.holdout_fraction),
         "refresh": refresh,
         "drift": {k: {m: (v if np.isfinite(v) else None) for m, v in d.items()
                       if m in ("label_rate", "watch_ratio_shift", "prototype_mass_shift",

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import pyarrow.dataset as pads
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from protorec.models.base import RecModel
@@ -17,7 +18,7 @@ from protorec.pipeline.batch import Batch
 from protorec.pipeline.contract import parse_day_range
 from protorec.pipeline.distributed import DistContext
 from protorec.pipeline.job_config import ProtorecConfig
-from protorec.pipeline.loader import ContractLoader
+from protorec.pipeline.loader import ContractLoader, holdout_mask
 from protorec.pipeline.metrics import compute_metrics
 from protorec.pipeline.trainer import predict_pass, shard_model, train_pass
 
@@ -31,22 +32,30 @@ def _days(text: str):
     return [lo + dt.timedelta(days=i) for i in range((hi - lo).days + 1)]
 
 
-def oracle_metrics(config: ProtorecConfig, dataset: str | Path, days: str) -> dict | None:
+def oracle_metrics(config: ProtorecConfig, dataset: str | Path, days: str,
+                   holdout_fraction: float | None = None) -> dict | None:
     """The figures of the simulator's true click probability on ``days`` (None elsewhere).
 
-    Read here, in evaluation only: no training code reads the oracle columns.
+    With ``holdout_fraction``, on the loader's held-out rows only (``split="holdout"``:
+    the same :func:`~protorec.pipeline.loader.holdout_mask` over the rows in file order),
+    the rows the daily job gates on. Read here, in evaluation only: no training code
+    reads the oracle columns.
     """
-    files = [str(f) for d in _days(days)
+    files = [f for d in _days(days)
              for f in sorted((Path(dataset) / f"date={d.isoformat()}").glob("*.parquet"))]
-    data = pads.dataset(files, format="parquet")
-    if "oracle_p_click" not in data.schema.names:
+    names = pq.read_schema(files[0]).names
+    if "oracle_p_click" not in names:
         return None
     columns = ["click", "oracle_p_click", "scenario", "user_id", "ts_ms"]
     # The true expected watch time, when the data has it, is the oracle's watch prediction.
-    with_watch = "oracle_watch_ms" in data.schema.names
+    with_watch = "oracle_watch_ms" in names
     if with_watch:
         columns += ["watch_ms", "oracle_watch_ms"]
-    table = data.to_table(columns=columns)
+    # File by file, in the loader's order, so that row i here is the loader's row i.
+    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    if holdout_fraction is not None:
+        table = table.filter(pa.array(holdout_mask(table.num_rows, holdout_fraction,
+                                                   config.loader.seed)))
     codes = {c: i for i, c in enumerate(config.data.scenarios)}
     scenario = np.vectorize(codes.__getitem__)(table.column("scenario").to_numpy())
     watch = {}
