@@ -21,7 +21,7 @@ import torch
 
 from protorec.models.codebook_report import codebook_usage, plot_bucket_histograms
 from protorec.models.hvqvae import HVQVAEConfig, fit, refit
-from protorec.pipeline.watch_ratio import (
+from protorec.models.watch.ratio import (
     WatchRatioConfig,
     sample_watch_ratio_vectors,
     watch_ratios_from_columns,

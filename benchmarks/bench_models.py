@@ -18,11 +18,11 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from protorec.models import distproto as distproto_module
-from protorec.models.build import build_model
+from protorec.models.batch import Batch
 from protorec.models.modules import prototype_transport
-from protorec.pipeline.batch import Batch
 from protorec.pipeline.config import from_dict, to_dict
 from protorec.pipeline.job_config import ProtorecConfig, load_config
+from protorec.pipeline.model_factory import build_model
 
 #: name -> (model.name, overrides of the model section)
 VARIANTS = {
@@ -102,9 +102,9 @@ def main() -> None:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         g = torch.Generator().manual_seed(0)
         batches = [_batch(config, args.batch, g) for _ in range(8)]
-        solver = _Timer(prototype_transport.sinkhorn_uot)
+        solver = _Timer(prototype_transport.solve_uot)
         balanced = _Timer(prototype_transport.solve_batch)
-        prototype_transport.sinkhorn_uot, prototype_transport.solve_batch = solver, balanced
+        prototype_transport.solve_uot, prototype_transport.solve_batch = solver, balanced
         arch = model.dense_arch
         transport = None
         if isinstance(arch, distproto_module.DistProtoArch):
@@ -125,7 +125,7 @@ def main() -> None:
                 times.append(time.perf_counter() - t0)
                 if "ot/n_iter" in out:
                     iters.append(float(out["ot/n_iter"]))
-        prototype_transport.sinkhorn_uot = solver.fn
+        prototype_transport.solve_uot = solver.fn
         prototype_transport.solve_batch = balanced.fn
         total = sum(times)
         median = statistics.median(times) * 1e3

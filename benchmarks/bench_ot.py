@@ -25,7 +25,7 @@ import ot
 import torch
 
 from protorec.ot.l2_suot import l2_semirelaxed_objective, solve_l2_semirelaxed
-from protorec.ot.uot import sinkhorn_uot
+from protorec.ot.uot import solve_uot
 
 
 def problems(B: int, n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -64,7 +64,7 @@ def bench_uot(args: argparse.Namespace) -> None:
     C, a, b = problems(B, n, k)
     print(f"\n(1)/(2) entropic UOT, {B} x {n} x {k}, eps=0.05, reg_type=entropy")
     for tau_a, tau_b, name in ((1.0, 1.0, "UOT tau=(1, 1)"), (math.inf, 1.0, "semi-relaxed")):
-        ref = sinkhorn_uot(C, a, b, tau_a=tau_a, tau_b=tau_b, tol=1e-12, check_every=1).plan
+        ref = solve_uot(C, a, b, tau_a=tau_a, tau_b=tau_b, tol=1e-12, check_every=1).plan
         pot = {}
         for method in ("sinkhorn", "sinkhorn_stabilized"):
             t, plans = best_time(partial(pot_loop, C, a, b, tau_a, tau_b, method),
@@ -75,7 +75,7 @@ def bench_uot(args: argparse.Namespace) -> None:
         pot_best = min(pot.values())
         for dtype in (torch.float64, torch.float32):
             Cd, ad, bd = (x.to(args.device, dtype) for x in (C, a, b))
-            solve = partial(sinkhorn_uot, Cd, ad, bd, tau_a=tau_a, tau_b=tau_b)
+            solve = partial(solve_uot, Cd, ad, bd, tau_a=tau_a, tau_b=tau_b)
             for tol, every in ((1e-5, 1), (1e-6, 1), (1e-6, 5)):
                 t, res = best_time(partial(solve, tol=tol, check_every=every), args.repeat,
                                    args.device)
@@ -85,7 +85,7 @@ def bench_uot(args: argparse.Namespace) -> None:
             # Training: the next step's costs move a little; warm-start from this step.
             cold = solve(tol=1e-6, check_every=1)
             nudged = Cd + 1e-3 * torch.rand_like(Cd)
-            t, res = best_time(partial(sinkhorn_uot, nudged, ad, bd, tau_a=tau_a, tau_b=tau_b,
+            t, res = best_time(partial(solve_uot, nudged, ad, bd, tau_a=tau_a, tau_b=tau_b,
                                        tol=1e-6, check_every=1, warm_start=cold),
                                args.repeat, args.device)
             print(f"  {name:15s} ours {str(dtype)[6:]:7s} warm-started next step:       "

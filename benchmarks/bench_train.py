@@ -38,10 +38,10 @@ from pathlib import Path
 
 import torch
 
-from protorec.models.build import build_model
 from protorec.pipeline.distributed import init_distributed, shutdown_distributed
 from protorec.pipeline.job_config import ProtorecConfig, load_config
 from protorec.pipeline.loader import ContractLoader
+from protorec.pipeline.model_factory import build_model
 from protorec.pipeline.simulator import simulate
 from protorec.pipeline.trainer import shard_model, train_pass
 from protorec.pipeline.variants import variant_config

@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 
-    from protorec.models.build import build_model
     from protorec.pipeline.job_config import load_config
+    from protorec.pipeline.model_factory import build_model
     from protorec.pipeline.trainer import make_sharders
 
     config = load_config(args.config)

@@ -24,13 +24,14 @@ Adding a task: the backbones are written for T tasks (``tasks`` argument, defaul
 "<task>_logit", squeezed to (B,) when m = 1), and its loss in
 :meth:`DenseArch.compute_losses`. Watch time is done so: ``model.watch.head`` adds the task
 "watch", whose tower is a :class:`protorec.models.watch.head.WatchHead` (its own loss and
-its own ``predict_ms``); see ``models/build.py``.
+its own ``predict_ms``); see ``pipeline/model_factory.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -38,11 +39,14 @@ from torch import Tensor, nn
 from torchrec import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from protorec.models.batch import Batch
 from protorec.models.config import InputConfig, ModelConfig, TowerConfig
 from protorec.models.modules.feature_input import FeatureInput
 from protorec.models.modules.scenario_linear import ScenarioMLP
 from protorec.models.watch.head import WatchHead
-from protorec.pipeline.batch import Batch
+
+if TYPE_CHECKING:
+    from protorec.models.prototype_report import PrototypeReport
 
 #: The tasks of a click-only model (``ModelConfig.watch.tasks`` adds "watch").
 TASKS: tuple[str, ...] = ("click",)
@@ -173,7 +177,9 @@ class DenseArch(nn.Module):
     @property
     def watch_head(self) -> WatchHead | None:
         """The watch task's head (the net's "watch" tower), None for a click-only model."""
-        return self.net.towers["watch"] if "watch" in self.net.towers else None
+        head = self.net.towers["watch"] if "watch" in self.net.towers else None
+        assert head is None or isinstance(head, WatchHead)  # for the type checker
+        return head
 
     def forward(self, pooled: Tensor, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         out = self.net(pooled, batch.dense, batch.scenario)
@@ -188,7 +194,8 @@ class DenseArch(nn.Module):
         self, out: dict[str, Tensor], batch: Batch
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Weighted loss terms (scalars summing to the loss) and detached diagnostics."""
-        losses, diagnostics = {}, {}
+        losses: dict[str, Tensor] = {}
+        diagnostics: dict[str, Tensor] = {}
         if self.click_weight > 0:
             losses["click"] = self.click_weight * click_loss(
                 out["click_logit"], batch.click, batch.scenario, self.num_scenarios,
@@ -199,10 +206,33 @@ class DenseArch(nn.Module):
             terms, diagnostics = head.losses(out["watch_logit"], batch)
             losses.update({name: self.watch_weight * value for name, value in terms.items()})
         if self.l2_weight > 0:
-            losses["l2"] = self.l2_weight * sum(
-                p.square().sum() for p in self.net.parameters() if p.requires_grad
-            )
+            losses["l2"] = self.l2_weight * torch.stack(
+                [p.square().sum() for p in self.net.parameters() if p.requires_grad]
+            ).sum()
         return losses, diagnostics
+
+    # Optional hooks. Jobs call them on every model; models without prototypes answer
+    # None, so nothing outside models/ asks which model it holds.
+
+    def prototype_report(
+        self, encode: Callable[[Batch], dict[str, Tensor]], batches: Iterable[Batch],
+        scenario_names: list[str] | None = None,
+    ) -> PrototypeReport | None:
+        """Prototype usage of ``batches``; None for a model without prototypes.
+
+        ``encode`` gives the net's outputs of a batch (the caller sets eval mode).
+        """
+        return None
+
+    def reseed_prototypes(
+        self, dead_global: list[int], dead_scenario: dict[int, list[int]],
+        outputs: dict[str, Tensor], scenario: Tensor, generator: torch.Generator,
+    ) -> None:
+        """Move the named dead prototypes onto rows' encodings; no-op without prototypes.
+
+        ``outputs`` are the net's outputs of candidate rows, ``scenario`` their scenarios.
+        """
+        return None
 
 
 @contextmanager
@@ -255,6 +285,18 @@ class RecModel(nn.Module):
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         return self.dense_arch(self.pooled(batch.sparse), batch)
+
+    def encode(self, batch: Batch) -> dict[str, Tensor]:
+        """The net's outputs of a batch (logits and any representations), as in training."""
+        return self.net(self.pooled(batch.sparse), batch.dense, batch.scenario)
+
+    @torch.no_grad()
+    def prototype_report(
+        self, batches: Iterable[Batch], scenario_names: list[str] | None = None
+    ) -> PrototypeReport | None:
+        """Prototype usage of ``batches`` in eval mode; None for a model without prototypes."""
+        with eval_mode(self):
+            return self.dense_arch.prototype_report(self.encode, batches, scenario_names)
 
     def predict(self, batch: Batch) -> dict[str, Tensor]:
         """Click probabilities (B,) and, with a watch head, watch times in ms (B,).

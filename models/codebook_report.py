@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from protorec.models.hvqvae import HVQVAE, perplexity
-from protorec.pipeline.watch_ratio import WatchRatioSamples
+from protorec.models.watch.ratio import WatchRatioSamples
 
 __all__ = ["CodebookReport", "codebook_usage", "perplexity", "plot_bucket_histograms"]
 

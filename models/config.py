@@ -175,7 +175,7 @@ class STARConfig:
 
 @dataclass
 class OTConfig:
-    """DistProto's transport: entropic UOT (``protorec.ot.uot.sinkhorn_uot``) or balanced OT.
+    """DistProto's transport: entropic UOT (``protorec.ot.uot.solve_uot``) or balanced OT.
 
     Args:
         eps: entropic regularisation (paper: 0.05).

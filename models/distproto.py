@@ -25,6 +25,7 @@ tasks, z_g and z_s are encoded from the first task's mixture h_0 and shared by e
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 from torchrec.modules.mlp import MLP
 
 from protorec.models.base import TASKS, DenseArch, ScenarioNet, feature_input, scenario_towers
+from protorec.models.batch import Batch
 from protorec.models.config import ModelConfig
 from protorec.models.modules.experts import ScenarioGatedMMoE
 from protorec.models.modules.prototype_transport import ScenarioLayout, solve_transport
@@ -43,9 +45,9 @@ from protorec.models.modules.prototypes import (
     plan_cross_entropy,
 )
 from protorec.models.modules.scenario_linear import ScenarioMLP
+from protorec.models.prototype_report import PrototypeReport
 from protorec.models.shared_bottom import SharedBottom
 from protorec.ot.result import OTResult
-from protorec.pipeline.batch import Batch
 
 
 class DistProtoNet(ScenarioNet):
@@ -230,3 +232,56 @@ class DistProtoArch(DenseArch):
         diagnostics["ot/converged"] = torch.tensor(float(align.result.converged), device=device)
         return losses, diagnostics
 
+    def prototype_report(
+        self, encode: Callable[[Batch], dict[str, Tensor]], batches: Iterable[Batch],
+        scenario_names: list[str] | None = None,
+    ) -> PrototypeReport:
+        """Run the transport on ``batches`` (no training) and sum each prototype's plan mass.
+
+        Returns:
+            the report; usage sums equal the plans' masses.
+        """
+        S = self.num_scenarios
+        k_g = self.config.num_global_prototypes
+        k_s = self.config.num_scenario_prototypes
+        rows = torch.zeros(S, dtype=torch.long)
+        global_usage = torch.zeros(S, k_g, dtype=torch.float64)
+        scenario_usage = (
+            torch.zeros(S, k_s, dtype=torch.float64)
+            if self.scenario_prototypes is not None else None
+        )
+        for batch in batches:
+            out = encode(batch)
+            align = self.transport(out["z_g"], out["z_s"], batch.scenario)
+            plan = align.plan.double().cpu()
+            rows += align.layout.counts.cpu()
+            global_usage += plan[:S, :, :k_g].sum(1)
+            if scenario_usage is not None:
+                scenario_usage += plan[S:, :, :k_s].sum(1)
+        prototypes = self.global_prototypes.normalized()[0].detach().double().cpu()
+        names = scenario_names or [str(s) for s in range(S)]
+        return PrototypeReport(names, rows, global_usage, scenario_usage,
+                               prototypes @ prototypes.t())
+
+    @torch.no_grad()
+    def reseed_prototypes(
+        self, dead_global: list[int], dead_scenario: dict[int, list[int]],
+        outputs: dict[str, Tensor], scenario: Tensor, generator: torch.Generator,
+    ) -> None:
+        """Move each dead prototype onto a seeded draw of the candidate rows' encodings.
+
+        A moved prototype keeps its set's mean norm; scenario s draws from its own rows.
+        """
+
+        def reseed(weight: Tensor, dead: list[int], candidates: Tensor) -> None:
+            if len(candidates) == 0 or not dead:
+                return
+            pick = torch.randint(len(candidates), (len(dead),), generator=generator)
+            norm = weight.norm(dim=-1).mean()
+            weight[dead] = (F.normalize(candidates[pick].float(), dim=-1) * norm).to(weight)
+
+        reseed(self.global_prototypes.weight.data[0], dead_global, outputs["z_g"])
+        if self.scenario_prototypes is not None:
+            for s, dead in dead_scenario.items():
+                reseed(self.scenario_prototypes.weight.data[s], dead,
+                       outputs["z_s"][scenario.cpu() == s])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 
-from protorec.pipeline.features import FeaturesConfig
+from protorec.models.features import FeaturesConfig
 
 
 def build_ebc(
@@ -26,7 +26,7 @@ def build_ebc(
         the collection; fed the batch's KeyedJaggedTensor it gives a KeyedTensor whose
         ``values()`` are (B, sum of embedding_dim).
 
-    >>> from protorec.pipeline.features import SparseFeature
+    >>> from protorec.models.features import SparseFeature
     >>> ebc = build_ebc(FeaturesConfig(sparse=[SparseFeature("user", "user_id", 10, 4)]))
     >>> [(t.name, t.num_embeddings, t.embedding_dim) for t in ebc.embedding_bag_configs()]
     [('user', 10, 4)]

@@ -1,6 +1,6 @@
 """HVQ-VAE: the credible prototypes of ProWTP (Cui, Tang et al., ICML 2025, section 4.2, eqs. 5-7).
 
-An autoencoder of sampled watch-ratio vectors ``w`` (``protorec.pipeline.watch_ratio``)
+An autoencoder of sampled watch-ratio vectors ``w`` (``protorec.models.watch.ratio``)
 whose bottleneck is a two-level codebook ``P`` of C clusters x K prototypes: the encoding
 picks the cluster whose target-attention centre is nearest (eq. 5), then the nearest
 prototype inside it (eq. 6); the decoder reads that prototype, and the straight-through
@@ -23,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torchrec.modules.mlp import MLP
 
-from protorec.pipeline.watch_ratio import WatchRatioConfig, WatchRatioSamples
+from protorec.models.watch.ratio import WatchRatioConfig, WatchRatioSamples
 
 
 @dataclass
@@ -188,6 +188,8 @@ class HVQVAE(nn.Module):
     >>> out.reconstruction.shape, out.code.shape, model.codebook.shape
     (torch.Size([7, 6]), torch.Size([7]), torch.Size([3, 5, 4]))
     """
+
+    bucket_edges_ms: Tensor
 
     def __init__(self, config: HVQVAEConfig, bucket_edges_ms: Tensor | None = None) -> None:
         super().__init__()
@@ -443,8 +445,9 @@ def _train(
         else:
             counts = torch.bincount(model.codes(w), minlength=cfg.num_codes)
             dead = torch.zeros_like(revived)
-        mean = (sums / steps).tolist()
-        history.append(EpochStats(*mean, used_codes=int((counts > 0).sum()),
+        loss, reconstruction, codebook, commitment = (sums / steps).tolist()
+        history.append(EpochStats(loss, reconstruction, codebook, commitment,
+                                  used_codes=int((counts > 0).sum()),
                                   perplexity=perplexity(counts), revived=int(dead.sum())))
     model.eval()
     return history, revived
@@ -457,7 +460,7 @@ def fit(samples: WatchRatioSamples, config: HVQVAEConfig) -> tuple[HVQVAE, list[
     Initialisation and batch order follow ``config.seed``; the global RNG is left as found.
 
     Args:
-        samples: :func:`protorec.pipeline.watch_ratio.sample_watch_ratio_vectors` output,
+        samples: :func:`protorec.models.watch.ratio.sample_watch_ratio_vectors` output,
             sampled with ``num_peaks = config.num_clusters``.
         config: the model's settings.
 

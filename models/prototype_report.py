@@ -7,7 +7,6 @@ with pairwise cosine near one have collapsed onto each other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +14,6 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
-
-from protorec.models.base import RecModel, eval_mode
-from protorec.models.distproto import DistProtoArch
-from protorec.pipeline.batch import Batch
 
 
 @dataclass
@@ -57,50 +52,11 @@ class PrototypeReport:
         return float(off.max()) if k > 1 else float("nan")
 
 
-@torch.no_grad()
-def prototype_report(
-    model: RecModel, batches: Iterable[Batch], scenario_names: list[str] | None = None
-) -> PrototypeReport:
-    """Run DistProto's transport on ``batches`` (eval mode, no training) and sum the usage.
-
-    Args:
-        model: a DistProto RecModel.
-        batches: the rows to assign (e.g. a held-out slice of the day).
-        scenario_names: display names (default: scenario indices).
-
-    Returns:
-        the report; usage sums equal the plans' masses.
-    """
-    arch = model.dense_arch
-    if not isinstance(arch, DistProtoArch):
-        raise ValueError(f"prototype_report needs a DistProto model, got {type(arch).__name__}")
-    S = arch.num_scenarios
-    k_g = arch.config.num_global_prototypes
-    k_s = arch.config.num_scenario_prototypes
-    rows = torch.zeros(S, dtype=torch.long)
-    global_usage = torch.zeros(S, k_g, dtype=torch.float64)
-    scenario_usage = (
-        torch.zeros(S, k_s, dtype=torch.float64) if arch.scenario_prototypes is not None else None
-    )
-    with eval_mode(model):
-        for batch in batches:
-            out = model.net(model.pooled(batch.sparse), batch.dense, batch.scenario)
-            align = arch.transport(out["z_g"], out["z_s"], batch.scenario)
-            plan = align.plan.double().cpu()
-            rows += align.layout.counts.cpu()
-            global_usage += plan[:S, :, :k_g].sum(1)
-            if scenario_usage is not None:
-                scenario_usage += plan[S:, :, :k_s].sum(1)
-    prototypes = arch.global_prototypes.normalized()[0].detach().double().cpu()
-    names = scenario_names or [str(s) for s in range(S)]
-    return PrototypeReport(names, rows, global_usage, scenario_usage, prototypes @ prototypes.t())
-
-
 def plot_prototype_report(report: PrototypeReport, path: str | Path) -> Path:
     """Write a PNG: usage share per scenario (global, scenario) and the global cosine matrix.
 
     Args:
-        report: from :func:`prototype_report`.
+        report: from ``RecModel.prototype_report``.
         path: the PNG to write.
 
     Returns:

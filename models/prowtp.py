@@ -33,12 +33,8 @@ the number of positive pairs, so that the term's scale does not grow with the ba
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -50,12 +46,9 @@ from protorec.models.config import ProWTPConfig
 from protorec.models.hvqvae import HVQVAE, HVQVAEConfig, RefitReport, fit, perplexity, refit
 from protorec.models.modules.prototype_transport import ScenarioLayout, uniform_masses
 from protorec.models.watch.head import WatchHead
+from protorec.models.watch.ratio import WatchRatios, sample_watch_ratio_vectors
 from protorec.ot.l2_suot import solve_l2_semirelaxed
 from protorec.ot.result import OTResult
-from protorec.pipeline.watch_ratio import read_watch_ratios, sample_watch_ratio_vectors
-
-if TYPE_CHECKING:
-    from protorec.pipeline.job_config import ProtorecConfig
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +99,7 @@ class ProWTPHead(WatchHead):
     Notation: B rows, S scenarios, D representation width, d = ``dim``, C K credible
     prototypes of width d_p (the HVQ-VAE's ``dim``).
 
-    Holds the HVQ-VAE (frozen; refitted each day by :func:`refresh_credible_prototypes`,
+    Holds the HVQ-VAE (frozen; refitted each day by :meth:`ProWTPHead.refresh_statistics`,
     in the state dict so that checkpoints warm-start it) and the C K credible prototypes
     it gave, buffer ``credible_prototypes`` (C K, d_p), NaN until the first refresh.
 
@@ -121,7 +114,7 @@ class ProWTPHead(WatchHead):
     Shapes:
         rep: (B, D), scenario: (B,)  ->  f(x) (B, d); predict_ms: (B,)
 
-    >>> from protorec.pipeline.watch_ratio import WatchRatioConfig
+    >>> from protorec.models.watch.ratio import WatchRatioConfig
     >>> hv = HVQVAEConfig(WatchRatioConfig(num_buckets=2, sample_length=4), dim=3,
     ...                   encoder_hidden=[4], decoder_hidden=[4], num_prototypes=2)
     >>> head = ProWTPHead(8, 2, [4], 1e3, ProWTPConfig(dim=5), hv)
@@ -130,6 +123,8 @@ class ProWTPHead(WatchHead):
     >>> raw.shape, head.predict_ms(raw, torch.ones(4)).shape
     (torch.Size([4, 5]), torch.Size([4]))
     """
+
+    credible_prototypes: Tensor
 
     def __init__(self, in_features: int, num_scenarios: int, hidden: list[int],
                  scale_ms: float, config: ProWTPConfig, hvqvae: HVQVAEConfig) -> None:
@@ -146,6 +141,49 @@ class ProWTPHead(WatchHead):
     def is_fitted(self) -> bool:
         return not bool(self.credible_prototypes.isnan().any())
 
+    def wants_statistics(self) -> bool:
+        """Always: the codebook is refitted from every day's watch ratios."""
+        return True
+
+    def refresh_statistics(self, ratios: WatchRatios) -> RefitReport | None:
+        """Fit (first call) or refit (later calls) the HVQ-VAE; update the prototypes.
+
+        Pre-processes the watch ratios (``hvqvae.sampling``) and, when the HVQ-VAE has no
+        bucket edges yet, fits it from scratch (:func:`protorec.models.hvqvae.fit`);
+        otherwise warm-starts it with prototype identities kept
+        (:func:`protorec.models.hvqvae.refit`, with yesterday's bucket edges). Then copies
+        the C K codebook vectors into the head. Runs on CPU from ``hvqvae.seed`` and the
+        data: every rank of a distributed job gets the same codebook. Weights are copied in
+        place, so DDP's references stay valid.
+
+        Returns:
+            None on the first fit (nothing to compare with); the refit's
+            :class:`RefitReport` (relabelling, movement) otherwise.
+        """
+        cfg = self.hvqvae.config
+        previous = copy.deepcopy(self.hvqvae).cpu().requires_grad_(True)
+        edges = previous.bucket_edges_ms.numpy()
+        report = None
+        if np.isnan(edges).any():
+            samples = sample_watch_ratio_vectors(ratios, cfg.sampling, num_peaks=cfg.num_clusters)
+            fitted, history = fit(samples, cfg)
+            log.info("HVQ-VAE fitted on %d vectors: %d of %d codes used, perplexity %.1f",
+                     samples.vectors.shape[0], history[-1].used_codes, cfg.num_codes,
+                     history[-1].perplexity)
+        else:
+            samples = sample_watch_ratio_vectors(ratios, cfg.sampling,
+                                                 num_peaks=cfg.num_clusters, edges_ms=edges)
+            fitted, report = refit(previous, samples)
+            log.info("HVQ-VAE refitted: identities kept %s, median relative movement %.3f",
+                     report.identity_kept, float(np.median(report.relative_movement)))
+        codes = torch.bincount(fitted.codes(torch.as_tensor(samples.vectors)),
+                               minlength=cfg.num_codes)
+        log.info("credible prototypes: usage perplexity %.1f of %d", perplexity(codes),
+                 cfg.num_codes)
+        self.hvqvae.load_state_dict(fitted.state_dict())
+        self.set_prototypes(fitted.credible_prototypes().vectors)
+        return report
+
     def set_prototypes(self, vectors: Tensor) -> None:
         """Copy in the C K credible prototypes (in place: DDP keeps its references)."""
         with torch.no_grad():
@@ -155,7 +193,7 @@ class ProWTPHead(WatchHead):
         """P = normalize(W_p p), the projected unit prototypes, (C K, d)."""
         if not self.is_fitted():
             raise RuntimeError("ProWTP head has no credible prototypes yet: call "
-                               "protorec.models.prowtp.refresh_credible_prototypes first")
+                               "protorec.pipeline.refresh.refresh_watch_head first")
         return F.normalize(self.projection(self.credible_prototypes), dim=-1)
 
     def assignment(self, h: Tensor, prototypes: Tensor) -> Tensor:
@@ -218,56 +256,3 @@ class ProWTPHead(WatchHead):
         prototypes = self.prototypes()
         return self.regress(self.assignment(h, prototypes) @ prototypes).clamp_min(0) * (
             self.scale_ms)
-
-
-def refresh_credible_prototypes(
-    model: nn.Module, config: ProtorecConfig, dataset_dir: str | Path,
-    days: Iterable[dt.date],
-) -> RefitReport | None:
-    """Fit (first call) or refit (later calls) the ProWTP head's HVQ-VAE; update its prototypes.
-
-    Reads the watch ratios of ``days`` from the contract data set, pre-processes them
-    (``model.hvqvae.sampling``) and, when the head's HVQ-VAE has no bucket edges yet, fits
-    it from scratch (:func:`protorec.models.hvqvae.fit`); otherwise warm-starts it with
-    prototype identities kept (:func:`protorec.models.hvqvae.refit`, with yesterday's
-    bucket edges). Then copies the C K codebook vectors into the head. Everything runs on
-    CPU from ``config.model.hvqvae.seed`` and the data: every rank of a distributed job
-    gets the same codebook. Weights are copied in place, so DDP's references stay valid.
-
-    Args:
-        model: a RecModel, or ``ShardedModel.module`` (the RecModel inside DMP).
-        config: the job's config (reads ``model.hvqvae``).
-        dataset_dir: the contract data set.
-        days: the days whose watch ratios shape the codebook.
-
-    Returns:
-        None when the model has no ProWTP head or on the first fit (nothing to compare
-        with); the refit's :class:`RefitReport` (relabelling, movement) otherwise.
-    """
-    head = model.dense_arch.watch_head
-    if not isinstance(head, ProWTPHead):
-        return None
-    cfg = config.model.hvqvae
-    ratios = read_watch_ratios(dataset_dir, list(days))
-    previous = copy.deepcopy(head.hvqvae).cpu().requires_grad_(True)
-    edges = previous.bucket_edges_ms.numpy()
-    report = None
-    if np.isnan(edges).any():
-        samples = sample_watch_ratio_vectors(ratios, cfg.sampling, num_peaks=cfg.num_clusters)
-        fitted, history = fit(samples, cfg)
-        log.info("HVQ-VAE fitted on %d vectors: %d of %d codes used, perplexity %.1f",
-                 samples.vectors.shape[0], history[-1].used_codes, cfg.num_codes,
-                 history[-1].perplexity)
-    else:
-        samples = sample_watch_ratio_vectors(ratios, cfg.sampling, num_peaks=cfg.num_clusters,
-                                             edges_ms=edges)
-        fitted, report = refit(previous, samples)
-        log.info("HVQ-VAE refitted: identities kept %s, median relative movement %.3f",
-                 report.identity_kept, float(np.median(report.relative_movement)))
-    codes = torch.bincount(fitted.codes(torch.as_tensor(samples.vectors)),
-                           minlength=cfg.num_codes)
-    log.info("credible prototypes: usage perplexity %.1f of %d", perplexity(codes),
-             cfg.num_codes)
-    head.hvqvae.load_state_dict(fitted.state_dict())
-    head.set_prototypes(fitted.credible_prototypes().vectors)
-    return report

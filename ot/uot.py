@@ -297,7 +297,7 @@ def _check(C: Tensor, a: Tensor, b: Tensor, eps: float, tau_a: float, tau_b: flo
                                  f"the other side")
 
 
-def sinkhorn_uot(C: Tensor, a: Tensor, b: Tensor, eps: float = 0.05, tau_a: float = 1.0,
+def solve_uot(C: Tensor, a: Tensor, b: Tensor, eps: float = 0.05, tau_a: float = 1.0,
                  tau_b: float = 1.0, reg_type: RegType = "entropy", max_iter: int = 1000,
                  tol: float = 1e-6, check_every: int = 5,
                  warm_start: OTResult | tuple[Tensor | None, Tensor | None] | None = None,
@@ -343,7 +343,7 @@ def sinkhorn_uot(C: Tensor, a: Tensor, b: Tensor, eps: float = 0.05, tau_a: floa
 
     >>> C = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]], dtype=torch.float64)
     >>> half = torch.full((1, 2), 0.5, dtype=torch.float64)
-    >>> res = sinkhorn_uot(C, half, half, eps=1.0, reg_type="kl", tol=1e-12)
+    >>> res = solve_uot(C, half, half, eps=1.0, reg_type="kl", tol=1e-12)
     >>> res.plan.squeeze(0)  # POT: ot.sinkhorn_unbalanced(a, b, M, 1, 1)
     tensor([[0.3221, 0.1185],
             [0.1185, 0.3221]], dtype=torch.float64)
@@ -378,7 +378,7 @@ def sinkhorn_uot(C: Tensor, a: Tensor, b: Tensor, eps: float = 0.05, tau_a: floa
     return res
 
 
-def sinkhorn_semirelaxed(C: Tensor, a: Tensor, b: Tensor, eps: float = 0.05,
+def solve_semirelaxed_uot(C: Tensor, a: Tensor, b: Tensor, eps: float = 0.05,
                          tau: float = 1.0, exact: Literal["a", "b"] = "a",
                          reg_type: RegType = "entropy", max_iter: int = 1000,
                          tol: float = 1e-6, check_every: int = 5,
@@ -386,26 +386,26 @@ def sinkhorn_semirelaxed(C: Tensor, a: Tensor, b: Tensor, eps: float = 0.05,
                          ) -> OTResult:
     r"""Entropic semi-relaxed UOT: one marginal exact, the other KL-penalised with weight tau.
 
-    :func:`sinkhorn_uot` with ``tau_a = inf`` (``exact="a"``: :math:`T1 = a`, the columns
+    :func:`solve_uot` with ``tau_a = inf`` (``exact="a"``: :math:`T1 = a`, the columns
     relaxed) or ``tau_b = inf`` (``exact="b"``); see it for arguments, shapes and result.
 
     >>> C = torch.rand(3, 8, 4, dtype=torch.float64)
     >>> a, b = torch.full((3, 8), 1 / 8, dtype=torch.float64), torch.rand(3, 4, dtype=torch.float64)
-    >>> res = sinkhorn_semirelaxed(C, a, b, tol=1e-10)
+    >>> res = solve_semirelaxed_uot(C, a, b, tol=1e-10)
     >>> bool(torch.allclose(res.plan.sum(-1), a, atol=1e-9))
     True
     """
     if exact not in ("a", "b"):
         raise ValueError(f"exact must be 'a' or 'b', got {exact!r}")
     tau_a, tau_b = (math.inf, tau) if exact == "a" else (tau, math.inf)
-    return sinkhorn_uot(C, a, b, eps=eps, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type,
+    return solve_uot(C, a, b, eps=eps, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type,
                         max_iter=max_iter, tol=tol, check_every=check_every,
                         warm_start=warm_start)
 
 
 def uot_objective(plan: Tensor, C: Tensor, a: Tensor, b: Tensor, eps: float, tau_a: float,
                   tau_b: float, reg_type: RegType = "entropy") -> Tensor:
-    r"""Primal objective of :func:`sinkhorn_uot` for given plans (exact marginals excluded).
+    r"""Primal objective of :func:`solve_uot` for given plans (exact marginals excluded).
 
     Args:
         plan: (B, n, k) nonnegative plans.
@@ -416,7 +416,7 @@ def uot_objective(plan: Tensor, C: Tensor, a: Tensor, b: Tensor, eps: float, tau
         tau_a: row KL weight; ``math.inf`` adds no term (the plan is assumed to satisfy
             the exact marginal).
         tau_b: column KL weight, likewise.
-        reg_type: "entropy" or "kl", as in :func:`sinkhorn_uot`.
+        reg_type: "entropy" or "kl", as in :func:`solve_uot`.
 
     Returns:
         (B,) :math:`\langle T,C\rangle + \varepsilon\Omega(T) + \tau_a\mathrm{KL}(T1|a) +

@@ -7,7 +7,7 @@ types with a :class:`ConfigError` that names the file and the dotted key path
 Dataclasses check their own value ranges in ``__post_init__`` by raising ``ValueError``;
 the loader re-raises those with the key path too.
 
-The section dataclasses live beside the code they configure (``pipeline/features.py``,
+The section dataclasses live beside the code they configure (``models/features.py``,
 ``models/config.py``, ...); this module only holds the mechanism, and
 ``pipeline/job_config.py`` the top-level ``ProtorecConfig``.
 """

@@ -27,17 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.dataset as pads
 import torch
 import torch.distributed as dist
 
-from protorec.models.build import build_model
-from protorec.models.prototype_refresh import reseed_dead_prototypes
-from protorec.models.prototype_report import PrototypeReport, prototype_report
-from protorec.models.watch.fit import refresh_watch_head
 from protorec.pipeline.atomic import write_text
 from protorec.pipeline.checkpoint import load_checkpoint, read_meta, save_checkpoint
-from protorec.pipeline.contract import partition_dir
+from protorec.pipeline.contract import QUARANTINE_DIR, partition_dir
+from protorec.pipeline.day_reader import DayReader
 from protorec.pipeline.distributed import DistContext, broadcast_from_rank0
 from protorec.pipeline.experiment import oracle_metrics
 from protorec.pipeline.export import export_model
@@ -45,12 +41,14 @@ from protorec.pipeline.gate import GateDecision, decide
 from protorec.pipeline.job_config import ProtorecConfig
 from protorec.pipeline.loader import ContractLoader
 from protorec.pipeline.metrics import compute_metrics
+from protorec.pipeline.model_factory import build_model
 from protorec.pipeline.monitoring import (
     JobReport,
     prototype_mass_shift,
     publish,
     watch_ratio_shift,
 )
+from protorec.pipeline.refresh import refresh_watch_head, reseed_dead_prototypes
 from protorec.pipeline.trainer import ShardedModel, predict_pass, shard_model, train_pass
 
 log = logging.getLogger(__name__)
@@ -131,11 +129,11 @@ def evaluate(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConf
 
 def _day_columns(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict | None:
     """Scenario index, click and watch ratio of every row of ``day`` (None: no partition)."""
-    files = sorted(partition_dir(dataset, day).glob("*.parquet"))
-    if not files:
+    try:
+        reader = DayReader(dataset, [day])
+    except FileNotFoundError:
         return None
-    table = pads.dataset([str(f) for f in files], format="parquet").to_table(
-        columns=["scenario", "click", "watch_ms", "duration_ms"])
+    table = reader.read(["scenario", "click", "watch_ms", "duration_ms"])
     codes = {c: i for i, c in enumerate(config.data.scenarios)}
     scenario = np.vectorize(codes.get, otypes=[np.int64])(table.column("scenario").to_numpy())
     watch = table.column("watch_ms").to_numpy(zero_copy_only=False).astype(np.float64)
@@ -149,12 +147,13 @@ def _quarantined(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict[st
     """Rows of ``day`` the contract check set aside, per scenario name (all zero if none)."""
     names = _scenario_names(config)
     counts = dict.fromkeys(names, 0)
-    files = sorted(partition_dir(dataset, day, quarantine=True).glob("*.parquet"))
-    if files:
-        column = pads.dataset([str(f) for f in files]).to_table(columns=["scenario"])
-        for code in column.column("scenario").to_pylist():
-            if code in config.data.scenarios:
-                counts[names[config.data.scenarios.index(code)]] += 1
+    try:
+        column = DayReader(dataset / QUARANTINE_DIR, [day]).read(["scenario"])
+    except FileNotFoundError:  # nothing quarantined that day
+        return counts
+    for code in column.column("scenario").to_pylist():
+        if code in config.data.scenarios:
+            counts[names[config.data.scenarios.index(code)]] += 1
     return counts
 
 
@@ -178,9 +177,8 @@ def drift(config: ProtorecConfig, dataset: Path, day: dt.date) -> dict[str, dict
 
 def _prototype_mass(sharded: ShardedModel, loader: ContractLoader) -> np.ndarray | None:
     """(S, K_g) plan mass of each scenario's rows on the global prototypes, all ranks."""
-    try:
-        report: PrototypeReport = prototype_report(sharded.module, loader)
-    except ValueError:  # not a DistProto model
+    report = sharded.module.prototype_report(loader)
+    if report is None:  # a model without prototypes
         return None
     mass = report.global_usage.clone()
     if dist.is_initialized() and dist.get_world_size() > 1:
@@ -303,13 +301,15 @@ def _refresh(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConf
              day: dt.date, dataset: Path) -> dict:
     """Before training: the watch head's statistics and codebook, then dead prototypes.
 
-    The watch head (``models/watch/fit.py``) fits D2Q / TPM tables once and refits
-    ProWTP's HVQ-VAE codebook from the day's watch ratios, warm-started with prototype
-    identities kept; DistProto's dead prototypes are re-seeded from a sample of the
-    day's rows. Every rank computes the same from the same data and seeds.
+    The watch head (``pipeline/refresh.py``) fits D2Q / TPM tables once and refits
+    ProWTP's HVQ-VAE codebook from the watch ratios of the day's training rows (never
+    the hold-out slice), warm-started with prototype identities kept; DistProto's dead
+    prototypes are re-seeded from a sample of the day's rows. Every rank computes the
+    same from the same data and seeds.
     """
     out: dict = {"codebook": None}
-    refit = refresh_watch_head(sharded.module, config, dataset, [day])
+    # The training rows only: the hold-out slice the gate judges on stays unseen.
+    refit = refresh_watch_head(sharded.module, loader.reader, loader.rows)
     if refit is not None:
         moved = refit.relative_movement
         out["codebook"] = {

@@ -11,7 +11,7 @@ class DailyConfig:
 
     Args:
         holdout_fraction: share of the day's rows held out of training (a fixed, seeded
-            draw: :func:`protorec.pipeline.loader.holdout_mask`); the gate and the day's
+            draw: :func:`protorec.pipeline.day_reader.holdout_mask`); the gate and the day's
             metrics are computed on them.
         checkpoint_every_steps: steps between mid-day checkpoints (a killed job resumes
             from the last one); 0 keeps only the end-of-day checkpoint.

@@ -7,19 +7,18 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from protorec.models.base import RecModel
-from protorec.models.build import build_model
-from protorec.models.watch.fit import refresh_watch_head
-from protorec.pipeline.batch import Batch
+from protorec.models.batch import Batch
 from protorec.pipeline.contract import parse_day_range
+from protorec.pipeline.day_reader import DayReader
 from protorec.pipeline.distributed import DistContext
 from protorec.pipeline.job_config import ProtorecConfig
-from protorec.pipeline.loader import ContractLoader, holdout_mask
+from protorec.pipeline.loader import ContractLoader
 from protorec.pipeline.metrics import compute_metrics
+from protorec.pipeline.model_factory import build_model
+from protorec.pipeline.refresh import refresh_watch_head
 from protorec.pipeline.trainer import predict_pass, shard_model, train_pass
 
 log = logging.getLogger(__name__)
@@ -37,13 +36,12 @@ def oracle_metrics(config: ProtorecConfig, dataset: str | Path, days: str,
     """The figures of the simulator's true click probability on ``days`` (None elsewhere).
 
     With ``holdout_fraction``, on the loader's held-out rows only (``split="holdout"``:
-    the same :func:`~protorec.pipeline.loader.holdout_mask` over the rows in file order),
+    the same :class:`~protorec.pipeline.day_reader.DayReader` split),
     the rows the daily job gates on. Read here, in evaluation only: no training code
     reads the oracle columns.
     """
-    files = [f for d in _days(days)
-             for f in sorted((Path(dataset) / f"date={d.isoformat()}").glob("*.parquet"))]
-    names = pq.read_schema(files[0]).names
+    reader = DayReader(dataset, _days(days))
+    names = reader.schema_names()
     if "oracle_p_click" not in names:
         return None
     columns = ["click", "oracle_p_click", "scenario", "user_id", "ts_ms"]
@@ -51,11 +49,11 @@ def oracle_metrics(config: ProtorecConfig, dataset: str | Path, days: str,
     with_watch = "oracle_watch_ms" in names
     if with_watch:
         columns += ["watch_ms", "oracle_watch_ms"]
-    # File by file, in the loader's order, so that row i here is the loader's row i.
-    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
-    if holdout_fraction is not None:
-        table = table.filter(pa.array(holdout_mask(table.num_rows, holdout_fraction,
-                                                   config.loader.seed)))
+    # The loader's reader and split: row i here is the loader's row i.
+    if holdout_fraction is None:
+        table = reader.read(columns)
+    else:
+        table = reader.read_split(columns, "holdout", holdout_fraction, config.loader.seed)
     codes = {c: i for i, c in enumerate(config.data.scenarios)}
     scenario = np.vectorize(codes.__getitem__)(table.column("scenario").to_numpy())
     watch = {}
@@ -151,7 +149,7 @@ def train_and_evaluate(
     model = build_model(config, ebc_device="meta")
     sharded = shard_model(model, ctx, config.train, config.loader.batch_size)
     # Watch heads' tables / ProWTP's codebook from the training days (same on every rank).
-    refresh_watch_head(sharded.module, config, dataset, _days(train_days))
+    refresh_watch_head(sharded.module, DayReader(dataset, _days(train_days)))
     loader = ContractLoader(config, train_days, dataset_dir=dataset, progress=False)
     stats = None
     for epoch in range(config.train.epochs):

@@ -28,10 +28,10 @@ import torch.distributed as dist
 import yaml
 
 from protorec.models.base import RecModel
-from protorec.models.build import build_model
 from protorec.pipeline.atomic import replace_dir
 from protorec.pipeline.config import from_dict, to_dict
 from protorec.pipeline.job_config import ProtorecConfig
+from protorec.pipeline.model_factory import build_model
 from protorec.pipeline.trainer import ShardedModel
 
 MANIFEST = "manifest.json"

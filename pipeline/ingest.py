@@ -67,7 +67,7 @@ from protorec.pipeline.contract import (
     split_valid,
     write_day,
 )
-from protorec.pipeline.features import DataConfig
+from protorec.pipeline.data_config import DataConfig
 
 _MS_PER_DAY = 86_400_000
 _EPOCH = dt.date(1970, 1, 1)

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protorec.models.config import ModelConfig
+from protorec.models.features import FeaturesConfig
 from protorec.pipeline.config import load_yaml
 from protorec.pipeline.daily_config import DailyConfig
-from protorec.pipeline.features import DataConfig, FeaturesConfig
+from protorec.pipeline.data_config import DataConfig
 from protorec.pipeline.ingest import IngestConfig
 from protorec.pipeline.loader import LoaderConfig
 from protorec.pipeline.simulator import SimulatorConfig

@@ -1,7 +1,7 @@
 """From the Parquet contract to TorchRec batches, each row exactly once per pass over all ranks.
 
 :class:`ContractLoader` reads the partitions ``DATASET/date=YYYY-MM-DD/*.parquet`` of a list
-of days and yields :class:`~protorec.pipeline.batch.Batch` objects; :func:`table_to_batch`
+of days and yields :class:`~protorec.models.batch.Batch` objects; :func:`table_to_batch`
 turns one in-memory table into one batch with the same conversion code (evaluator, export).
 
 How a pass is cut (N rows over the pass, W ranks, batch size B)::
@@ -41,14 +41,14 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from tqdm import tqdm
 
-from protorec.pipeline.batch import Batch
-from protorec.pipeline.contract import parse_day_range, partition_dir
+from protorec.models.batch import Batch
+from protorec.pipeline.contract import parse_day_range
+from protorec.pipeline.day_reader import DayReader, hash_ids
 
 if TYPE_CHECKING:
     from protorec.pipeline.job_config import ProtorecConfig
@@ -124,31 +124,6 @@ class LoaderStats:
 
     def as_dict(self) -> dict:
         return {"rows_read": self.rows_read, "oov": dict(self.oov), "filled": dict(self.filled)}
-
-
-def hash_ids(ids: np.ndarray, num_embeddings: int) -> np.ndarray:
-    """Hash int64 ids into [0, num_embeddings): SplitMix64's output function, then modulo.
-
-    The hash is fixed and platform-independent (uint64 arithmetic, wrapping), so a model
-    trained on one machine reads ids hashed on another the same way. It is written here
-    because no installed library exposes a stable vectorised integer hash (Python's
-    ``hash`` is salted for strings; pyarrow has none public).
-
-    Args:
-        ids: integer ids, any shape.
-        num_embeddings: table rows.
-
-    Shapes:
-        ids: (...) int  ->  (...) int64 in [0, num_embeddings)
-
-    >>> hash_ids(np.array([0, 1, -1, 1 << 40]), 1000).tolist()
-    [535, 465, 936, 641]
-    """
-    z = ids.astype(np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z ^= z >> np.uint64(31)
-    return (z % np.uint64(num_embeddings)).astype(np.int64)
 
 
 @dataclass
@@ -361,34 +336,6 @@ def table_to_batch(
     return _BatchMaker(arrays, [f.name for f in config.features.sparse])(0, arrays.num_rows)
 
 
-@dataclass(frozen=True)
-class _RowGroup:
-    path: Path
-    day: dt.date
-    index: int
-    start: int  # first row's position in the pass (files in day, then name order)
-    num_rows: int
-
-
-def holdout_mask(num_rows: int, fraction: float, seed: int) -> np.ndarray:
-    """A fixed draw of about ``fraction`` of ``num_rows`` rows: True for the held-out ones.
-
-    Row i is held out when a hash of (seed, i) falls below ``fraction``: the same rows
-    whatever the world size, the batch size or the epoch.
-
-    Shapes:
-        -> (num_rows,) bool
-
-    >>> int(holdout_mask(100_000, 0.1, seed=0).sum())
-    10061
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be in (0, 1), got {fraction}")
-    buckets = 1 << 20
-    salted = np.arange(num_rows, dtype=np.int64) + (np.int64(seed) << np.int64(40))
-    return hash_ids(salted, buckets) < int(fraction * buckets)
-
-
 def _sort_with_destinations(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``rows`` sorted, and where each sorted row goes back to: ``rows[dest] == sorted``.
 
@@ -475,15 +422,10 @@ class ContractLoader:
         self.shuffle = config.loader.shuffle if shuffle is None else shuffle
         self.progress = config.loader.progress if progress is None else progress
         self.columns = _needed_columns(config)
-        self.row_groups = self._scan()
-        self._file_rows = sum(g.num_rows for g in self.row_groups)
+        self.reader = DayReader(self.dataset_dir, self.days)
+        self._file_rows = self.reader.num_rows
         # Row numbers (files' order) of the rows of the pass; None: all of them.
-        self._rows: np.ndarray | None = None
-        if split != "all":
-            if split not in ("train", "holdout"):
-                raise ValueError(f"split must be all, train or holdout, got {split!r}")
-            mask = holdout_mask(self._file_rows, holdout_fraction, config.loader.seed)
-            self._rows = np.flatnonzero(mask if split == "holdout" else ~mask)
+        self._rows = self.reader.split_rows(split, holdout_fraction, config.loader.seed)
         self.num_rows = self._file_rows if self._rows is None else len(self._rows)
         if self.num_rows == 0:
             raise ValueError(f"no rows in the {split} split of days "
@@ -499,21 +441,10 @@ class ContractLoader:
         self.stats = LoaderStats.zeros(config)
         self.set_epoch(epoch, start_batch)
 
-    def _scan(self) -> list[_RowGroup]:
-        groups: list[_RowGroup] = []
-        start = 0
-        for day in self.days:
-            folder = partition_dir(self.dataset_dir, day)
-            files = sorted(folder.glob("*.parquet"))
-            if not files:
-                raise FileNotFoundError(f"no Parquet files for day {day} in {folder}")
-            for path in files:
-                meta = pq.ParquetFile(path).metadata
-                for i in range(meta.num_row_groups):
-                    rows = meta.row_group(i).num_rows
-                    groups.append(_RowGroup(path, day, i, start, rows))
-                    start += rows
-        return groups
+    @property
+    def rows(self) -> np.ndarray | None:
+        """Row numbers of the pass in :attr:`reader`'s order (None: all its rows)."""
+        return self._rows
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Choose the pass (shuffle order) and the batch to start at for the next iteration."""
@@ -565,22 +496,10 @@ class ContractLoader:
             dest: where the j-th of them goes in the output; None keeps them in order.
         """
         out = _Arrays.empty(len(rows_sorted), self.config)
-        file, file_path = None, None
         bar = self._bar(len(rows_sorted), "load", "row")
-        for g in self.row_groups:
-            lo, hi = np.searchsorted(rows_sorted, [g.start, g.start + g.num_rows])
-            if lo == hi:
-                continue  # none of this rank's rows: the row group is not even decoded
-            if g.path != file_path:
-                file, file_path = pq.ParquetFile(g.path), g.path
-            table = file.read_row_group(g.index, columns=self.columns)
-            source = f"{g.path} (day {g.day}, row group {g.index})"
-            if table.num_rows != g.num_rows:
-                raise RuntimeError(f"{source} changed while the loader was reading it")
-            if hi - lo < g.num_rows:
-                table = table.take(pa.array(rows_sorted[lo:hi] - g.start))
+        for g, lo, hi, table in self.reader.iter_row_groups(self.columns, rows_sorted):
             day = (g.day - _EPOCH).days
-            part = _convert(table, self.config, day, source, self.stats)
+            part = _convert(table, self.config, day, g.source, self.stats)
             # scattered straight into pass order: no concatenation, no second shuffled copy
             where = slice(lo, hi) if dest is None else dest[lo:hi]
             out.ints[where] = part.ints

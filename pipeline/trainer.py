@@ -31,7 +31,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 from tqdm import tqdm
 
-from protorec.pipeline.batch import Batch
+from protorec.models.batch import Batch
 from protorec.pipeline.distributed import DistContext
 from protorec.pipeline.train_config import TrainConfig
 

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from protorec.models.config import OTConfig
 from protorec.ot.result import OTResult
-from protorec.ot.uot import sinkhorn_uot
+from protorec.ot.uot import solve_uot
 
 
 @dataclass
@@ -73,7 +73,7 @@ def solve_transport(
 ) -> OTResult:
     """Plans of a batch of sample-to-prototype problems with uniform masses; one solver call.
 
-    UOT (``protorec.ot.uot.sinkhorn_uot``, DistProto's 3.3) unless ``config.balanced``,
+    UOT (``protorec.ot.uot.solve_uot``, DistProto's 3.3) unless ``config.balanced``,
     Table 2's ablation, solved by POT's batched log-domain Sinkhorn (``ot.batch``; the
     UOT solver leaves balanced OT to it). Masses: ``a = 1/n`` on the n real rows of a
     problem, ``b = 1/K`` on its K real prototypes (the paper does not say; uniform is the
@@ -98,7 +98,7 @@ def solve_transport(
     a = uniform_masses(row_mask).to(cost.dtype)
     b = uniform_masses(col_mask).to(cost.dtype)
     if not config.balanced:
-        return sinkhorn_uot(
+        return solve_uot(
             cost, a, b, eps=config.eps, tau_a=config.tau_a, tau_b=config.tau_b,
             reg_type=config.reg_type, max_iter=config.max_iter, tol=config.tol,
             check_every=config.check_every,

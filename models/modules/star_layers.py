@@ -116,6 +116,9 @@ class PartitionedNorm(nn.Module):
     True
     """
 
+    running_mean: Tensor
+    running_var: Tensor
+
     def __init__(
         self, num_features: int, num_scenarios: int, momentum: float = 0.1, eps: float = 1e-5
     ) -> None:

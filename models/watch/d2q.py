@@ -27,7 +27,7 @@ class D2QConfig:
         num_groups: G, duration groups.
         group_edges_ms: the G - 1 inner group edges in ms, increasing; empty: equal-count
             quantiles of the training durations, fitted once by
-            :func:`protorec.models.watch.fit.refresh_watch_head` and then kept.
+            :func:`protorec.pipeline.refresh.refresh_watch_head` and then kept.
         num_quantiles: Q, points of each group's watch-time quantile table (levels
             ``0, 1/(Q-1), ..., 1``); F_g and its inverse interpolate linearly between them.
     """
@@ -74,6 +74,11 @@ class D2QHead(WatchHead):
     """
 
     needs_duration = True
+
+    group_edges_ms: Tensor
+    quantile_ms: Tensor
+    fallback_duration_ms: Tensor
+    levels: Tensor
 
     def __init__(self, in_features: int, num_scenarios: int, hidden: list[int],
                  scale_ms: float, config: D2QConfig) -> None:

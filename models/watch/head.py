@@ -8,12 +8,21 @@ them into loss terms on the rows whose watch time is observed, and
 
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from protorec.models.batch import Batch
 from protorec.models.modules.scenario_linear import ScenarioMLP
-from protorec.pipeline.batch import Batch
+from protorec.models.watch.ratio import WatchRatios
+
+if TYPE_CHECKING:
+    from protorec.models.hvqvae import RefitReport
+
+log = logging.getLogger(__name__)
 
 
 class WatchHead(nn.Module):
@@ -109,6 +118,24 @@ class WatchHead(nn.Module):
             duration_ms: (N,) their durations, > 0.
         """
 
+    def refresh_statistics(self, ratios: WatchRatios) -> RefitReport | None:
+        """Fit the head's statistics from the training days' watch ratios, once.
+
+        The hook every job calls before training (and the daily job every day): tables
+        are fitted on the first call and then kept, so a warm-started model's outputs keep
+        their meaning. Returns a refit report where a head refits (ProWTP), else None.
+        """
+        if self.is_fitted():
+            return None
+        self.fit_statistics(ratios.ratio * ratios.duration_ms, ratios.duration_ms)
+        log.info("%s statistics fitted on %d rows (%s left out)", type(self).__name__,
+                 ratios.ratio.shape[0], ratios.excluded)
+        return None
+
+    def wants_statistics(self) -> bool:
+        """Whether :meth:`refresh_statistics` would use the data (else it need not be read)."""
+        return not self.is_fitted()
+
     def target(self, watch_ms: Tensor) -> Tensor:
         """The regression target ``watch_ms / scale_ms``, (N,) -> (N,)."""
         return watch_ms / self.scale_ms
@@ -119,7 +146,7 @@ def check_fitted(head: WatchHead) -> None:
     if not head.is_fitted():
         raise RuntimeError(
             f"{type(head).__name__} has no statistics of the training data yet: call "
-            "protorec.models.watch.fit.refresh_watch_head(model, config, dataset, days) "
+            "protorec.pipeline.refresh.refresh_watch_head "
             "before training (train_and_evaluate does), or load a checkpoint that has them"
         )
 

@@ -74,6 +74,11 @@ class TPMHead(WatchHead):
     [5.75]
     """
 
+    bin_edges_ms: Tensor
+    bin_centres_ms: Tensor
+    path_node: Tensor
+    path_right: Tensor
+
     def __init__(self, in_features: int, num_scenarios: int, hidden: list[int],
                  scale_ms: float, config: TPMConfig) -> None:
         super().__init__(in_features, num_scenarios, hidden, 2**config.depth - 1, scale_ms)

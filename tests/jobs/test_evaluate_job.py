@@ -26,7 +26,7 @@ TEST_DAYS = "2026-01-02..2026-01-03"
 TRAIN_AND_EXPORT = textwrap.dedent(f"""
     import sys
     import numpy as np
-    from protorec.models.build import build_model
+    from protorec.pipeline.model_factory import build_model
     from protorec.pipeline.distributed import init_distributed, shutdown_distributed
     from protorec.pipeline.export import export_model
     from protorec.pipeline.job_config import load_config

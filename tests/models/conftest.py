@@ -15,7 +15,7 @@ import pytest
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from protorec.pipeline.batch import Batch
+from protorec.models.batch import Batch
 from protorec.pipeline.config import from_dict
 from protorec.pipeline.job_config import ProtorecConfig
 

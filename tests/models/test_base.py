@@ -5,7 +5,8 @@ import torch
 from torchrec.distributed.train_pipeline.tracing import Tracer
 
 from protorec.models.base import DenseArch, RecModel, click_loss
-from protorec.models.build import NETS, build_model
+from protorec.models.registry import MODELS
+from protorec.pipeline.model_factory import build_model
 
 
 def _model(tiny_config, name, **model) -> RecModel:
@@ -81,7 +82,7 @@ def test_forward_traces_as_torchrec_pipelines_need(tiny_config):
 
 def test_backbones_serve_several_tasks(model_name, tiny_config):
     cfg = tiny_config(model_name, ple={"num_task_experts": 1})
-    net = NETS[model_name](16, 2, 3, cfg.model, tasks=("click", "watch"))
+    net = MODELS[model_name].net(16, 2, 3, cfg.model, tasks=("click", "watch"))
     out = net(torch.randn(5, 16), torch.randn(5, 2), torch.tensor([0, 1, 2, 0, 1]))
     assert out["click_logit"].shape == out["watch_logit"].shape == (5,)
     assert not torch.allclose(out["click_logit"], out["watch_logit"])

@@ -8,8 +8,8 @@ import torch
 
 from protorec.models.codebook_report import codebook_usage, perplexity, plot_bucket_histograms
 from protorec.models.hvqvae import HVQVAEConfig, fit
+from protorec.models.watch.ratio import WatchRatios, sample_watch_ratio_vectors
 from protorec.pipeline.config import from_dict
-from protorec.pipeline.watch_ratio import WatchRatios, sample_watch_ratio_vectors
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from protorec.models.build import build_model
 from protorec.models.modules import prototype_transport
 from protorec.models.modules.prototypes import cosine_cost, orthogonality_loss
+from protorec.pipeline.model_factory import build_model
 
 
 def _model(tiny_config, **distproto):
@@ -25,13 +25,13 @@ def _net_out(model, batch):
 def test_one_solver_call_per_step_over_global_and_every_scenario(tiny_config, batch,
                                                                  monkeypatch):
     calls = []
-    real = prototype_transport.sinkhorn_uot
+    real = prototype_transport.solve_uot
 
     def counting(C, a, b, **kwargs):
         calls.append((C.shape, a.clone(), b.clone()))
         return real(C, a, b, **kwargs)
 
-    monkeypatch.setattr(prototype_transport, "sinkhorn_uot", counting)
+    monkeypatch.setattr(prototype_transport, "solve_uot", counting)
     model = _model(tiny_config)
     model(batch)
     assert len(calls) == 1
@@ -147,8 +147,8 @@ def test_ablation_no_scenario_prototypes_removes_them_and_their_problems(tiny_co
     assert _names(full) - _names(ablated) == {"dense_arch.scenario_prototypes.weight"}
     assert _names(ablated) <= _names(full)
     shapes = []
-    real = prototype_transport.sinkhorn_uot
-    monkeypatch.setattr(prototype_transport, "sinkhorn_uot",
+    real = prototype_transport.solve_uot
+    monkeypatch.setattr(prototype_transport, "solve_uot",
                         lambda C, a, b, **kw: shapes.append(C.shape) or real(C, a, b, **kw))
     (_, out_full), (_, out_abl) = full(batch), ablated(batch)
     n = int(torch.bincount(batch.scenario).max())

@@ -17,13 +17,13 @@ import torch
 
 from protorec.models.codebook_report import codebook_usage
 from protorec.models.hvqvae import HVQVAE, HVQVAEConfig, fit, match_codebooks, refit
-from protorec.pipeline.config import ConfigError, from_dict
-from protorec.pipeline.watch_ratio import (
+from protorec.models.watch.ratio import (
     WatchRatioConfig,
     WatchRatios,
     sample_watch_ratio_vectors,
     watch_ratios_from_columns,
 )
+from protorec.pipeline.config import ConfigError, from_dict
 
 TINY = {
     "sampling": {"num_buckets": 2, "samples_per_bucket": 64, "sample_length": 8},

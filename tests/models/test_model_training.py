@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from protorec.models.build import build_model
 from protorec.pipeline.metrics import auc
+from protorec.pipeline.model_factory import build_model
 
 STEPS, BATCH, LR = 300, 256, 0.01
 

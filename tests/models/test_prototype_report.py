@@ -3,12 +3,11 @@
 import pytest
 import torch
 
-from protorec.models.build import build_model
 from protorec.models.prototype_report import (
     PrototypeReport,
     plot_prototype_report,
-    prototype_report,
 )
+from protorec.pipeline.model_factory import build_model
 
 
 def test_usage_sums_match_the_plans_and_the_png_is_written(tiny_config, synthetic, tmp_path):
@@ -26,7 +25,7 @@ def test_usage_sums_match_the_plans_and_the_png_is_written(tiny_config, syntheti
         return align
 
     arch.transport = recording
-    report = prototype_report(model, batches, ["a", "b", "c"])
+    report = model.prototype_report(batches, ["a", "b", "c"])
     assert len(seen) == 3 and model.training
     rows = sum(torch.bincount(b.scenario, minlength=3) for b in batches)
     assert report.rows.tolist() == rows.tolist()
@@ -52,5 +51,4 @@ def test_dead_prototypes_and_collapse_are_reported():
 
 def test_only_distproto_models_have_prototypes(tiny_config, synthetic):
     model = build_model(tiny_config("mmoe"), ebc_device="cpu")
-    with pytest.raises(ValueError, match="needs a DistProto model"):
-        prototype_report(model, [synthetic.batch(8, torch.Generator().manual_seed(0))])
+    assert model.prototype_report([synthetic.batch(8, torch.Generator().manual_seed(0))]) is None

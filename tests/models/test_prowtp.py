@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from protorec.models.build import build_model
-from protorec.models.prowtp import compact_loss, refresh_credible_prototypes
-from protorec.models.watch.fit import refresh_watch_head
+from protorec.models.prowtp import compact_loss
 from protorec.ot.l2_suot import l2_semirelaxed_objective
+from protorec.pipeline.day_reader import DayReader
+from protorec.pipeline.model_factory import build_model
+from protorec.pipeline.refresh import refresh_watch_head
 from tests.models.test_watch_heads import TINY_HVQVAE, TINY_WATCH, make_model, watch_rows
 
 DAYS = [dt.date(2026, 1, 1), dt.date(2026, 1, 2)]
@@ -92,12 +93,11 @@ def test_refresh_fits_then_refits_keeping_identities(tiny_config, dataset):
     model = build_model(_config(tiny_config, "prowtp"), ebc_device="cpu")
     head = model.dense_arch.watch_head
     assert not head.is_fitted()
-    assert refresh_credible_prototypes(model, _config(tiny_config, "prowtp"), dataset,
-                                       DAYS) is None  # first call: a fit
+    assert refresh_watch_head(model, DayReader(dataset, DAYS)) is None  # first call: a fit
     first = head.credible_prototypes.clone()
     torch.testing.assert_close(first, head.hvqvae.codebook.detach().reshape(first.shape))
     assert not any(p.requires_grad for p in head.hvqvae.parameters())
-    report = refresh_watch_head(model, _config(tiny_config, "prowtp"), dataset, DAYS)
+    report = refresh_watch_head(model, DayReader(dataset, DAYS))
     assert report is not None and report.identity_kept
     live = ~report.revived  # a revived dead code takes a new meaning in its own slot
     assert report.relative_movement[live].max() < 0.5
@@ -105,18 +105,17 @@ def test_refresh_fits_then_refits_keeping_identities(tiny_config, dataset):
                                head.hvqvae.codebook.detach().reshape(first.shape))
     # Same seed, same data: the same codebook (as on every rank of a distributed job).
     other = build_model(_config(tiny_config, "prowtp"), ebc_device="cpu")
-    refresh_credible_prototypes(other, _config(tiny_config, "prowtp"), dataset, DAYS)
+    refresh_watch_head(other, DayReader(dataset, DAYS))
     torch.testing.assert_close(other.dense_arch.watch_head.credible_prototypes, first)
 
 
 def test_refresh_fits_tables_once_and_ignores_other_heads(tiny_config, dataset):
     tr = build_model(_config(tiny_config, "tr"), ebc_device="cpu")
-    assert refresh_credible_prototypes(tr, _config(tiny_config, "tr"), dataset, DAYS) is None
-    assert refresh_watch_head(tr, _config(tiny_config, "tr"), dataset, DAYS) is None
+    assert refresh_watch_head(tr, DayReader(dataset, DAYS)) is None
     d2q = build_model(_config(tiny_config, "d2q"), ebc_device="cpu")
-    refresh_watch_head(d2q, _config(tiny_config, "d2q"), dataset, DAYS[:1])
+    refresh_watch_head(d2q, DayReader(dataset, DAYS[:1]))
     head = d2q.dense_arch.watch_head
     assert head.is_fitted()
     table = head.quantile_ms.clone()
-    refresh_watch_head(d2q, _config(tiny_config, "d2q"), dataset, DAYS[1:])
+    refresh_watch_head(d2q, DayReader(dataset, DAYS[1:]))
     torch.testing.assert_close(head.quantile_ms, table)  # kept: outputs keep their meaning

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from protorec.models.base import RecModel
-from protorec.models.build import build_model
+from protorec.models.batch import Batch
 from protorec.models.config import ModelConfig
 from protorec.models.prowtp import ProWTPHead
-from protorec.pipeline.batch import Batch
 from protorec.pipeline.config import ConfigError, from_dict
+from protorec.pipeline.model_factory import build_model
 
 HEADS = ("tr", "wlr", "d2q", "tpm", "prowtp")
 #: A small HVQ-VAE (C K = 2 x 4 prototypes of width 4) for ProWTP's tests.

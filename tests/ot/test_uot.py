@@ -8,7 +8,7 @@ import ot
 import pytest
 import torch
 
-from protorec.ot.uot import sinkhorn_semirelaxed, sinkhorn_uot, uot_objective
+from protorec.ot.uot import solve_semirelaxed_uot, solve_uot, uot_objective
 
 INF = math.inf
 F64 = torch.float64
@@ -65,7 +65,7 @@ MARGINALS = [(1.0, 1.0), (0.3, 2.0), (INF, 1.0), (1.0, INF)]
 @pytest.mark.parametrize("eps", [0.05, 1.0])
 def test_matches_pot_float64(reg_type, tau_a, tau_b, eps):
     C, a, b = random_problem(3, 12, 5, seed=0)
-    res = sinkhorn_uot(C, a, b, eps=eps, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type,
+    res = solve_uot(C, a, b, eps=eps, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type,
                        tol=1e-12, check_every=1)
     assert res.converged, res.message
     assert_matches_pot(res, C, a, b, eps, tau_a, tau_b, reg_type)
@@ -74,7 +74,7 @@ def test_matches_pot_float64(reg_type, tau_a, tau_b, eps):
 @pytest.mark.parametrize("tau_a, tau_b", MARGINALS)
 def test_fewer_rows_than_columns_matches_pot(tau_a, tau_b):
     C, a, b = random_problem(2, 5, 12, seed=1)
-    res = sinkhorn_uot(C, a, b, tau_a=tau_a, tau_b=tau_b, tol=1e-12, check_every=1)
+    res = solve_uot(C, a, b, tau_a=tau_a, tau_b=tau_b, tol=1e-12, check_every=1)
     assert res.log_u.shape == (2, 5) and res.log_v.shape == (2, 12)
     assert_matches_pot(res, C, a, b, 0.05, tau_a, tau_b, "entropy")
 
@@ -84,7 +84,7 @@ def test_awkward_problems_match_pot():
     C, a, b = random_problem(1, 12, 5, seed=2)
     C[0, 3] = C[0, 7]
     C[0, :, 1] = C[0, :, 4]
-    res = sinkhorn_uot(C, a, b, tol=1e-12, check_every=1)
+    res = solve_uot(C, a, b, tol=1e-12, check_every=1)
     assert_matches_pot(res, C, a, b, 0.05, 1.0, 1.0, "entropy")
     # Equal cost rows get proportional plan rows, in the ratio (a_3 / a_7)^(tau / (tau + eps)).
     ratio = (a[0, 3] / a[0, 7]) ** (1.0 / 1.05)
@@ -93,7 +93,7 @@ def test_awkward_problems_match_pot():
     g = torch.Generator().manual_seed(3)
     C = 10.0 ** (torch.rand(2, 12, 5, generator=g, dtype=F64) * 9 - 6)
     for tau_a, tau_b in MARGINALS:
-        res = sinkhorn_uot(C, a.expand(2, -1), b.expand(2, -1), eps=1.0, tau_a=tau_a,
+        res = solve_uot(C, a.expand(2, -1), b.expand(2, -1), eps=1.0, tau_a=tau_a,
                            tau_b=tau_b, tol=1e-12, check_every=1)
         assert_matches_pot(res, C, a.expand(2, -1), b.expand(2, -1), 1.0, tau_a, tau_b,
                            "entropy")
@@ -101,7 +101,7 @@ def test_awkward_problems_match_pot():
     # of this seed its Sinkhorn needs more than 200k iterations, so it is left out).
     C, a, b = (x[1:] for x in random_problem(2, 12, 5, seed=4, cost_scale=0.05))
     for reg_type in ("entropy", "kl"):
-        res = sinkhorn_uot(C, a, b, eps=1e-3, reg_type=reg_type, tol=1e-12, check_every=1)
+        res = solve_uot(C, a, b, eps=1e-3, reg_type=reg_type, tol=1e-12, check_every=1)
         assert_matches_pot(res, C, a, b, 1e-3, 1.0, 1.0, reg_type)
 
 
@@ -115,7 +115,7 @@ def test_primal_equals_dual_where_pot_fails(reg_type, tau_a, tau_b):
     a = torch.rand(2, 10, generator=g, dtype=F64) + 0.1
     b = torch.rand(2, 6, generator=g, dtype=F64) + 0.1
     C[0] = torch.rand(10, 6, generator=g, dtype=F64)  # and one problem on [0, 1)
-    res = sinkhorn_uot(C, a, b, eps=1e-3, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type,
+    res = solve_uot(C, a, b, eps=1e-3, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type,
                        tol=1e-12, check_every=1)
     assert res.converged, res.message
     assert torch.isfinite(res.plan).all()
@@ -138,15 +138,15 @@ def test_padding_does_not_change_the_plan():
     padded_b[1, 4:] = 0
     for reg_type in ("entropy", "kl"):
         for tau_a, tau_b in MARGINALS:
-            res = sinkhorn_uot(padded_C, padded_a, padded_b, tau_a=tau_a, tau_b=tau_b,
+            res = solve_uot(padded_C, padded_a, padded_b, tau_a=tau_a, tau_b=tau_b,
                                reg_type=reg_type, tol=1e-12, check_every=1)
             assert res.plan[0, 12:].abs().max() == 0 and res.plan[0, :, 5:].abs().max() == 0
             assert res.plan[1, 9:].abs().max() == 0 and res.plan[1, :, 4:].abs().max() == 0
-            alone = sinkhorn_uot(C[:1], a[:1], b[:1], tau_a=tau_a, tau_b=tau_b,
+            alone = solve_uot(C[:1], a[:1], b[:1], tau_a=tau_a, tau_b=tau_b,
                                  reg_type=reg_type, tol=1e-12, check_every=1)
             assert torch.allclose(res.plan[0, :12, :5], alone.plan[0], rtol=1e-9, atol=1e-15)
             ragged = padded_C[1:, :9, :4], padded_a[1:, :9], padded_b[1:, :4]
-            alone = sinkhorn_uot(*ragged, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type,
+            alone = solve_uot(*ragged, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type,
                                  tol=1e-12, check_every=1)
             assert torch.allclose(res.plan[1, :9, :4], alone.plan[0], rtol=1e-9, atol=1e-15)
             assert_matches_pot(alone, *ragged, 0.05, tau_a, tau_b, reg_type)
@@ -155,29 +155,29 @@ def test_padding_does_not_change_the_plan():
 @pytest.mark.parametrize("tau_a, tau_b", MARGINALS)
 def test_float32_agrees_with_float64(tau_a, tau_b):
     C, a, b = random_problem(4, 64, 16, seed=7)
-    ref = sinkhorn_uot(C, a, b, tau_a=tau_a, tau_b=tau_b, tol=1e-12)
-    res = sinkhorn_uot(C.float(), a.float(), b.float(), tau_a=tau_a, tau_b=tau_b, tol=1e-5)
+    ref = solve_uot(C, a, b, tau_a=tau_a, tau_b=tau_b, tol=1e-12)
+    res = solve_uot(C.float(), a.float(), b.float(), tau_a=tau_a, tau_b=tau_b, tol=1e-5)
     assert res.plan.dtype == torch.float32 and res.converged, res.message
     assert (res.plan.double() - ref.plan).abs().max() <= 2e-5 * ref.plan.max()
 
 
 def test_warm_start_converges_faster_to_the_same_plan():
     C, a, b = random_problem(4, 40, 8, seed=8)
-    cold = sinkhorn_uot(C, a, b, tol=1e-10, check_every=1)
+    cold = solve_uot(C, a, b, tol=1e-10, check_every=1)
     nudged = C + 1e-3 * torch.rand_like(C)
-    again = sinkhorn_uot(nudged, a, b, tol=1e-10, check_every=1)
-    warm = sinkhorn_uot(nudged, a, b, tol=1e-10, check_every=1, warm_start=cold)
+    again = solve_uot(nudged, a, b, tol=1e-10, check_every=1)
+    warm = solve_uot(nudged, a, b, tol=1e-10, check_every=1, warm_start=cold)
     assert warm.n_iter < again.n_iter
     assert torch.allclose(warm.plan, again.plan, rtol=1e-7, atol=1e-12)
     # A far-off warm start (drifting potentials need re-absorption) still converges.
-    far = sinkhorn_uot(C, a, b, tol=1e-10, check_every=1, warm_start=(None, cold.log_v + 80))
+    far = solve_uot(C, a, b, tol=1e-10, check_every=1, warm_start=(None, cold.log_v + 80))
     assert far.converged and torch.allclose(far.plan, cold.plan, rtol=1e-7, atol=1e-12)
 
 
 def test_semirelaxed_wrapper_and_exact_marginal():
     C, a, b = random_problem(2, 12, 5, seed=9)
-    res = sinkhorn_semirelaxed(C, a, b, tau=0.5, exact="b", tol=1e-12)
-    ref = sinkhorn_uot(C, a, b, tau_a=0.5, tau_b=INF, tol=1e-12)
+    res = solve_semirelaxed_uot(C, a, b, tau=0.5, exact="b", tol=1e-12)
+    ref = solve_uot(C, a, b, tau_a=0.5, tau_b=INF, tol=1e-12)
     assert torch.equal(res.plan, ref.plan)
     assert torch.allclose(res.plan.sum(-2), b, rtol=0, atol=1e-12)
     assert (res.err_b <= 1e-12).all()
@@ -186,28 +186,28 @@ def test_semirelaxed_wrapper_and_exact_marginal():
 def test_plan_is_a_constant():
     C, a, b = random_problem(1, 6, 3, seed=10)
     C.requires_grad_(True)
-    res = sinkhorn_uot(C, a, b)
+    res = solve_uot(C, a, b)
     assert not res.plan.requires_grad and res.plan.grad_fn is None
 
 
 def test_clear_errors():
     C, a, b = random_problem(1, 6, 3, seed=11)
     with pytest.raises(ValueError, match="a must be"):
-        sinkhorn_uot(C, a[:, :5], b)
+        solve_uot(C, a[:, :5], b)
     with pytest.raises(ValueError, match="balanced"):
-        sinkhorn_uot(C, a, b, tau_a=INF, tau_b=INF)
+        solve_uot(C, a, b, tau_a=INF, tau_b=INF)
     with pytest.raises(ValueError, match="a must be finite and >= 0"):
-        sinkhorn_uot(C, -a, b)
+        solve_uot(C, -a, b)
     with pytest.raises(ValueError, match="C must be finite"):
-        sinkhorn_uot(C.index_put((torch.tensor([0]),), torch.tensor(math.nan, dtype=F64)), a, b)
+        solve_uot(C.index_put((torch.tensor([0]),), torch.tensor(math.nan, dtype=F64)), a, b)
     with pytest.raises(ValueError, match="infeasible"):
-        sinkhorn_uot(C, a, torch.zeros_like(b), tau_a=INF)
+        solve_uot(C, a, torch.zeros_like(b), tau_a=INF)
     with pytest.raises(ValueError, match="reg_type"):
-        sinkhorn_uot(C, a, b, reg_type="l2")
+        solve_uot(C, a, b, reg_type="l2")
 
 
 def test_max_iter_is_reported():
     C, a, b = random_problem(2, 30, 8, seed=12)
-    res = sinkhorn_uot(C, a, b, eps=0.01, tol=1e-14, max_iter=2, check_every=1)
+    res = solve_uot(C, a, b, eps=0.01, tol=1e-14, max_iter=2, check_every=1)
     assert not res.converged and res.n_iter == 2 and "max_iter" in res.message
     assert np.isfinite(res.plan.numpy()).all()

@@ -7,11 +7,11 @@ import pyarrow as pa
 import pytest
 import torch
 
-from protorec.models.build import build_model
 from protorec.pipeline.distributed import init_distributed, shutdown_distributed
 from protorec.pipeline.export import ExportError, export_model, load_export, verify_export
 from protorec.pipeline.job_config import load_config
 from protorec.pipeline.loader import table_to_batch
+from protorec.pipeline.model_factory import build_model
 from protorec.pipeline.trainer import shard_model, train_pass
 
 

@@ -21,7 +21,7 @@ import protorec.pipeline.ingest as ingest_mod
 from protorec.jobs.cli import main
 from protorec.pipeline.config import from_dict
 from protorec.pipeline.contract import ContractError, list_days, partition_dir
-from protorec.pipeline.features import DataConfig
+from protorec.pipeline.data_config import DataConfig
 from protorec.pipeline.ingest import (
     SUMMARY_FILE,
     IngestConfig,

@@ -19,17 +19,11 @@ durations every day.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from scipy.special import logsumexp
-
-from protorec.pipeline.contract import partition_dir
 
 #: Reasons a row gives no watch ratio, in the order they are checked (a row gets the first).
 EXCLUSION_REASONS = (
@@ -155,26 +149,6 @@ def watch_ratios_from_columns(watch_ms: np.ndarray, duration_ms: np.ndarray) -> 
         rows_in=int(watch.shape[0]),
         excluded={r: int(c) for r, c in zip(EXCLUSION_REASONS, counts)},
     )
-
-
-def read_watch_ratios(dataset_dir: str | Path, days: Iterable[dt.date]) -> WatchRatios:
-    """Watch ratios of the given days of a contract data set (only two columns are read).
-
-    Args:
-        dataset_dir: the contract data set (``date=YYYY-MM-DD/`` Parquet partitions).
-        days: the days to read; a missing partition is an error naming it.
-    """
-    watch, duration = [], []
-    for day in days:
-        part = partition_dir(dataset_dir, day)
-        if not part.is_dir():
-            raise FileNotFoundError(f"{dataset_dir}: no partition for {day} ({part})")
-        table = pq.read_table(part, columns=["watch_ms", "duration_ms"])
-        watch.append(table.column("watch_ms").to_numpy().astype(np.float64))
-        duration.append(table.column("duration_ms").to_numpy().astype(np.float64))
-    if not watch:
-        raise ValueError(f"{dataset_dir}: no days given")
-    return watch_ratios_from_columns(np.concatenate(watch), np.concatenate(duration))
 
 
 def duration_bucket_edges(duration_ms: np.ndarray, config: WatchRatioConfig) -> np.ndarray:
@@ -332,7 +306,7 @@ def sample_watch_ratio_vectors(
     """Pre-process watch ratios into D * L vectors of length n (paper A.2, steps 1-3).
 
     Args:
-        ratios: the rows' watch ratios and durations (:func:`read_watch_ratios`).
+        ratios: the rows' watch ratios and durations (``DayReader.watch_ratios``).
         config: bucket and sampling settings.
         num_peaks: C, mixture components per bucket: the HVQ-VAE's cluster count.
         edges_ms: (D - 1,) inner duration edges; None: :func:`duration_bucket_edges`

@@ -1,8 +1,12 @@
-"""Re-seed DistProto's dead prototypes from a day's representations (the daily refresh).
+"""What a model learns from the data before a day's training: watch-head statistics, prototypes.
 
-A prototype that no row sends plan mass to gets no gradient from the alignment loss and
-stays dead. Before a day's training, each dead prototype is moved onto the encoding of a
-row of that day (drawn with a seeded generator), where the transport can reach it.
+:func:`refresh_watch_head` is the one call a job makes before training (and the daily
+job each day): it reads the training rows' watch ratios through the day reader and hands
+them to the head's ``refresh_statistics`` hook (D2Q / TPM fit their tables once; ProWTP
+fits its HVQ-VAE, then refits it warm every day with identities kept).
+:func:`reseed_dead_prototypes` moves prototypes that no row sends plan mass to onto rows
+of the day (DistProto's daily refresh). Both are no-ops for models that have nothing to
+refresh: the model's hooks answer None. Both run the same on every rank.
 """
 
 from __future__ import annotations
@@ -10,14 +14,39 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from protorec.models.base import RecModel, eval_mode
-from protorec.models.distproto import DistProtoArch
-from protorec.models.prototype_report import PrototypeReport, prototype_report
-from protorec.pipeline.batch import Batch
+from protorec.models.batch import Batch
+from protorec.models.hvqvae import RefitReport
+from protorec.models.prototype_report import PrototypeReport
+from protorec.pipeline.day_reader import DayReader
+
+
+def refresh_watch_head(
+    model: RecModel, reader: DayReader, rows: np.ndarray | None = None
+) -> RefitReport | None:
+    """Fit the statistics the model's watch head needs from the given rows of ``reader``.
+
+    Deterministic given the data and the config's seeds, so every rank of a distributed
+    job computes the same; buffers are written in place (DDP keeps its references).
+
+    Args:
+        model: a RecModel, or ``ShardedModel.module`` (the RecModel inside DMP).
+        reader: the training days.
+        rows: the training rows (``reader.split_rows("train", ...)``): a job that holds
+            rows out for evaluation must not fit statistics on them. None: every row.
+
+    Returns:
+        ProWTP's :class:`RefitReport` on a refit; None otherwise (no head, a head without
+        statistics, tables already fitted, or ProWTP's first fit).
+    """
+    head = model.dense_arch.watch_head
+    if head is None or not head.wants_statistics():
+        return None
+    return head.refresh_statistics(reader.watch_ratios(rows))
 
 
 @dataclass
@@ -54,6 +83,10 @@ def reseed_dead_prototypes(
 ) -> RefreshReport | None:
     """Find prototypes with less than ``fraction / K`` of the plan mass and re-seed them.
 
+    A prototype that no row sends plan mass to gets no gradient from the alignment loss and
+    stays dead; before a day's training it is moved onto the encoding of a row of that day
+    (drawn with a seeded generator), where the transport can reach it.
+
     Collective under torch.distributed: every rank passes its share of the rows; usage
     and candidate rows are combined over ranks, so every rank moves the same prototypes
     to the same points. Returns None for models without prototypes.
@@ -65,11 +98,12 @@ def reseed_dead_prototypes(
         seed: seeds the choice of rows.
         max_rows: candidate rows kept per rank.
     """
-    arch = model.dense_arch
-    if not isinstance(arch, DistProtoArch) or fraction <= 0:
+    if fraction <= 0:
         return None
     batches = list(batches)
-    report: PrototypeReport = prototype_report(model, batches)
+    report = model.prototype_report(batches)
+    if report is None:
+        return None
     global_usage = _all_reduce(report.global_usage.sum(0))
     dead_global = torch.nonzero(
         PrototypeReport.share(global_usage) < fraction / global_usage.numel()
@@ -85,28 +119,19 @@ def reseed_dead_prototypes(
                     dead_scenario[s] = dead.flatten().tolist()
     if not dead_global and not dead_scenario:
         return RefreshReport([], {})
-    z_g, z_s, scen = [], [], []
+    outputs: list[dict[str, torch.Tensor]] = []
+    scenarios = []
     with eval_mode(model):
         for batch in batches:
-            out = model.net(model.pooled(batch.sparse), batch.dense, batch.scenario)
-            z_g.append(out["z_g"])
-            z_s.append(out["z_s"])
-            scen.append(batch.scenario)
-            if sum(len(z) for z in z_g) >= max_rows:
+            outputs.append(model.encode(batch))
+            scenarios.append(batch.scenario)
+            if sum(len(s) for s in scenarios) >= max_rows:
                 break
-    z_g = _gather_rows(torch.cat(z_g)[:max_rows])
-    z_s = _gather_rows(torch.cat(z_s)[:max_rows])
-    scen = _gather_rows(torch.cat(scen)[:max_rows])
+    candidates = {
+        key: _gather_rows(torch.cat([o[key] for o in outputs])[:max_rows])
+        for key in outputs[0]
+    }
+    scenario = _gather_rows(torch.cat(scenarios)[:max_rows])
     gen = torch.Generator().manual_seed(seed)
-
-    def reseed(weight: torch.Tensor, dead: list[int], candidates: torch.Tensor) -> None:
-        if len(candidates) == 0:
-            return
-        pick = torch.randint(len(candidates), (len(dead),), generator=gen)
-        norm = weight.norm(dim=-1).mean()
-        weight[dead] = (F.normalize(candidates[pick].float(), dim=-1) * norm).to(weight)
-
-    reseed(arch.global_prototypes.weight.data[0], dead_global, z_g)
-    for s, dead in dead_scenario.items():
-        reseed(arch.scenario_prototypes.weight.data[s], dead, z_s[scen.cpu() == s])
+    model.dense_arch.reseed_prototypes(dead_global, dead_scenario, candidates, scenario, gen)
     return RefreshReport(dead_global, dead_scenario)

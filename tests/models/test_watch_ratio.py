@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 from scipy.stats import wasserstein_distance
 
-from protorec.pipeline.config import ConfigError, from_dict
-from protorec.pipeline.contract import CONTRACT_SCHEMA, write_day
-from protorec.pipeline.watch_ratio import (
+from protorec.models.watch.ratio import (
     EXCLUSION_REASONS,
     WatchRatioConfig,
     WatchRatios,
@@ -21,10 +17,10 @@ from protorec.pipeline.watch_ratio import (
     duration_bucket,
     duration_bucket_edges,
     fit_gaussian_mixture_1d,
-    read_watch_ratios,
     sample_watch_ratio_vectors,
     watch_ratios_from_columns,
 )
+from protorec.pipeline.config import ConfigError, from_dict
 
 KUAIRAND_TSV = "kuairand/kuairand27k_likehate_kcore15.tsv"
 
@@ -69,31 +65,6 @@ def test_every_row_is_kept_or_counted_under_its_first_reason():
     assert r.ratio.tolist() == [0.0, 2.0]
     assert r.duration_ms.tolist() == [5.0, 3.0]
     assert r.rows_in == r.ratio.size + sum(r.excluded.values())
-
-
-def _contract_day(day: dt.date, watch: list, duration: list) -> pa.Table:
-    n = len(watch)
-    ts = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
-    return pa.table(
-        {"user_id": list(range(n)), "item_id": list(range(n)), "scenario": [0] * n,
-         "ts_ms": [ts] * n, "click": [0] * n, "watch_ms": watch, "duration_ms": duration},
-        schema=CONTRACT_SCHEMA,
-    )
-
-
-def test_read_watch_ratios_reads_only_the_given_days(tmp_path):
-    d1, d2, d3 = (dt.date(2026, 1, i) for i in (1, 2, 3))
-    empty = _contract_day(d1, [], []).append_column("reason", pa.array([], pa.string()))
-    write_day(tmp_path, d1, _contract_day(d1, [1.0, None, 4.0], [2.0, 2.0, None]), empty)
-    write_day(tmp_path, d2, _contract_day(d2, [3.0, 9.0], [3.0, 3.0]), empty)
-    write_day(tmp_path, d3, _contract_day(d3, [5.0] * 7, [1.0] * 7), empty)
-
-    r = read_watch_ratios(tmp_path, [d1, d2])
-    assert r.rows_in == 5
-    assert sorted(r.ratio.tolist()) == [0.5, 1.0, 3.0]
-    assert r.excluded["missing_watch"] == 1 and r.excluded["missing_duration"] == 1
-    with pytest.raises(FileNotFoundError, match="2026-01-04"):
-        read_watch_ratios(tmp_path, [d1, dt.date(2026, 1, 4)])
 
 
 def test_quantile_edges_split_durations_into_equal_buckets():

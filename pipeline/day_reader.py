@@ -1,0 +1,188 @@
+"""The one reader of contract day partitions: files, row groups, columns, splits.
+
+Every job that reads a day's rows goes through :class:`DayReader`: the loader (batches),
+the refreshes before training (watch ratios for D2Q/TPM tables and ProWTP's codebook),
+the daily job's drift and quarantine figures, and the oracle's figures in evaluation. One
+reader means one file order, so row ``i`` is the same row for all of them, and one
+hold-out split (:func:`holdout_mask` over that order): the daily job trains on
+``split="train"``, gates on ``split="holdout"``, and its refits read ``"train"`` only.
+
+Row order: days in the given order, then files by name within a day, then rows within a
+file. Only the requested columns are decoded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from protorec.models.watch.ratio import WatchRatios, watch_ratios_from_columns
+from protorec.pipeline.contract import partition_dir
+
+Split = Literal["all", "train", "holdout"]
+
+
+def hash_ids(ids: np.ndarray, num_embeddings: int) -> np.ndarray:
+    """Hash int64 ids into [0, num_embeddings): SplitMix64's output function, then modulo.
+
+    The hash is fixed and platform-independent (uint64 arithmetic, wrapping), so a model
+    trained on one machine reads ids hashed on another the same way. It is written here
+    because no installed library exposes a stable vectorised integer hash (Python's
+    ``hash`` is salted for strings; pyarrow has none public).
+
+    Args:
+        ids: integer ids, any shape.
+        num_embeddings: table rows.
+
+    Shapes:
+        ids: (...) int  ->  (...) int64 in [0, num_embeddings)
+
+    >>> hash_ids(np.array([0, 1, -1, 1 << 40]), 1000).tolist()
+    [535, 465, 936, 641]
+    """
+    z = ids.astype(np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z % np.uint64(num_embeddings)).astype(np.int64)
+
+
+def holdout_mask(num_rows: int, fraction: float, seed: int) -> np.ndarray:
+    """A fixed draw of about ``fraction`` of ``num_rows`` rows: True for the held-out ones.
+
+    Row i is held out when a hash of (seed, i) falls below ``fraction``: the same rows
+    whatever the world size, the batch size or the epoch.
+
+    Shapes:
+        -> (num_rows,) bool
+
+    >>> int(holdout_mask(100_000, 0.1, seed=0).sum())
+    10061
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {fraction}")
+    buckets = 1 << 20
+    salted = np.arange(num_rows, dtype=np.int64) + (np.int64(seed) << np.int64(40))
+    return hash_ids(salted, buckets) < int(fraction * buckets)
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One Parquet row group of the days read, placed in the reader's row order."""
+
+    path: Path
+    day: dt.date
+    index: int
+    start: int  # first row's number in the reader's order
+    num_rows: int
+
+    @property
+    def source(self) -> str:
+        """Where the rows come from, for error messages."""
+        return f"{self.path} (day {self.day}, row group {self.index})"
+
+
+class DayReader:
+    """The row groups of some days of a contract data set, and reads over them.
+
+    Args:
+        dataset_dir: the contract data set (``date=YYYY-MM-DD/*.parquet`` partitions).
+        days: the days, in order; each must have a partition with Parquet files.
+
+    Raises:
+        FileNotFoundError: naming the first day without files and its folder.
+    """
+
+    def __init__(self, dataset_dir: str | Path, days: Sequence[dt.date]) -> None:
+        if not days:
+            raise ValueError(f"{dataset_dir}: no days given")
+        self.dataset_dir = Path(dataset_dir)
+        self.days = list(days)
+        self.row_groups: list[RowGroup] = []
+        start = 0
+        for day in self.days:
+            folder = partition_dir(self.dataset_dir, day)
+            files = sorted(folder.glob("*.parquet"))
+            if not files:
+                raise FileNotFoundError(f"no Parquet files for day {day} in {folder}")
+            for path in files:
+                meta = pq.ParquetFile(path).metadata
+                for i in range(meta.num_row_groups):
+                    rows = meta.row_group(i).num_rows
+                    self.row_groups.append(RowGroup(path, day, i, start, rows))
+                    start += rows
+        self.num_rows = start
+
+    def split_rows(self, split: Split, fraction: float, seed: int) -> np.ndarray | None:
+        """Row numbers of one side of the hold-out draw (None: ``"all"`` rows).
+
+        Shapes:
+            -> (n_split,) int64, ascending, or None
+        """
+        if split == "all":
+            return None
+        if split not in ("train", "holdout"):
+            raise ValueError(f"split must be all, train or holdout, got {split!r}")
+        mask = holdout_mask(self.num_rows, fraction, seed)
+        return np.flatnonzero(mask if split == "holdout" else ~mask)
+
+    def schema_names(self) -> list[str]:
+        """Column names of the first file (every file of a contract data set has them)."""
+        return pq.read_schema(self.row_groups[0].path).names if self.row_groups else []
+
+    def iter_row_groups(
+        self, columns: Sequence[str], rows_sorted: np.ndarray | None = None
+    ) -> Iterator[tuple[RowGroup, int, int, pa.Table]]:
+        """Decode the row groups holding any of ``rows_sorted`` (all rows when None).
+
+        Yields ``(group, lo, hi, table)``: the table holds exactly the rows
+        ``rows_sorted[lo:hi]`` of that group (the whole group when ``rows_sorted`` is None,
+        then ``lo, hi`` are its row numbers). A row group with none of the rows is not
+        decoded.
+        """
+        file, file_path = None, None
+        for g in self.row_groups:
+            if rows_sorted is None:
+                lo, hi = g.start, g.start + g.num_rows
+            else:
+                lo, hi = (int(x) for x in np.searchsorted(
+                    rows_sorted, [g.start, g.start + g.num_rows]))
+                if lo == hi:
+                    continue
+            if g.path != file_path:
+                file, file_path = pq.ParquetFile(g.path), g.path
+            assert file is not None
+            table = file.read_row_group(g.index, columns=list(columns))
+            if table.num_rows != g.num_rows:
+                raise RuntimeError(f"{g.source} changed while it was being read")
+            if rows_sorted is not None and hi - lo < g.num_rows:
+                table = table.take(pa.array(rows_sorted[lo:hi] - g.start))
+            yield g, lo, hi, table
+
+    def read(self, columns: Sequence[str], rows: np.ndarray | None = None) -> pa.Table:
+        """The given rows (ascending row numbers; None: all) of ``columns``, in row order."""
+        parts = [t for _, _, _, t in self.iter_row_groups(columns, rows)]
+        if not parts:
+            return pa.table({c: pa.array([], type=pa.float64()) for c in columns})
+        return pa.concat_tables(parts)
+
+    def read_split(
+        self, columns: Sequence[str], split: Split, fraction: float, seed: int
+    ) -> pa.Table:
+        """:meth:`read` of one side of the hold-out draw."""
+        return self.read(columns, self.split_rows(split, fraction, seed))
+
+    def watch_ratios(self, rows: np.ndarray | None = None) -> WatchRatios:
+        """Watch ratios of the given rows (None: all), with the excluded rows counted."""
+        table = self.read(["watch_ms", "duration_ms"], rows)
+        return watch_ratios_from_columns(
+            table.column("watch_ms").to_numpy(zero_copy_only=False).astype(np.float64),
+            table.column("duration_ms").to_numpy(zero_copy_only=False).astype(np.float64),
+        )
