@@ -1,7 +1,9 @@
 """`protorec ingest SOURCE INPUT...`: a raw source as distributed -> the contract data set.
 
-Sources: ``kuairand`` (INPUT: log files, ``log_*.csv`` or the 27K like/hate TSV) and
-``open_bandit`` (INPUT: one OBD policy folder, e.g. ``open_bandit/bts``). Exit status:
+Sources: ``kuairand`` (INPUT: log files, ``log_*.csv`` or the 27K like/hate TSV),
+``open_bandit`` (INPUT: one OBD policy folder, e.g. ``open_bandit/bts``) and ``parquet``
+(INPUT: your own contract-shaped Parquet files or folders; needs ``--config``, whose
+``ingest.parquet`` section maps column names and declares side tables). Exit status:
 0 published; 1 stopped (unreadable file, missing column, a mostly bad day; nothing was
 published); 2 bad flags or config.
 """
@@ -17,16 +19,17 @@ from protorec.pipeline.contract import ContractError
 from protorec.pipeline.ingest import SUMMARY_FILE, IngestError, ingest
 from protorec.pipeline.ingest_kuairand import kuairand_files
 from protorec.pipeline.ingest_open_bandit import open_bandit_files
+from protorec.pipeline.ingest_parquet import parquet_files
 from protorec.pipeline.job_config import CONFIG_DIR, load_config
 
-SOURCES = ("kuairand", "open_bandit")
+SOURCES = ("kuairand", "open_bandit", "parquet")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``ingest`` subcommand on ``subparsers`` and set its ``func``."""
     p = subparsers.add_parser(
         "ingest",
-        help="read a raw source (KuaiRand, Open Bandit) into the contract data set",
+        help="read a raw source (KuaiRand, Open Bandit, your Parquet) into the contract data set",
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("source", choices=SOURCES)
@@ -47,13 +50,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the job and print its summary; the exit status is in the module doc."""
+    if args.source == "parquet" and not args.config:
+        print("protorec ingest: parquet needs --config (its data.scenarios and "
+              "ingest.parquet section describe your data)", file=sys.stderr)
+        return 2
     try:
         config = load_config(args.config or CONFIG_DIR / f"{args.source}.yaml")
     except ConfigError as exc:
         print(f"protorec ingest: {exc}", file=sys.stderr)
         return 2
-    if args.source == "open_bandit" and (args.side_tables or args.tab is not None):
-        print("protorec ingest: --side-tables and --tab are for kuairand", file=sys.stderr)
+    if args.source != "kuairand" and (args.side_tables or args.tab is not None):
+        print("protorec ingest: --side-tables and --tab are for kuairand (parquet: "
+              "ingest.parquet.side_tables in the config)", file=sys.stderr)
         return 2
     if args.source == "open_bandit" and len(args.inputs) != 1:
         print("protorec ingest: open_bandit takes one policy folder", file=sys.stderr)
@@ -63,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
             files, notes = kuairand_files(
                 args.inputs, config.ingest.kuairand, args.tab, args.side_tables
             )
+        elif args.source == "parquet":
+            files, notes = parquet_files(args.inputs, config.ingest.parquet)
         else:
             files, notes = open_bandit_files(args.inputs[0], config.ingest.open_bandit)
         summary = ingest(

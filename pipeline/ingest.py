@@ -181,6 +181,58 @@ class OpenBanditIngestConfig:
 
 
 @dataclass
+class SideTableSpec:
+    """A side table joined into every row by key (``ingest_parquet.py``).
+
+    Args:
+        path: the table, Parquet (``.parquet``) or CSV/TSV; relative to the working
+            directory of the job.
+        row_key: the column of the rows to look up (``user_id``, ``item_id``, ...).
+        columns: the table's columns to join, with their kind and contract name.
+        key: the table's key column; default ``row_key``.
+    """
+
+    path: str
+    row_key: str
+    columns: list[SideColumn]
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = self.row_key
+        if not self.columns:
+            raise ValueError(f"side table {self.path!r}: columns must name at least one column")
+
+
+@dataclass
+class ParquetIngestConfig:
+    """How a user's own Parquet logs map onto the contract (``ingest_parquet.py``).
+
+    Args:
+        columns: contract column -> the input's column name, for the contract columns
+            whose name differs in the input (the rest are read under their own name).
+        extra_columns: other input columns carried into the rows (labels, features).
+        side_tables: tables joined by key into every row, in order (users, items, ...).
+        batch_rows: rows per chunk read from a Parquet file.
+    """
+
+    columns: dict[str, str] = field(default_factory=dict)
+    extra_columns: list[SideColumn] = field(default_factory=list)
+    side_tables: list[SideTableSpec] = field(default_factory=list)
+    batch_rows: int = 1 << 18
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.columns) - set(CONTRACT_COLUMNS))
+        if unknown:
+            raise ValueError(f"ingest.parquet.columns: {unknown} are not contract columns "
+                             f"{list(CONTRACT_COLUMNS)}")
+        if self.batch_rows < 1:
+            raise ValueError("ingest.parquet.batch_rows must be >= 1")
+        _check_unique_columns("ingest.parquet",
+                              [self.extra_columns, *(t.columns for t in self.side_tables)])
+
+
+@dataclass
 class IngestConfig:
     """The ``ingest`` section of a protorec config.
 
@@ -188,11 +240,13 @@ class IngestConfig:
         block_bytes: bytes of raw text per chunk read (pyarrow's CSV block size).
         kuairand: the KuaiRand mapping.
         open_bandit: the Open Bandit mapping.
+        parquet: the mapping of contract-shaped Parquet (a user's own logs).
     """
 
     block_bytes: int = 16 << 20
     kuairand: KuaiRandIngestConfig = field(default_factory=KuaiRandIngestConfig)
     open_bandit: OpenBanditIngestConfig = field(default_factory=OpenBanditIngestConfig)
+    parquet: ParquetIngestConfig = field(default_factory=ParquetIngestConfig)
 
     def __post_init__(self) -> None:
         if self.block_bytes < 1024:
@@ -263,8 +317,14 @@ def convert_column(col: pa.Array | pa.ChunkedArray, spec: SideColumn, source: st
 def read_header(path: Path) -> tuple[list[str], str]:
     """The column names of a delimited text file and its delimiter (tab if the header has one).
 
-    Raises IngestError when the file cannot be read or has no header line.
+    Raises IngestError when the file cannot be read or has no header line. A Parquet file
+    (``.parquet``) gives its schema's names and no delimiter.
     """
+    if path.suffix == ".parquet":
+        try:
+            return pq.read_schema(path).names, ""
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise IngestError(f"{path}: unreadable Parquet: {exc}") from None
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             line = fh.readline()
@@ -315,15 +375,19 @@ class SideTable:
         header, delimiter = read_header(path)
         require_columns(path, header, [key, *(s.source for s in specs)])
         try:
-            table = pacsv.read_csv(
+            if not delimiter:  # Parquet
+                table = pq.read_table(path, columns=[key, *(s.source for s in specs)])
+                table = table.set_column(0, key, pc.cast(table.column(key), pa.int64()))
+            else:
+                table = pacsv.read_csv(
                 path,
-                parse_options=pacsv.ParseOptions(delimiter=delimiter),
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=[key, *(s.source for s in specs)],
-                    column_types={key: pa.int64()},
-                    null_values=ONLY_EMPTY_IS_NULL,
-                ),
-            )
+                    parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                    convert_options=pacsv.ConvertOptions(
+                        include_columns=[key, *(s.source for s in specs)],
+                        column_types={key: pa.int64()},
+                        null_values=ONLY_EMPTY_IS_NULL,
+                    ),
+                )
         except (OSError, pa.ArrowInvalid) as exc:
             raise IngestError(f"{path}: unreadable: {exc}") from None
         keys = table.column(key).combine_chunks()
@@ -346,22 +410,28 @@ class SourceFile:
     """One raw input file and how its chunks become contract rows.
 
     Args:
-        path: the file (comma- or tab-separated text with a header line).
+        path: the file: comma- or tab-separated text with a header line, or Parquet.
         columns: raw columns to read, with the type each is parsed as.
         to_contract: maps a raw chunk (those columns) to a table with every contract
             column plus the source's extra columns; the same columns and types each call.
         side_tables: joined into the mapped rows, in order.
+        batch_rows: rows per chunk of a Parquet file (text files are read in
+            ``ingest.block_bytes`` blocks).
     """
 
     path: Path
     columns: dict[str, pa.DataType]
     to_contract: Callable[[pa.Table], pa.Table]
     side_tables: list[SideTable] = field(default_factory=list)
+    batch_rows: int = 1 << 18
 
     def chunks(self, block_bytes: int) -> Iterator[pa.Table]:
         """The raw chunks of the file; IngestError / ContractError name the file."""
         header, delimiter = read_header(self.path)
         require_columns(self.path, header, list(self.columns))
+        if not delimiter:
+            yield from self._parquet_chunks(self.batch_rows)
+            return
         try:
             reader = pacsv.open_csv(
                 self.path,
@@ -377,6 +447,25 @@ class SourceFile:
                 yield pa.Table.from_batches([batch])
         except (OSError, pa.ArrowInvalid) as exc:
             raise IngestError(f"{self.path}: unreadable: {exc}") from None
+
+    def _parquet_chunks(self, batch_rows: int) -> Iterator[pa.Table]:
+        """Record batches of a Parquet file, each column cast to its declared type."""
+        names = list(self.columns)
+        try:
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=batch_rows,
+                                                                columns=names):
+                table = pa.Table.from_batches([batch])
+                yield pa.table({n: self._cast(table.column(n), t) for n, t in
+                                self.columns.items()})
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise IngestError(f"{self.path}: unreadable Parquet: {exc}") from None
+
+    def _cast(self, col: pa.ChunkedArray, to: pa.DataType) -> pa.ChunkedArray:
+        try:
+            return pc.cast(col, to, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ContractError(f"{self.path}: a column of type {col.type} is not castable "
+                                f"to {to}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------- summary

@@ -34,6 +34,7 @@ would need a shuffle buffer instead of a full permutation.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,8 @@ from protorec.pipeline.day_reader import DayReader, hash_ids
 if TYPE_CHECKING:
     from protorec.pipeline.job_config import ProtorecConfig
 
+log = logging.getLogger(__name__)
+
 _EPOCH = dt.date(1970, 1, 1)
 _MS_PER_DAY = 86_400_000
 #: Contract columns every batch needs, besides the feature columns.
@@ -70,18 +73,24 @@ class LoaderConfig:
             (seed, epoch); false keeps the files' order (evaluation).
         seed: base seed of the shuffle; the epoch is mixed in.
         progress: show a tqdm bar (rank 0 only) while a pass loads and runs.
+        max_oov_share: a pass in which a larger share of a sparse feature's ids went to
+            its out-of-vocabulary row warns once, naming the feature, the share and the fix
+            (an id table sized below the largest id sends most rows to one row silently).
     """
 
     batch_size: int = 512
     shuffle: bool = True
     seed: int = 0
     progress: bool = False
+    max_oov_share: float = 0.05
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError("loader.batch_size must be >= 1")
         if self.seed < 0:
             raise ValueError("loader.seed must be >= 0")
+        if not 0.0 <= self.max_oov_share <= 1.0:
+            raise ValueError("loader.max_oov_share must be in [0, 1]")
 
 
 @dataclass
@@ -148,6 +157,33 @@ class _Arrays:
             np.empty((n, len(config.features.sparse) + 3), dtype=np.int64),
             np.empty((n, len(config.features.dense) + 3), dtype=np.float32),
         )
+
+
+#: Features already warned about in this process: one warning each, not one per pass.
+_OOV_WARNED: set[str] = set()
+
+
+def warn_oov(stats: LoaderStats, config: ProtorecConfig, where: str) -> list[str]:
+    """Warn once per feature whose OOV share of ``stats`` exceeds ``loader.max_oov_share``.
+
+    Returns the features warned about by this call.
+    """
+    if not stats.rows_read:
+        return []
+    warned = []
+    for f in config.features.sparse:
+        share = stats.oov.get(f.name, 0) / stats.rows_read
+        if share > config.loader.max_oov_share and f.name not in _OOV_WARNED:
+            _OOV_WARNED.add(f.name)
+            warned.append(f.name)
+            fix = ("its ids are null: check the column" if f.hashed else
+                   f"ids must lie in [0, {f.num_embeddings - 1}): raise "
+                   f"features.sparse[{f.name}].num_embeddings above the largest id, or set "
+                   "hashed: true for an open vocabulary")
+            log.warning("sparse feature %r: %.1f%% of %d ids went to the out-of-vocabulary "
+                        "row (%s; loader.max_oov_share %.2f); %s", f.name, 100 * share,
+                        stats.rows_read, where, config.loader.max_oov_share, fix)
+    return warned
 
 
 def _needed_columns(config: ProtorecConfig) -> list[str]:
@@ -537,3 +573,5 @@ class ContractLoader:
                 bar.update(1)
         if bar is not None:
             bar.close()
+        if self.rank == 0:
+            warn_oov(self.stats, self.config, f"{self.dataset_dir} {self.days[0]}..{self.days[-1]}")
