@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup relink demo test lint clean
+.PHONY: setup relink demo test lint typecheck clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,11 @@ relink: setup
 lint: relink
 	$(VENV)/bin/ruff check .
 
-test: relink lint
+# mypy reads the installed link tree, where the folders are laid out as `protorec.*`.
+typecheck: relink
+	MYPYPATH=$(wildcard build/__editable__.protorec-*) $(VENV)/bin/mypy -p protorec
+
+test: relink lint typecheck
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q
 
 demo: relink

@@ -144,8 +144,8 @@ def plot_bucket_histograms(
                 label=f"watch ratio ({rows.size} rows)")
         ax.set_xlabel("watch ratio (watch / duration)")
         ax.set_ylabel("density")
-        share = report.counts[b].flatten().double()
-        share = (share / share.sum().clamp_min(1)).numpy()
+        counts = report.counts[b].flatten().double()
+        share = (counts / counts.sum().clamp_min(1)).numpy()
         top = ax.twinx()
         top.hlines(share, low, high, colors=colours, linewidth=1.5)
         used = share > 0

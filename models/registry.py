@@ -42,7 +42,7 @@ MODELS: dict[str, ModelSpec] = {
     "mmoe": ModelSpec(MMoENet),
     "ple": ModelSpec(PLENet),
     "star": ModelSpec(StarNet),
-    "distproto": ModelSpec(DistProtoNet, DistProtoArch),  # type: ignore[arg-type]
+    "distproto": ModelSpec(DistProtoNet, DistProtoArch),
 }
 
 #: A watch head: (in_features, S, model config) -> head.
@@ -89,7 +89,7 @@ def build_dense_arch(
     if "watch" in tasks:
         # Every backbone builds its own one-logit tower per task; the watch task's is
         # replaced by the configured head, on the same representation width.
-        net.towers["watch"] = build_watch_head(
-            net.towers["click"].in_features, num_scenarios, config
-        )
+        width = net.towers["click"].in_features
+        assert isinstance(width, int)  # every backbone's tower records its input width
+        net.towers["watch"] = build_watch_head(width, num_scenarios, config)
     return spec.arch(net, num_scenarios, config)

@@ -185,9 +185,9 @@ def summary_markdown(summary: dict) -> str:
     """The aggregate as Markdown tables: click figures, per-scenario AUC, watch figures."""
     settings, models, oracle = summary["settings"], summary["models"], summary["oracle"]
     scenarios = next(iter(models.values()))["scenarios"] if models else []
-    oracle_auc = None if oracle is None else oracle["figures"].get("overall.auc")
+    oracle_auc = 0.5 if oracle is None else oracle["figures"].get("overall.auc") or 0.5
     # The headroom: how much of the oracle's AUC lift over chance (0.5) a model takes.
-    lift = oracle_auc is not None and oracle_auc > 0.5
+    lift = oracle_auc > 0.5
     lines = [
         f"Trained on {settings['train_days']}, evaluated on {settings['test_days']} "
         f"(data set `{settings['dataset']}`). Each figure: mean ± sample standard "
@@ -300,20 +300,20 @@ def pending_runs(out: Path, base: ProtorecConfig, runs: Sequence[Run], settings:
         ConfigError: a record in ``out`` was made on other data or days, or with another
             config for the same variant and seed (a new ``--out`` is then needed).
     """
-    done = {}
+    done: dict[tuple[str, int], dict] = {}
     for record in load_runs(out):
         other = {k: record[k] for k in settings}
         if other != settings:
             raise ConfigError(str(out), f"runs/{record['variant']}__seed{record['seed']}",
                               f"made with {other}, not {settings}: use another --out")
         done[(record["variant"], record["seed"])] = record
-    todo = []
+    todo: list[Run] = []
     for run in runs:
-        record = done.get((run.variant, run.seed))
-        if record is None:
+        finished = done.get((run.variant, run.seed))
+        if finished is None:
             todo.append(run)
             continue
-        diff = config_differences(record["config"], to_dict(run_config(base, run)))
+        diff = config_differences(finished["config"], to_dict(run_config(base, run)))
         if diff:
             raise ConfigError(str(out), f"runs/{run.run_id}",
                               f"finished with another config ({', '.join(diff[:5])} differ): "

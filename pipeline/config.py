@@ -79,7 +79,7 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
             _convert(key_tp, k, source, f"{key}.{k}"): _convert(val_tp, v, source, f"{key}.{k}")
             for k, v in value.items()
         }
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, source=source, key=key)
     if tp is float:
         # YAML reads "1e-3" as a string and "1" as an int: accept ints for floats.
@@ -117,7 +117,7 @@ def from_dict(cls: type[T], data: Any, source: str = "<dict>", key: str = "") ->
     if not isinstance(data, dict):
         raise ConfigError(source, key, f"expected a mapping, got {_describe(data)}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
         prefix = f"{key}." if key else ""

@@ -119,12 +119,12 @@ def evaluate(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConf
              ctx: DistContext) -> dict:
     """compute_metrics of the sharded model on ``loader``'s rows (every rank gets them)."""
     preds = predict_pass(sharded, loader, ctx)
-    watch = {}
-    if "watch_pred_ms" in preds:
-        watch = {"watch_ms": preds["watch_ms"], "pred_watch_ms": preds["watch_pred_ms"]}
+    has_watch = "watch_pred_ms" in preds
     return compute_metrics(preds["click"], preds["click_prob"], preds["scenario"],
-                           preds["user_id"], preds["day"], scenario_names=_scenario_names(config),
-                           **watch)
+                           preds["user_id"], preds["day"],
+                           watch_ms=preds["watch_ms"] if has_watch else None,
+                           pred_watch_ms=preds.get("watch_pred_ms"),
+                           scenario_names=_scenario_names(config))
 
 
 def _day_columns(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict | None:
@@ -160,6 +160,7 @@ def _quarantined(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict[st
 def drift(config: ProtorecConfig, dataset: Path, day: dt.date) -> dict[str, dict[str, float]]:
     """Per scenario: label rate of the day, watch-ratio shift (W1) against the day before."""
     today = _day_columns(dataset, day, config)
+    assert today is not None, "drift is measured on a day whose partition was read"
     before = _day_columns(dataset, day - dt.timedelta(days=1), config)
     out = {}
     for s, name in enumerate(_scenario_names(config)):

@@ -36,7 +36,7 @@ def daily_table(workdir: str | Path) -> str:
                 return None
             return (m["overall"] if scope == "overall" else m["per_scenario"][scope])["auc"]
 
-        scopes = [("overall", metrics["overall"], {})]
+        scopes: list[tuple[str, dict, dict]] = [("overall", metrics["overall"], {})]
         for name, block in metrics["per_scenario"].items():
             scopes.append((name, block, record["drift"].get(name, {})))
         for scope, block, drift in scopes:

@@ -83,12 +83,11 @@ def prediction_metrics(config: ProtorecConfig, preds: dict[str, np.ndarray]) -> 
             predicts watch time ("watch_pred_ms", in ms).
     """
     names = [config.data.scenario_name(i) for i in range(len(config.data.scenarios))]
-    watch = {}
-    if "watch_pred_ms" in preds:
-        watch = {"watch_ms": preds["watch_ms"], "pred_watch_ms": preds["watch_pred_ms"]}
+    with_watch = "watch_pred_ms" in preds
     return compute_metrics(
         preds["click"], preds["click_prob"], preds["scenario"], preds["user_id"], preds["day"],
-        scenario_names=names, **watch,
+        watch_ms=preds["watch_ms"] if with_watch else None,
+        pred_watch_ms=preds["watch_pred_ms"] if with_watch else None, scenario_names=names,
     )
 
 

@@ -70,7 +70,7 @@ def gather_state_dict(sharded: ShardedModel) -> dict[str, torch.Tensor] | None:
         if hasattr(tensor, "local_shards"):  # ShardedTensor
             out = torch.empty(tensor.size(), dtype=tensor.dtype) if rank0 else None
             tensor.gather(dst=0, out=out)
-            if rank0:
+            if out is not None:  # rank 0
                 full[name] = out
         elif rank0:
             full[name] = tensor.detach().cpu().clone()

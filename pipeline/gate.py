@@ -52,7 +52,7 @@ def decide(today: dict, yesterday: dict | None, max_auc_drop: float,
         drop = before - after if gated else None
         per_scenario[name] = {"today": after, "yesterday": before, "drop": drop,
                               "gated": gated}
-        if gated and drop > max_auc_drop:
+        if drop is not None and drop > max_auc_drop:
             fell.append(f"{name} ({before:.4f} -> {after:.4f})")
     if fell:
         return GateDecision(False, f"AUC fell by more than {max_auc_drop} in: "

@@ -188,9 +188,11 @@ def warn_oov(stats: LoaderStats, config: ProtorecConfig, where: str) -> list[str
 
 def _needed_columns(config: ProtorecConfig) -> list[str]:
     cols = list(_BASE_COLUMNS)
-    for f in [*config.features.sparse, *config.features.dense]:
-        if f.column not in cols:
-            cols.append(f.column)
+    for column in [f.column for f in config.features.sparse] + [
+        f.column for f in config.features.dense
+    ]:
+        if column not in cols:
+            cols.append(column)
     return cols
 
 
@@ -251,22 +253,22 @@ def _convert(
             stats.oov[f.name] = stats.oov.get(f.name, 0) + int(np.count_nonzero(bad))
         ints[:, i] = out
 
-    for j, f in enumerate(feats.dense):
-        x = _floats(_column(table, f.column, source), f.column, source)
+    for j, d in enumerate(feats.dense):
+        x = _floats(_column(table, d.column, source), d.column, source)
         missing = ~np.isfinite(x)
-        if f.transform == "log1p":
+        if d.transform == "log1p":
             below = np.count_nonzero((x < 0) & ~missing)
             if below:
                 raise ValueError(
-                    f"{source}: dense feature {f.name!r}: {below} negative values in column "
-                    f"{f.column!r} cannot take log1p"
+                    f"{source}: dense feature {d.name!r}: {below} negative values in column "
+                    f"{d.column!r} cannot take log1p"
                 )
             x = np.log1p(x)
-        x = (x - f.shift) / f.scale
+        x = (x - d.shift) / d.scale
         n_missing = int(np.count_nonzero(missing))
         if n_missing:
-            x[missing] = f.fill
-        stats.filled[f.name] = stats.filled.get(f.name, 0) + n_missing
+            x[missing] = d.fill
+        stats.filled[d.name] = stats.filled.get(d.name, 0) + n_missing
         floats[:, j] = x
 
     codes = np.asarray(config.data.scenarios, dtype=np.int64)

@@ -562,7 +562,7 @@ def compute_metrics(
 
     def block(rows: np.ndarray | slice) -> dict:
         out = _click_block(y[rows], p[rows], u[rows], list_key[rows], ndcg_k)
-        if watch is not None:
+        if watch is not None and pred is not None:
             out.update(_watch_block(watch[rows], pred[rows], u[rows]))
         return out
 
@@ -572,7 +572,7 @@ def compute_metrics(
         name = scenario_names[index] if scenario_names is not None else str(int(index))
         per_scenario[name] = block(s == index)
     defined = {name: b["auc"] for name, b in per_scenario.items() if b["auc"] is not None}
-    worst = min(defined, key=defined.get) if defined else None
+    worst = min(defined, key=lambda name: defined[name]) if defined else None
     return {
         "overall": block(slice(None)),
         "per_scenario": per_scenario,

@@ -566,8 +566,8 @@ class Simulator:
         w = self.config.watch
         ratio = np.empty(mode.shape[0])
         draws = (
-            lambda k: rng.beta(*w.skip_beta, size=k),
-            lambda k: rng.beta(*w.partial_beta, size=k),
+            lambda k: rng.beta(w.skip_beta[0], w.skip_beta[1], size=k),
+            lambda k: rng.beta(w.partial_beta[0], w.partial_beta[1], size=k),
             lambda k: np.exp(w.complete_sigma * rng.standard_normal(k)),
             lambda k: 1.0 + rng.gamma(w.replay_gamma[0], w.replay_gamma[1], size=k),
         )

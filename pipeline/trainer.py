@@ -31,6 +31,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 from tqdm import tqdm
 
+from protorec.models.base import RecModel
 from protorec.models.batch import Batch
 from protorec.pipeline.distributed import DistContext
 from protorec.pipeline.train_config import TrainConfig
@@ -109,8 +110,11 @@ class ShardedModel:
     plan: ShardingPlan
 
     @property
-    def module(self) -> torch.nn.Module:
-        return self.dmp.module
+    def module(self) -> RecModel:
+        """The RecModel inside DMP (its sharded modules replaced by DMP's)."""
+        module = self.dmp.module
+        assert isinstance(module, RecModel)  # shard_model wraps RecModels only
+        return module
 
 
 def shard_model(
