@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from protorec.pipeline.experiment import oracle_metrics, train_and_evaluate
     from protorec.pipeline.job_config import load_config
     from protorec.pipeline.metrics import metrics_markdown
+    from protorec.pipeline.trainer import check_embedding_optimizer
     from protorec.pipeline.variants import apply_overrides, parse_override, variant_config
 
     # force: importing torchrec has configured the root logger already. TorchRec and
@@ -54,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     dataset = args.dataset or config.data.dataset
     ctx = init_distributed(args.device)
+    try:
+        check_embedding_optimizer(config.train, ctx.device)
+    except ConfigError as exc:
+        print(f"protorec train: {exc}", file=sys.stderr)
+        shutdown_distributed()
+        return 2
     if ctx.device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads() // ctx.world_size))
     try:

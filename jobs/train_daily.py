@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from protorec.pipeline.daily import run_day
     from protorec.pipeline.distributed import init_distributed, shutdown_distributed
     from protorec.pipeline.job_config import load_config
+    from protorec.pipeline.trainer import check_embedding_optimizer
 
     try:
         config = load_config(args.config)
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_daily: {exc}", file=sys.stderr)
         return 2
     ctx = init_distributed(args.device)
+    try:
+        check_embedding_optimizer(config.train, ctx.device)
+    except ConfigError as exc:
+        print(f"train_daily: {exc}", file=sys.stderr)
+        shutdown_distributed()
+        return 2
     if ctx.device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads() // ctx.world_size))
     try:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from protorec.models.base import RecModel
 from protorec.models.batch import Batch
+from protorec.pipeline.config import ConfigError
 from protorec.pipeline.distributed import DistContext
 from protorec.pipeline.train_config import TrainConfig
 
@@ -43,6 +44,26 @@ _EMBEDDING_OPTIMIZERS = {
     "adam": torch.optim.Adam,
     "sgd": torch.optim.SGD,
 }
+
+#: The fused table optimisers fbgemm's CPU kernels implement (its CPU mode asserts on any
+#: other, after the model is built): checked before any work by check_embedding_optimizer.
+CPU_EMBEDDING_OPTIMIZERS = ("rowwise_adagrad", "sgd")
+
+
+def check_embedding_optimizer(train: TrainConfig, device: torch.device) -> None:
+    """Refuse a table optimiser that fbgemm cannot run on ``device``, naming what can.
+
+    Raises:
+        ConfigError: ``train.embedding_optimizer`` is not supported on the CPU.
+    """
+    if device.type == "cpu" and train.embedding_optimizer not in CPU_EMBEDDING_OPTIMIZERS:
+        raise ConfigError(
+            "config", "train.embedding_optimizer",
+            f"{train.embedding_optimizer!r} is not supported on the CPU by fbgemm's fused "
+            f"table optimisers; use one of {', '.join(CPU_EMBEDDING_OPTIMIZERS)} (or a CUDA "
+            "device)",
+        )
+
 
 #: Rows per seeded block when initialising tables (see init_embeddings).
 _INIT_BLOCK_ROWS = 1 << 16
@@ -126,6 +147,7 @@ def shard_model(
     each rank's shards only. Tables are then initialised by :func:`init_embeddings`, so the
     weights do not depend on the number of ranks.
     """
+    check_embedding_optimizer(train, ctx.device)
     emb_params = [p for ebc in _ebcs(model) for p in ebc.parameters()]
     apply_optimizer_in_backward(
         _EMBEDDING_OPTIMIZERS[train.embedding_optimizer], emb_params, {"lr": train.embedding_lr}
