@@ -1,0 +1,180 @@
+"""Learning quality against an outside reference: torch-rechub's models on protorec's rows.
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_reference.py --config simulator
+--dataset DIR --train A..B --test C..D [--models shared_bottom,mmoe,ple --epochs 1,2
+--seeds 0,1,2 --set train.embedding_lr=0.2 --out FILE.md]``.
+
+Both sides see exactly the same rows in the same order: the reference reads its batches
+from protorec's own ``ContractLoader`` (one process, the same per-epoch shuffle), so ids
+are already mapped to table rows and dense features normalised as the config says. The
+reference is torch-rechub (https://github.com/datawhalechina/torch-rechub, a plain-PyTorch
+research toolkit) as a user of it would train it: ``nn.Embedding`` tables of dim
+``--ref-dim`` (16) for every sparse feature plus the scenario (its models have no scenario
+input), its default initialisation, Adam 1e-3 on every parameter, BCE on click, the
+config's batch size, its MLP sizes set to protorec's (bottom, experts, towers). protorec
+trains through ``experiment.train_and_evaluate`` (one gloo rank), i.e. ``protorec
+train``. Both are scored by the same ``prediction_metrics`` on ``--test`` days.
+
+torch-rechub is a benchmark-only dependency (requirements/bench.txt): protorec does not
+import it. Tune on validation days and quote test days nobody tuned on (issue 11).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_rechub.basic.features import DenseFeature, SparseFeature
+from torch_rechub.models.multi_task import MMOE, PLE, SharedBottom
+
+from protorec.pipeline.distributed import init_distributed, shutdown_distributed
+from protorec.pipeline.experiment import prediction_metrics, train_and_evaluate
+from protorec.pipeline.job_config import ProtorecConfig, load_config
+from protorec.pipeline.loader import ContractLoader
+from protorec.pipeline.variants import apply_overrides, parse_override, variant_config
+
+
+def _inputs(config: ProtorecConfig, batch) -> dict[str, torch.Tensor]:
+    """A protorec batch as torch-rechub's input dict: one (B,) tensor per feature."""
+    x = {name: batch.sparse[name].values() for name in batch.sparse.keys()}
+    x["scenario"] = batch.scenario
+    for i, feature in enumerate(config.features.dense):
+        x[feature.name] = batch.dense[:, i]
+    return x
+
+
+def reference_model(name: str, config: ProtorecConfig, dim: int) -> torch.nn.Module:
+    """torch-rechub's ``name`` over protorec's features, its MLPs sized as protorec's."""
+    features = [SparseFeature(f.name, f.num_embeddings, dim) for f in config.features.sparse]
+    features.append(SparseFeature("scenario", len(config.data.scenarios), dim))
+    features += [DenseFeature(f.name) for f in config.features.dense]
+    model = config.model
+    tower = [{"dims": list(model.tower.hidden)}]
+    if name == "shared_bottom":
+        return SharedBottom(features, ["classification"],
+                            {"dims": list(model.shared_bottom.hidden)}, tower)
+    if name == "mmoe":
+        return MMOE(features, ["classification"], model.mmoe.num_experts,
+                    {"dims": list(model.mmoe.expert_hidden)}, tower)
+    if name == "ple":
+        return PLE(features, ["classification"], model.ple.num_layers,
+                   max(1, model.ple.num_task_experts), model.ple.num_shared_experts,
+                   {"dims": list(model.ple.expert_hidden)}, tower)
+    raise ValueError(f"torch-rechub has no {name!r} here (shared_bottom, mmoe, ple)")
+
+
+def train_reference(name: str, config: ProtorecConfig, dataset: str, train: str, test: str,
+                    epochs: int, seed: int, dim: int) -> dict:
+    """Train torch-rechub's ``name`` on protorec's training rows; metrics on ``test``."""
+    torch.manual_seed(seed)
+    model = reference_model(name, config, dim)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = ContractLoader(config, train, dataset_dir=dataset, rank=0, world_size=1,
+                            progress=False)
+    t0, samples = time.perf_counter(), 0
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        model.train()
+        for batch in loader:
+            p = model(_inputs(config, batch)).squeeze(1)
+            loss = torch.nn.functional.binary_cross_entropy(p, batch.click)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            samples += batch.batch_size
+    rate = samples / (time.perf_counter() - t0)
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    test_loader = ContractLoader(config, test, dataset_dir=dataset, rank=0, world_size=1,
+                                 shuffle=False, progress=False)
+    with torch.no_grad():
+        for batch in test_loader:
+            cols = {"click_prob": model(_inputs(config, batch)).squeeze(1)}
+            for key in ("scenario", "click", "watch_ms", "duration_ms", "user_id", "day"):
+                cols[key] = getattr(batch, key)
+            for key, value in cols.items():
+                parts.setdefault(key, []).append(value.numpy())
+    preds = {key: np.concatenate(v) for key, v in parts.items()}
+    metrics = prediction_metrics(config, preds)
+    metrics["train"] = {"samples_per_s": rate}
+    return metrics
+
+
+def _row(side: str, model: str, epochs: int, runs: list[dict]) -> str:
+    def stat(key: str) -> str:
+        values = [key_of(r, key) for r in runs]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+
+    def key_of(run: dict, key: str) -> float:
+        if key == "worst":
+            return min(s["auc"] for s in run["per_scenario"].values())
+        return run["overall"][key]
+
+    rate = statistics.mean(r["train"]["samples_per_s"] for r in runs)
+    return (f"| {side} | {model} | {epochs} | {stat('auc')} | {stat('logloss')} | "
+            f"{stat('worst')} | {rate:,.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="simulator")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--train", required=True, help="training days A..B")
+    parser.add_argument("--test", required=True, help="days scored (validation or test)")
+    parser.add_argument("--models", default="shared_bottom,mmoe,ple")
+    parser.add_argument("--epochs", default="1,2", help="comma-separated epoch counts")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--ref-dim", type=int, default=16, help="reference embedding dim")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="protorec config override (repeatable)")
+    parser.add_argument("--skip", choices=["protorec", "reference"], default=None)
+    parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+
+    base = apply_overrides(load_config(args.config), [parse_override(s) for s in args.overrides])
+    ctx = init_distributed("cpu")
+    lines = [f"protorec ({' '.join(args.overrides) or 'shipped defaults'}) vs torch-rechub "
+             f"(Adam 1e-3, dim {args.ref_dim}); train {args.train}, scored on {args.test}, "
+             f"seeds {args.seeds}", "",
+             "| side | model | epochs | AUC | logloss | worst-scenario AUC | samples/s |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    print("\n".join(lines), flush=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        for name in args.models.split(","):
+            for epochs in (int(e) for e in args.epochs.split(",")):
+                for side in ("protorec", "torch-rechub"):
+                    if args.skip and side.startswith(args.skip):
+                        continue
+                    runs = []
+                    for seed in seeds:
+                        config = variant_config(base, name)
+                        config = dataclasses.replace(config, train=dataclasses.replace(
+                            config.train, epochs=epochs, seed=seed))
+                        if side == "protorec":
+                            runs.append(train_and_evaluate(config, args.dataset, args.train,
+                                                           args.test, ctx, progress=False))
+                        else:
+                            runs.append(train_reference(name, config, args.dataset,
+                                                        args.train, args.test, epochs, seed,
+                                                        args.ref_dim))
+                    lines.append(_row(side, name, epochs, runs))
+                    print(lines[-1], flush=True)
+    finally:
+        shutdown_distributed()
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
