@@ -24,6 +24,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (YAML value), after --model; repeatable")
     p.add_argument("--out", help="write the metrics JSON here")
+    p.add_argument("--export", metavar="DIR", help="also export the trained model to DIR "
+                   "(the daily job's export: `protorec evaluate --model DIR` scores it)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(max(1, torch.get_num_threads() // ctx.world_size))
     try:
         metrics = train_and_evaluate(
-            config, dataset, args.train, args.test, ctx, progress=not args.quiet
+            config, dataset, args.train, args.test, ctx, progress=not args.quiet,
+            export_dir=args.export,
         )
         if ctx.is_main:
             oracle = oracle_metrics(config, dataset, args.test)

@@ -14,6 +14,7 @@ from protorec.models.batch import Batch
 from protorec.pipeline.contract import parse_day_range
 from protorec.pipeline.day_reader import DayReader
 from protorec.pipeline.distributed import DistContext
+from protorec.pipeline.export import export_model
 from protorec.pipeline.job_config import ProtorecConfig
 from protorec.pipeline.loader import ContractLoader
 from protorec.pipeline.metrics import compute_metrics
@@ -142,8 +143,13 @@ def train_and_evaluate(
     test_days: str,
     ctx: DistContext,
     progress: bool = True,
+    export_dir: str | Path | None = None,
 ) -> dict:
-    """Train ``config.model`` on ``train_days`` and return the metrics on ``test_days``."""
+    """Train ``config.model`` on ``train_days`` and return the metrics on ``test_days``.
+
+    With ``export_dir``, the trained model is also exported there (the daily job's format,
+    :func:`~protorec.pipeline.export.export_model`, with these metrics).
+    """
     torch.manual_seed(config.train.seed)
     model = build_model(config, ebc_device="meta")
     sharded = shard_model(model, ctx, config.train, config.loader.batch_size)
@@ -166,4 +172,8 @@ def train_and_evaluate(
         "samples_per_s": stats.samples_per_s if stats else 0.0,
         "world_size": ctx.world_size,
     }
+    if export_dir is not None:
+        export_model(sharded, config, export_dir, metrics={
+            **metrics, "train_days": train_days, "test_days": test_days,
+            "dataset": str(dataset)})
     return metrics

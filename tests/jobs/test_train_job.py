@@ -7,6 +7,8 @@ import sys
 
 import yaml
 
+from protorec.pipeline.experiment import evaluate_model
+from protorec.pipeline.export import load_export
 from protorec.pipeline.job_config import CONFIG_DIR
 
 
@@ -24,7 +26,8 @@ def test_train_job_learns_and_reports_every_scenario(tmp_path):
     out = tmp_path / "m.json"
     run = subprocess.run(
         [*cli, "train", "--config", str(config), "--train", "2026-01-01..2026-01-02",
-         "--test", "2026-01-03", "--out", str(out), "--quiet", "--device", "cpu"],
+         "--test", "2026-01-03", "--out", str(out), "--quiet", "--device", "cpu",
+         "--export", str(tmp_path / "export")],
         env=env, capture_output=True, text=True,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -37,3 +40,10 @@ def test_train_job_learns_and_reports_every_scenario(tmp_path):
     assert all(s["auc"] > 0.55 for s in metrics["per_scenario"].values())
     assert metrics["overall"]["auc"] < metrics["oracle"]["overall"]["auc"]
     assert "| overall |" in run.stdout
+    # --export: the daily job's export, which scores the test days exactly as the job did
+    config_out, model = load_export(tmp_path / "export")
+    again = evaluate_model(config_out, model, tmp_path / "data", "2026-01-03")
+    assert abs(again["overall"]["auc"] - metrics["overall"]["auc"]) < 1e-6
+    assert abs(again["overall"]["logloss"] - metrics["overall"]["logloss"]) < 1e-6
+    recorded = json.loads((tmp_path / "export" / "metrics.json").read_text())
+    assert recorded["test_days"] == "2026-01-03" and recorded["train_days"] == "2026-01-01..2026-01-02"
