@@ -11,7 +11,7 @@ import importlib
 import sys
 
 #: Job modules, in the order `protorec --help` lists them.
-JOBS = ("simulate", "ingest", "train", "evaluate", "compare", "plan", "report")
+JOBS = ("simulate", "ingest", "train", "tune", "evaluate", "compare", "plan", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
