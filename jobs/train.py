@@ -26,6 +26,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", help="write the metrics JSON here")
     p.add_argument("--export", metavar="DIR", help="also export the trained model to DIR "
                    "(the daily job's export: `protorec evaluate --model DIR` scores it)")
+    p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard events of the "
+                   "run to DIR (needs the tensorboard package): tensorboard --logdir DIR")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         metrics = train_and_evaluate(
             config, dataset, args.train, args.test, ctx, progress=not args.quiet,
-            export_dir=args.export,
+            export_dir=args.export, tensorboard_dir=args.tensorboard,
         )
         if ctx.is_main:
             oracle = oracle_metrics(config, dataset, args.test)

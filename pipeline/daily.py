@@ -49,6 +49,7 @@ from protorec.pipeline.monitoring import (
     watch_ratio_shift,
 )
 from protorec.pipeline.refresh import refresh_watch_head, reseed_dead_prototypes
+from protorec.pipeline.tensorboard import TensorBoardLog
 from protorec.pipeline.trainer import ShardedModel, predict_pass, shard_model, train_pass
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,8 @@ def run_day(config: ProtorecConfig, day: dt.date, workdir: str | Path, ctx: Dist
     resumed_at = {"epoch": epoch, "batch": start_batch} if partial is not None else None
     steps = samples = 0
     seconds = 0.0
+    board = (TensorBoardLog(wd.root / "tensorboard" / day.isoformat())
+             if daily.tensorboard and ctx.is_main else None)
     for e in range(epoch, config.train.epochs):
         first = start_batch if e == epoch else 0
         train_loader.set_epoch(e, first)
@@ -271,13 +274,17 @@ def run_day(config: ProtorecConfig, day: dt.date, workdir: str | Path, ctx: Dist
             _maybe_fault(ctx, done)
 
         stats = train_pass(sharded, train_loader, ctx, config.train,
-                           len(train_loader) - first, on_step=on_step, progress=progress)
+                           len(train_loader) - first, on_step=on_step, progress=progress,
+                           tensorboard=board, step_offset=e * len(train_loader) + first)
         steps, samples, seconds = steps + stats.steps, samples + stats.samples, \
             seconds + stats.seconds
         if e + 1 < config.train.epochs:
             save_partial(0, e + 1)
 
     metrics = evaluate(sharded, holdout, config, ctx)
+    if board is not None:
+        board.evaluation(config.train.epochs * len(train_loader), metrics, prefix="holdout")
+        board.close()
     gate = decide(metrics, baseline, daily.max_auc_drop, daily.min_gate_rows)
     status = "exported" if gate.passed else "refused"
     log.info("%s: gate %s: %s", day, "passed" if gate.passed else "REFUSED", gate.reason)

@@ -26,6 +26,9 @@ class DailyConfig:
             and nothing is pushed when both are empty.
         textfile: node-exporter textfile to write the same series to; empty: none.
         job_name: the Prometheus ``job`` label of the pushed series.
+        tensorboard: write TensorBoard events of each day (training steps, the hold-out
+            figures per scenario) to ``W/tensorboard/<date>/``; needs the tensorboard
+            package.
     """
 
     holdout_fraction: float = 0.1
@@ -36,6 +39,7 @@ class DailyConfig:
     pushgateway: str = ""
     textfile: str = ""
     job_name: str = "protorec_train_daily"
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.holdout_fraction < 1.0:

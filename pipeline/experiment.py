@@ -20,6 +20,7 @@ from protorec.pipeline.loader import ContractLoader
 from protorec.pipeline.metrics import compute_metrics
 from protorec.pipeline.model_factory import build_model
 from protorec.pipeline.refresh import refresh_watch_head
+from protorec.pipeline.tensorboard import TensorBoardLog
 from protorec.pipeline.trainer import predict_pass, shard_model, train_pass
 
 log = logging.getLogger(__name__)
@@ -144,11 +145,13 @@ def train_and_evaluate(
     ctx: DistContext,
     progress: bool = True,
     export_dir: str | Path | None = None,
+    tensorboard_dir: str | Path | None = None,
 ) -> dict:
     """Train ``config.model`` on ``train_days`` and return the metrics on ``test_days``.
 
     With ``export_dir``, the trained model is also exported there (the daily job's format,
-    :func:`~protorec.pipeline.export.export_model`, with these metrics).
+    :func:`~protorec.pipeline.export.export_model`, with these metrics). With
+    ``tensorboard_dir``, TensorBoard events of the training steps and the test figures.
     """
     torch.manual_seed(config.train.seed)
     model = build_model(config, ebc_device="meta")
@@ -157,9 +160,11 @@ def train_and_evaluate(
     refresh_watch_head(sharded.module, DayReader(dataset, _days(train_days)))
     loader = ContractLoader(config, train_days, dataset_dir=dataset, progress=False)
     stats = None
+    board = TensorBoardLog(tensorboard_dir) if tensorboard_dir and ctx.is_main else None
     for epoch in range(config.train.epochs):
         loader.set_epoch(epoch)
-        stats = train_pass(sharded, loader, ctx, config.train, len(loader), progress=progress)
+        stats = train_pass(sharded, loader, ctx, config.train, len(loader), progress=progress,
+                           tensorboard=board, step_offset=epoch * len(loader))
         if ctx.is_main:
             log.info("epoch %d: %d steps, %.0f samples/s", epoch, stats.steps,
                      stats.samples_per_s)
@@ -172,6 +177,9 @@ def train_and_evaluate(
         "samples_per_s": stats.samples_per_s if stats else 0.0,
         "world_size": ctx.world_size,
     }
+    if board is not None:
+        board.evaluation(config.train.epochs * len(loader), metrics, prefix="test")
+        board.close()
     if export_dir is not None:
         export_model(sharded, config, export_dir, metrics={
             **metrics, "train_days": train_days, "test_days": test_days,

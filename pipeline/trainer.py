@@ -35,6 +35,7 @@ from protorec.models.base import RecModel
 from protorec.models.batch import Batch
 from protorec.pipeline.config import ConfigError
 from protorec.pipeline.distributed import DistContext
+from protorec.pipeline.tensorboard import TensorBoardLog
 from protorec.pipeline.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -238,11 +239,15 @@ def train_pass(
     num_batches: int | None = None,
     on_step=None,
     progress: bool = True,
+    tensorboard: TensorBoardLog | None = None,
+    step_offset: int = 0,
 ) -> TrainStats:
     """One pass over ``batches`` with the configured TorchRec pipeline.
 
     ``on_step(step, outputs)`` is called after each step (the daily job checkpoints
-    from there). Every rank must be given the same number of batches.
+    from there). Every rank must be given the same number of batches. With
+    ``tensorboard`` (main rank), every ``log_every`` steps' losses, diagnostics, samples/s
+    and learning rates go there too, at step ``step_offset + step``.
     """
     sharded.dmp.train()
     pipe_cls = TrainPipelineSparseDist if train.pipeline == "sparse_dist" else TrainPipelineBase
@@ -272,6 +277,10 @@ def train_pass(
             if ctx.is_main:
                 parts = " ".join(f"{k}={v:.4f}" for k, v in stats.losses.items())
                 log.info("step %d %s samples/s=%.0f", stats.steps, parts, rate)
+                if tensorboard is not None:
+                    tensorboard.train_step(step_offset + stats.steps, outputs, rate,
+                                           {"embedding": train.embedding_lr,
+                                            "dense": train.dense_lr})
             t_log, samples_since_log = now, 0
     bar.close()
     if isinstance(pipeline, TrainPipelineSparseDist):

@@ -61,3 +61,16 @@ def pushgateway(tmp_path):
     yield f"127.0.0.1:{port}"
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture
+def scalar_tags():
+    """Reads the scalar tags of the TensorBoard event files in a directory."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def tags(directory) -> set[str]:
+        events = EventAccumulator(str(directory))
+        events.Reload()
+        return set(events.Tags()["scalars"])
+
+    return tags

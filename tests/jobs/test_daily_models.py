@@ -24,7 +24,8 @@ def _config(path: Path, model: dict) -> str:
     cfg["simulator"]["rows_per_day"] = 6_000
     # the gate is not under test here: any AUC passes
     cfg["daily"] = {"checkpoint_every_steps": 100, "min_gate_rows": 100, "max_auc_drop": 1.0,
-                    "dead_prototype_fraction": 0.5}
+                    "dead_prototype_fraction": 0.5, "tensorboard": True}
+    cfg.setdefault("train", {})["log_every"] = 2
     cfg["model"] = {**cfg.get("model", {}), **model}
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
@@ -54,7 +55,7 @@ def _two_days(tmp_path: Path, model: dict) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_distproto_reseeds_and_reports_prototype_drift(tmp_path):
+def test_distproto_reseeds_and_reports_prototype_drift(tmp_path, scalar_tags):
     first, second = _two_days(tmp_path, {"name": "distproto"})
     assert first["warm_from"] is None and second["warm_from"].endswith(DAYS[0])
     for record in (first, second):
@@ -65,6 +66,10 @@ def test_distproto_reseeds_and_reports_prototype_drift(tmp_path):
     assert all(d["prototype_mass_shift"] is None for d in first["drift"].values())
     shifts = [d["prototype_mass_shift"] for d in second["drift"].values()]
     assert all(s is not None and s >= 0 for s in shifts)
+    # daily.tensorboard: each day's steps (the solver's iterations too) and hold-out figures
+    tags = scalar_tags(tmp_path / "work" / "tensorboard" / DAYS[1])
+    assert {"train/loss", "train/loss/align", "train/ot/n_iter", "train/samples_per_s",
+            "lr/embedding", "holdout/overall/auc", "holdout/scenario/feed/auc"} <= tags
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from protorec.pipeline.export import load_export
 from protorec.pipeline.job_config import CONFIG_DIR
 
 
-def test_train_job_learns_and_reports_every_scenario(tmp_path):
+def test_train_job_learns_and_reports_every_scenario(tmp_path, scalar_tags):
     cfg = yaml.safe_load((CONFIG_DIR / "simulator.yaml").read_text())
     cfg["simulator"]["rows_per_day"] = 30_000
     cfg["data"]["dataset"] = str(tmp_path / "data")
@@ -27,7 +27,7 @@ def test_train_job_learns_and_reports_every_scenario(tmp_path):
     run = subprocess.run(
         [*cli, "train", "--config", str(config), "--train", "2026-01-01..2026-01-02",
          "--test", "2026-01-03", "--out", str(out), "--quiet", "--device", "cpu",
-         "--export", str(tmp_path / "export")],
+         "--export", str(tmp_path / "export"), "--tensorboard", str(tmp_path / "tb")],
         env=env, capture_output=True, text=True,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -45,5 +45,10 @@ def test_train_job_learns_and_reports_every_scenario(tmp_path):
     again = evaluate_model(config_out, model, tmp_path / "data", "2026-01-03")
     assert abs(again["overall"]["auc"] - metrics["overall"]["auc"]) < 1e-6
     assert abs(again["overall"]["logloss"] - metrics["overall"]["logloss"]) < 1e-6
+    # --tensorboard: the steps' losses and the test figures per scenario
+    tags = scalar_tags(tmp_path / "tb")
+    assert {"train/loss", "train/loss/click", "train/samples_per_s", "lr/dense",
+            "test/overall/auc", "test/scenario/feed/auc"} <= tags
     recorded = json.loads((tmp_path / "export" / "metrics.json").read_text())
-    assert recorded["test_days"] == "2026-01-03" and recorded["train_days"] == "2026-01-01..2026-01-02"
+    assert recorded["test_days"] == "2026-01-03"
+    assert recorded["train_days"] == "2026-01-01..2026-01-02"
