@@ -49,6 +49,7 @@ from protorec.pipeline.monitoring import (
     watch_ratio_shift,
 )
 from protorec.pipeline.refresh import refresh_watch_head, reseed_dead_prototypes
+from protorec.pipeline.retention import prune
 from protorec.pipeline.tensorboard import TensorBoardLog
 from protorec.pipeline.trainer import ShardedModel, predict_pass, shard_model, train_pass
 
@@ -388,6 +389,9 @@ def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate:
     }
     if gate.passed:
         write_text(wd.last_good, day.isoformat() + "\n")
+        # after LAST_GOOD names this day, so that its checkpoint and export are kept
+        record["retention"] = prune(wd.root, day.isoformat(), config.daily.keep_checkpoints,
+                                    config.daily.keep_exports)
     write_text(wd.record(day), json.dumps(record, indent=2, allow_nan=False))
     shutil.rmtree(wd.partial(day), ignore_errors=True)
     report = JobReport(

@@ -26,6 +26,9 @@ class DailyConfig:
             and nothing is pushed when both are empty.
         textfile: node-exporter textfile to write the same series to; empty: none.
         job_name: the Prometheus ``job`` label of the pushed series.
+        keep_checkpoints: end-of-day checkpoints kept (the newest; 0 keeps all), pruned
+            after each published day; ``LAST_GOOD``'s and ``*.partial`` are always kept.
+        keep_exports: exports kept likewise (``LAST_GOOD``'s always).
         tensorboard: write TensorBoard events of each day (training steps, the hold-out
             figures per scenario) to ``W/tensorboard/<date>/``; needs the tensorboard
             package.
@@ -39,11 +42,15 @@ class DailyConfig:
     pushgateway: str = ""
     textfile: str = ""
     job_name: str = "protorec_train_daily"
+    keep_checkpoints: int = 7
+    keep_exports: int = 7
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.keep_checkpoints < 0 or self.keep_exports < 0:
+            raise ValueError("daily.keep_checkpoints and daily.keep_exports must be >= 0")
         if self.checkpoint_every_steps < 0 or self.min_gate_rows < 0:
             raise ValueError("checkpoint_every_steps and min_gate_rows must be >= 0")
         if self.max_auc_drop < 0:

@@ -24,7 +24,8 @@ def _config(path: Path, model: dict) -> str:
     cfg["simulator"]["rows_per_day"] = 6_000
     # the gate is not under test here: any AUC passes
     cfg["daily"] = {"checkpoint_every_steps": 100, "min_gate_rows": 100, "max_auc_drop": 1.0,
-                    "dead_prototype_fraction": 0.5, "tensorboard": True}
+                    "dead_prototype_fraction": 0.5, "tensorboard": True,
+                    "keep_checkpoints": 1, "keep_exports": 1}
     cfg.setdefault("train", {})["log_every"] = 2
     cfg["model"] = {**cfg.get("model", {}), **model}
     path.write_text(yaml.safe_dump(cfg))
@@ -82,6 +83,9 @@ def test_prowtp_fits_then_refits_its_codebook_keeping_identities(tmp_path):
                         "sampling": {"num_buckets": 2, "samples_per_bucket": 32,
                                      "sample_length": 8}}}
     first, second = _two_days(tmp_path, model)
+    # retention (daily.keep_*: 1): day 2 published, day 1's checkpoint and export pruned
+    assert second["retention"] == {"checkpoints": [DAYS[0]], "exports": [DAYS[0]]}
+    assert not (tmp_path / "work" / "exports" / DAYS[0]).exists()
     assert first["refresh"]["codebook"] is None  # the first fit has nothing to compare with
     codebook = second["refresh"]["codebook"]
     assert codebook is not None and codebook["identity_kept"] is True
