@@ -207,9 +207,13 @@ class DenseArch(nn.Module):
             losses.update({name: self.watch_weight * value for name, value in terms.items()})
         if self.l2_weight > 0:
             losses["l2"] = self.l2_weight * torch.stack(
-                [p.square().sum() for p in self.net.parameters() if p.requires_grad]
+                [p.square().sum() for p in self.l2_parameters()]
             ).sum()
         return losses, diagnostics
+
+    def l2_parameters(self) -> list[nn.Parameter]:
+        """The weights under the ``l2_weight`` penalty: every trainable one of the net."""
+        return [p for p in self.net.parameters() if p.requires_grad]
 
     # Optional hooks. Jobs call them on every model; models without prototypes answer
     # None, so nothing outside models/ asks which model it holds.

@@ -241,6 +241,11 @@ class DistProtoConfig:
         gpd_weight: weight of that cross-entropy.
         gpd_temperature: temperature of the similarity softmax (cosine / temperature).
         ot: the transport solver.
+        tower_input: what the towers read beside the extractor's h: ``encodings``
+            (z^_g, z^_s), ``prototypes`` (the soft assignment's prototype mixtures) or
+            ``both`` (models/distproto.py).
+        assign_temperature: temperature of the soft assignment ``softmax(cos / t)``
+            behind the prototype mixtures.
     """
 
     dim: int = 64
@@ -256,8 +261,12 @@ class DistProtoConfig:
     gpd_weight: float = 0.01
     gpd_temperature: float = 0.1
     ot: OTConfig = field(default_factory=OTConfig)
+    tower_input: Literal["encodings", "prototypes", "both"] = "encodings"
+    assign_temperature: float = 0.1
 
     def __post_init__(self) -> None:
+        if self.assign_temperature <= 0:
+            raise ValueError(f"assign_temperature must be > 0, got {self.assign_temperature}")
         for name in ("dim", "num_global_prototypes", "num_scenario_prototypes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -16,11 +16,16 @@ Forward (training), after the paper's Algorithm 1:
 4. ``L = L_task + lambda_a sum T*C + lambda_o ||P^_g P^_g^T - I||_F^2 + lambda_w ||Theta||^2``
    (+ GPD-Net's ``gpd_weight * CE(row-normalised T, softmax(cos / temperature))``).
 
-How z_g and z_s reach the prediction (the paper leaves it open): each task's
-per-scenario tower reads the concatenation ``[h_t, z_g/|z_g|, z_s/|z_s|]``, so the
-prototype-aligned spaces shape the click prediction while inference needs neither
-prototypes nor transport (a row's prediction is independent of its batch). With several
-tasks, z_g and z_s are encoded from the first task's mixture h_0 and shared by every tower.
+How z_g and z_s reach the prediction (the paper leaves it open; ``tower_input``): each
+task's per-scenario tower reads ``[h_t, r]`` with r
+- ``encodings``: ``[z^_g, z^_s]`` (z^ = z/|z|), the prototype-aligned points themselves;
+- ``prototypes``: ``[m_g, m_s]``, the soft assignment's prototype mixture
+  ``m = softmax(cos(z, P) / assign_temperature) P^`` (P^_s: the row's scenario set), so
+  the prototypes themselves carry information into the prediction;
+- ``both``: the four.
+In every case inference needs no transport: a row's prediction depends on that row alone.
+With several tasks, z_g and z_s are encoded from the first task's mixture h_0 and shared
+by every tower.
 """
 
 from __future__ import annotations
@@ -90,13 +95,25 @@ class DistProtoNet(ScenarioNet):
         else:  # Table 2's "single encoder": one MLP of the experts' widths, no gates.
             extractor = SharedBottom(inputs.out_features, config.mmoe.expert_hidden, len(tasks))
         width = config.mmoe.expert_hidden[-1]
-        towers = scenario_towers(width + 2 * cfg.dim, num_scenarios, config.tower, tasks)
+        readout = 4 * cfg.dim if cfg.tower_input == "both" else 2 * cfg.dim
+        towers = scenario_towers(width + readout, num_scenarios, config.tower, tasks)
         super().__init__(inputs, extractor, towers)
         self.num_tasks = len(tasks)
+        self.tower_input = cfg.tower_input
+        self.assign_temperature = cfg.assign_temperature
         encoder_sizes = [*cfg.encoder_hidden, cfg.dim]
         self.global_encoder = MLP(width, encoder_sizes, activation_on_last=False)
         self.scenario_encoder = ScenarioMLP(
             width, encoder_sizes, num_scenarios, activation_on_last=False
+        )
+        # The prototypes live in the net (the arch's losses read them here) so that the
+        # towers can read their mixture; made last, so that the ablation without P_s
+        # draws the same initial weights for everything else.
+        self.global_prototypes = PrototypeSets(1, cfg.num_global_prototypes, cfg.dim)
+        self.scenario_prototypes = (
+            PrototypeSets(num_scenarios, cfg.num_scenario_prototypes, cfg.dim)
+            if cfg.scenario_prototypes
+            else None
         )
 
     def forward(self, pooled: Tensor, dense: Tensor, scenario: Tensor) -> dict[str, Tensor]:
@@ -106,12 +123,26 @@ class DistProtoNet(ScenarioNet):
         z_s = self.scenario_encoder(h[:, 0], scenario)
         # The towers read the points on the prototype spheres: the cosine alignment leaves
         # the norms of z free, and their drift would otherwise reach the towers.
-        z = torch.cat([F.normalize(z_g, dim=-1), F.normalize(z_s, dim=-1)], dim=-1)
-        z = z.unsqueeze(1).expand(-1, self.num_tasks, -1)
+        zg_hat, zs_hat = F.normalize(z_g, dim=-1), F.normalize(z_s, dim=-1)
+        parts = []
+        if self.tower_input in ("encodings", "both"):
+            parts += [zg_hat, zs_hat]
+        if self.tower_input in ("prototypes", "both"):
+            parts += [self._mixture(zg_hat, self.global_prototypes.normalized()[0])]
+            # without scenario prototypes (the ablation), z_s is read as it is
+            parts += [zs_hat if self.scenario_prototypes is None else self._mixture(
+                zs_hat.unsqueeze(1), self.scenario_prototypes.normalized()[scenario]).squeeze(1)]
+        z = torch.cat(parts, dim=-1).unsqueeze(1).expand(-1, self.num_tasks, -1)
         out = self.heads(torch.cat([h, z], dim=-1), scenario)
         out["z_g"] = z_g
         out["z_s"] = z_s
         return out
+
+    def _mixture(self, z_hat: Tensor, prototypes: Tensor) -> Tensor:
+        """``softmax(cos(z, P) / t) P^``: (..., n, d) unit z against (..., K, d) unit P."""
+        weights = torch.softmax(z_hat @ prototypes.transpose(-1, -2) / self.assign_temperature,
+                                dim=-1)
+        return weights @ prototypes
 
 
 @dataclass
@@ -166,15 +197,34 @@ class DistProtoArch(DenseArch):
         super().__init__(net, num_scenarios, config)
         self.config = config.distproto
         cfg = self.config
-        self.global_prototypes = PrototypeSets(1, cfg.num_global_prototypes, cfg.dim)
-        self.scenario_prototypes = (
-            PrototypeSets(num_scenarios, cfg.num_scenario_prototypes, cfg.dim)
-            if cfg.scenario_prototypes
-            else None
-        )
         # Prototype columns of the batched problems: the larger of K_g and K_s.
         self.num_columns = max(cfg.num_global_prototypes,
                                cfg.num_scenario_prototypes if cfg.scenario_prototypes else 0)
+
+    @property
+    def global_prototypes(self) -> PrototypeSets:
+        """P_g (the net's)."""
+        prototypes = self.net.global_prototypes
+        assert isinstance(prototypes, PrototypeSets)  # DistProtoArch wraps a DistProtoNet
+        return prototypes
+
+    @property
+    def scenario_prototypes(self) -> PrototypeSets | None:
+        """P_s (the net's), None in the "no scenario prototypes" ablation."""
+        prototypes = self.net.scenario_prototypes
+        assert prototypes is None or isinstance(prototypes, PrototypeSets)
+        return prototypes
+
+    def l2_parameters(self) -> list[nn.Parameter]:
+        """The net's weights but the prototypes.
+
+        Only the prototypes' directions matter (cosine costs, normalised mixtures), and
+        the orthogonality term is their regulariser.
+        """
+        prototypes = {id(p) for p in self.global_prototypes.parameters()}
+        if self.scenario_prototypes is not None:
+            prototypes |= {id(p) for p in self.scenario_prototypes.parameters()}
+        return [p for p in super().l2_parameters() if id(p) not in prototypes]
 
     def transport(self, z_g: Tensor, z_s: Tensor, scenario: Tensor) -> PrototypeAlignment:
         """Costs and plans of every problem of the batch, from one solver call.

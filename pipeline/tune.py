@@ -185,4 +185,5 @@ def tune(
         "trials": [{"number": t.number, "state": t.state.name, "score": t.value,
                     "values": t.params} for t in study.trials],
     }, indent=2))
-    return TuneResult(dict(best.params), float(best.value), len(study.trials), best_config)
+    assert best.value is not None  # best_trial is a finished trial
+    return TuneResult(dict(best.params), best.value, len(study.trials), best_config)

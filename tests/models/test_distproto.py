@@ -144,7 +144,7 @@ def test_ablation_balanced_ot_changes_only_the_solver(tiny_config, batch):
 def test_ablation_no_scenario_prototypes_removes_them_and_their_problems(tiny_config, batch,
                                                                          monkeypatch):
     full, ablated = _model(tiny_config), _model(tiny_config, scenario_prototypes=False)
-    assert _names(full) - _names(ablated) == {"dense_arch.scenario_prototypes.weight"}
+    assert _names(full) - _names(ablated) == {"dense_arch.net.scenario_prototypes.weight"}
     assert _names(ablated) <= _names(full)
     shapes = []
     real = prototype_transport.solve_uot
@@ -184,3 +184,30 @@ def test_gpd_option_adds_only_the_plan_cross_entropy(tiny_config, batch):
     assert out_gpd["loss/proto_ce"] > 0
     for key in _loss_names(out_full) | {"click_logit"}:
         torch.testing.assert_close(out_full[key], out_gpd[key])
+
+
+@pytest.mark.parametrize("tower_input", ["prototypes", "both"])
+def test_towers_reading_prototype_mixtures_train_them_and_stay_batch_independent(
+        tiny_config, batch, synthetic, tower_input):
+    model = _model(tiny_config, tower_input=tower_input, align_weight=0.0)
+    # the click loss alone (no alignment) reaches both prototype sets through the towers
+    loss, outputs = model(batch)
+    (loss - outputs["loss/ortho"]).backward()
+    arch = model.dense_arch
+    assert arch.global_prototypes.weight.grad.abs().sum() > 0
+    assert arch.scenario_prototypes.weight.grad.abs().sum() > 0
+    # a row's prediction needs neither transport nor the rest of its batch
+    g = torch.Generator().manual_seed(1)
+    rows, companions = synthetic.rows(8, g), synthetic.rows(120, g)
+    mixed = synthetic.make_batch({k: torch.cat([rows[k], companions[k]]) for k in rows})
+    torch.testing.assert_close(model.predict(mixed)["click_prob"][:8],
+                               model.predict(synthetic.make_batch(rows))["click_prob"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_prototypes_are_not_under_the_weight_penalty(tiny_config):
+    arch = _model(tiny_config).dense_arch
+    penalised = {id(p) for p in arch.l2_parameters()}
+    assert id(arch.global_prototypes.weight) not in penalised
+    assert id(arch.scenario_prototypes.weight) not in penalised
+    assert id(arch.net.get_parameter("backbone.gate.weight")) in penalised

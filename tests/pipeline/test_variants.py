@@ -13,6 +13,8 @@ ABLATIONS = {
     "distproto_no_scenario_prototypes": "model.distproto.scenario_prototypes",
     "distproto_no_orthogonality": "model.distproto.orthogonality",
     "distproto_balanced_ot": "model.distproto.ot.balanced",
+    "distproto_prototype_towers": "model.distproto.tower_input",
+    "distproto_both_towers": "model.distproto.tower_input",
 }
 
 
