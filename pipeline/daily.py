@@ -7,6 +7,7 @@ The work directory (DESIGN.md, "Outputs")::
     exports/<date>/              the inference export (pipeline/export.py), if the gate passed
     runs/<date>.json             the day's record: status, gate, metrics, drift (written last)
     LAST_GOOD                    the date of the newest published export
+    job.lock                     held by the running job (pipeline/workdir_lock.py)
 
 A day is done when its run record exists: re-running it changes nothing unless forced.
 A killed run leaves the partial checkpoint; the rerun loads it and trains the remaining
@@ -50,14 +51,17 @@ from protorec.pipeline.monitoring import (
 )
 from protorec.pipeline.refresh import refresh_watch_head, reseed_dead_prototypes
 from protorec.pipeline.trainer import ShardedModel, predict_pass, shard_model, train_pass
+from protorec.pipeline.workdir_lock import WorkdirLock, WorkdirLocked
 
 log = logging.getLogger(__name__)
 
 #: Exit statuses of the job: published, gate refused (yesterday's export stays current),
-#: the day's partition is missing (upstream data not landed; nothing was changed).
+#: the day's partition is missing (upstream data not landed; nothing was changed), another
+#: job holds the work directory's lock (nothing was read or changed).
 EXIT_OK = 0
 EXIT_REFUSED = 3
 EXIT_NO_DATA = 4
+EXIT_LOCKED = 5
 
 #: Test hook: "RANK:STEP" makes that rank SIGKILL itself right after that training step
 #: (after the step's checkpoint, if any): the crash-safety test kills a rank this way.
@@ -198,9 +202,35 @@ def _maybe_fault(ctx: DistContext, step: int) -> None:
 def run_day(config: ProtorecConfig, day: dt.date, workdir: str | Path, ctx: DistContext,
             dataset: str | Path | None = None, force: bool = False,
             progress: bool = True) -> int:
-    """Train, gate and publish ``day``; return the job's exit status (see EXIT_*)."""
-    started = time.time()
+    """Train, gate and publish ``day``; return the job's exit status (see EXIT_*).
+
+    Rank 0 holds the work directory's lock for the whole run (``pipeline/workdir_lock.py``);
+    when another job holds it, every rank returns :data:`EXIT_LOCKED` at once.
+    """
     wd = Workdir(Path(workdir))
+    lock = WorkdirLock(wd.root) if ctx.is_main else None
+    refused = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except WorkdirLocked as exc:
+            refused = str(exc)
+    refused = broadcast_from_rank0(refused)
+    if refused is not None:
+        if ctx.is_main:
+            log.error("%s: %s; this run changed nothing (exit %d)", day, refused, EXIT_LOCKED)
+        return EXIT_LOCKED
+    try:
+        return _run_day(config, day, wd, ctx, dataset, force, progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext,
+             dataset: str | Path | None, force: bool, progress: bool) -> int:
+    """:func:`run_day` under the work directory's lock."""
+    started = time.time()
     dataset = Path(dataset if dataset is not None else config.data.dataset)
     record = wd.read_record(day)
     if record is not None and not force:
