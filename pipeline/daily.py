@@ -37,6 +37,7 @@ from protorec.pipeline.contract import QUARANTINE_DIR, partition_dir
 from protorec.pipeline.day_reader import DayReader
 from protorec.pipeline.distributed import DistContext, broadcast_from_rank0
 from protorec.pipeline.experiment import oracle_metrics
+from protorec.pipeline.export import MANIFEST as EXPORT_MANIFEST
 from protorec.pipeline.export import export_model
 from protorec.pipeline.gate import GateDecision, decide
 from protorec.pipeline.job_config import ProtorecConfig
@@ -103,16 +104,47 @@ class Workdir:
             return None
 
     def previous_good(self, day: dt.date) -> Path | None:
-        """The newest end-of-day checkpoint before ``day`` whose model was published."""
+        """The newest end-of-day checkpoint before ``day`` whose model was published.
+
+        Published: its meta says ``exported`` and the day's export is in place (its
+        manifest exists); the checkpoint itself must pass verification (a refused one is
+        logged by :func:`read_meta` and skipped for the day before it).
+        """
         if not self.checkpoints.is_dir():
             return None
         names = sorted(p.name for p in self.checkpoints.iterdir()
                        if _DATE.match(p.name) and p.name < day.isoformat())
         for name in reversed(names):
+            if not (self.root / "exports" / name / EXPORT_MANIFEST).is_file():
+                continue
             meta = read_meta(self.checkpoints / name)
             if meta is not None and meta.get("status") == "exported":
                 return self.checkpoints / name
         return None
+
+    def sweep_leftovers(self) -> list[tuple[Path, int]]:
+        """Remove what killed runs left under checkpoints/ and exports/; return it with sizes.
+
+        ``.tmp-*`` (a checkpoint or export being written) and ``.old-*`` (a replaced one
+        not yet removed, ``pipeline/atomic.py``) are never read. Only safe under the work
+        directory's lock: another live job's temporaries would go too.
+        """
+        removed = []
+        for folder in (self.checkpoints, self.root / "exports"):
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if not path.name.startswith((".tmp-", ".old-")):
+                    continue
+                files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+                size = sum(f.stat().st_size for f in files)
+                log.warning("removing %s (%s bytes), left by a killed run", path, f"{size:,}")
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append((path, size))
+        return removed
 
 
 def _scenario_names(config: ProtorecConfig) -> list[str]:
@@ -215,6 +247,11 @@ def run_day(config: ProtorecConfig, day: dt.date, workdir: str | Path, ctx: Dist
             lock.acquire()
         except WorkdirLocked as exc:
             refused = str(exc)
+        else:
+            try:
+                wd.sweep_leftovers()  # under the lock: no live job's temporaries
+            except OSError as exc:
+                log.warning("%s: leftovers not all removed: %s", day, exc)
     refused = broadcast_from_rank0(refused)
     if refused is not None:
         if ctx.is_main:
@@ -311,12 +348,14 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
     status = "exported" if gate.passed else "refused"
     log.info("%s: gate %s: %s", day, "passed" if gate.passed else "REFUSED", gate.reason)
     mass = _prototype_mass(sharded, holdout)
+    # The export first: a checkpoint that says "exported" then always has its export in
+    # place (a kill between the two leaves the day unfinished, and its rerun redoes both).
+    if gate.passed:
+        export_model(sharded, config, wd.export(day), metrics)
     save_checkpoint(sharded, wd.checkpoint(day), {
         "date": day.isoformat(), "status": status, "warm_from": warm_from,
         "world_size": ctx.world_size,
     })
-    if gate.passed:
-        export_model(sharded, config, wd.export(day), metrics)
     record = None
     if ctx.is_main:
         record = _finish(config, wd, dataset, day, status, gate, metrics, baseline, refresh,

@@ -170,3 +170,16 @@ def test_daily_job_falls_back_past_a_refused_checkpoint(ckpt, caplog):
     assert f"{ckpt / '.metadata'}" in caplog.text
     shutil.rmtree(older)
     assert wd.previous_good(today) is None  # cold start
+
+
+def test_warm_start_takes_only_days_whose_export_is_in_place(ckpt):
+    """A checkpoint saying "exported" without its export (killed between) is not a source."""
+    from protorec.pipeline.daily import Workdir
+
+    root = ckpt.parent.parent
+    wd = Workdir(root)
+    assert read_meta(ckpt)["status"] == "exported"
+    assert wd.previous_good(dt.date(2026, 1, 3)) is None  # no exports/2026-01-02
+    (root / "exports" / "2026-01-02").mkdir(parents=True)
+    (root / "exports" / "2026-01-02" / "manifest.json").write_text("{}")
+    assert wd.previous_good(dt.date(2026, 1, 3)) == ckpt
