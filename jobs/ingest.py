@@ -5,7 +5,9 @@ Sources: ``kuairand`` (INPUT: log files, ``log_*.csv`` or the 27K like/hate TSV)
 (INPUT: your own contract-shaped Parquet files or folders; needs ``--config``, whose
 ``ingest.parquet`` section maps column names and declares side tables). Exit status:
 0 published; 1 stopped (unreadable file, missing column, a mostly bad day; nothing was
-published); 2 bad flags or config.
+published); 2 bad flags or config. A day that is already published is left as it was and
+the new rows of that day quarantined as ``day_already_published`` (exit 0, reported);
+``--replace`` replaces such days and prints their row counts before and after.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tab", type=int, default=None,
         help="kuairand: scenario code for files without a 'tab' column",
+    )
+    p.add_argument(
+        "--replace", action="store_true",
+        help="replace days already published (default: leave them, quarantine the new rows)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     p.set_defaults(func=run)
@@ -83,14 +89,18 @@ def run(args: argparse.Namespace) -> int:
             dataset=args.out,
             notes=notes,
             progress=not args.quiet,
+            replace=args.replace,
         )
     except (IngestError, ContractError, OSError) as exc:
         print(f"protorec ingest: stopped, nothing published: {exc}", file=sys.stderr)
         return 1
     if not args.quiet:
         print(summary.table())
+    else:
+        for line in summary.publication_lines():  # never silent about published days
+            print(line)
     print(
-        f"published {len(summary.days)} day(s) into {summary.dataset}; "
+        f"published {len(summary.published)} day(s) into {summary.dataset}; "
         f"summary in {Path(summary.dataset) / SUMMARY_FILE}"
     )
     return 0

@@ -4,17 +4,27 @@ Layout of one checkpoint (``workdir/checkpoints/<name>/``)::
 
     __0_0.distcp, __1_0.distcp, ...   one file per rank (DCP)
     .metadata                         DCP's index
-    meta.json                         ours: what was saved, written last
+    meta.json                         ours: what was saved and the manifest, written last
 
-A checkpoint is *good* when ``meta.json`` exists and says ``"complete": true``: it is
-written by rank 0 after every rank finished its shard and the directory has been
-renamed into place, so a crash at any point leaves either the old checkpoint or a
-temporary directory that :func:`find_latest` ignores.
+A checkpoint is *good* when ``meta.json`` exists, says ``"complete": true``, and every
+other file of the directory matches its size and sha256 in ``meta.json["files"]``
+(``pipeline/manifest.py``; with ``$PROTOREC_SIGNING_KEY`` set, ``meta.json`` must also
+carry a matching HMAC). ``meta.json`` is written by rank 0 after every rank finished its
+shard, inside a temporary directory that is then renamed into place, so a crash at any
+point leaves either the old checkpoint or a temporary directory that :func:`find_latest`
+ignores.
+
+Verification comes before any byte is deserialised: DCP's ``.metadata`` is a pickle and
+its shards are torch files, so :func:`load_checkpoint` checks the whole directory first
+and refuses it (:class:`CheckpointError`, naming the file) on a missing, extra,
+truncated or altered file. :func:`read_meta` and :func:`find_latest` treat a refused
+checkpoint as absent and log why.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,9 +34,18 @@ import torch.distributed.checkpoint as dcp
 
 from protorec.pipeline.atomic import replace_dir
 from protorec.pipeline.distributed import broadcast_from_rank0
+from protorec.pipeline.manifest import ManifestError, file_entries, sign, verify
 from protorec.pipeline.trainer import ShardedModel
 
+log = logging.getLogger(__name__)
+
 META = "meta.json"
+#: Fields of meta.json that are the manifest, not the caller's meta.
+_MANIFEST_FIELDS = ("complete", "files", "hmac")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is incomplete or does not match its manifest: it is not loaded."""
 
 
 def _barrier() -> None:
@@ -56,30 +75,71 @@ def save_checkpoint(sharded: ShardedModel, directory: str | Path, meta: dict[str
     dcp.save(state, checkpoint_id=tmp)
     _barrier()
     if not dist.is_initialized() or dist.get_rank() == 0:
-        Path(tmp, META).write_text(json.dumps({**meta, "complete": True}, indent=2, default=str))
+        write_meta(Path(tmp), meta)
         replace_dir(Path(tmp), directory)
     _barrier()
     return directory
 
 
-def read_meta(directory: str | Path) -> dict[str, Any] | None:
-    """The checkpoint's ``meta.json``, or None when it is missing or not complete."""
-    path = Path(directory) / META
+def write_meta(directory: Path, meta: dict[str, Any]) -> None:
+    """Seal a checkpoint directory: ``meta`` plus the manifest of every other file.
+
+    Called last, once every shard is written; signed when a key is set
+    (``pipeline/manifest.py``).
+    """
+    body = {k: v for k, v in meta.items() if k not in _MANIFEST_FIELDS}
+    sealed = sign({**body, "complete": True, "files": file_entries(directory, (META,))})
+    Path(directory, META).write_text(json.dumps(sealed, indent=2, default=str))
+
+
+def verify_checkpoint(directory: str | Path) -> dict[str, Any]:
+    """Check a checkpoint against its manifest without deserialising it; return its meta.
+
+    Raises:
+        CheckpointError: no readable or complete ``meta.json``, a manifest missing (a
+            checkpoint written before manifests), a signature refused, or a file
+            missing, extra, truncated or altered; the message names the file.
+    """
+    directory = Path(directory)
+    path = directory / META
     try:
         meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing (not a complete checkpoint)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("complete") is not True:
+        raise CheckpointError(f"{path}: not complete")
+    if "files" not in meta:
+        raise CheckpointError(f"{path}: has no manifest (\"files\"): refused unverified")
+    try:
+        verify(directory, meta, META)
+    except ManifestError as exc:
+        raise CheckpointError(str(exc)) from None
+    return {k: v for k, v in meta.items() if k not in _MANIFEST_FIELDS}
+
+
+def read_meta(directory: str | Path) -> dict[str, Any] | None:
+    """The checkpoint's meta after :func:`verify_checkpoint`; None when absent or refused.
+
+    A checkpoint that exists but is refused is logged as a warning naming the file.
+    """
+    try:
+        return verify_checkpoint(directory)
+    except CheckpointError as exc:
+        if (Path(directory) / META).exists():
+            log.warning("checkpoint refused: %s", exc)
         return None
-    return meta if meta.get("complete") is True else None
 
 
 def load_checkpoint(sharded: ShardedModel, directory: str | Path) -> dict[str, Any]:
     """Load a good checkpoint into ``sharded`` (model and optimiser), return its meta.
 
-    The sharding plan may differ from the one that saved it (DCP reshards on load).
+    Every file is verified first (:func:`verify_checkpoint`; raises
+    :class:`CheckpointError`), so nothing unverified is unpickled. The sharding plan may
+    differ from the one that saved it (DCP reshards on load).
     """
-    meta = read_meta(directory)
-    if meta is None:
-        raise FileNotFoundError(f"{directory}: not a complete checkpoint (no good {META})")
+    meta = verify_checkpoint(directory)
     state = _state(sharded)
     dcp.load(state, checkpoint_id=str(directory))
     sharded.dmp.load_state_dict(state["model"])

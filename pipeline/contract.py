@@ -49,6 +49,7 @@ REASONS = (
     "negative_or_nan_watch",
     "zero_or_negative_duration",
     "wrong_date",
+    "day_already_published",  # ingest only: the day's partition exists (pipeline/ingest.py)
 )
 
 QUARANTINE_DIR = "_quarantine"

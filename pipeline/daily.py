@@ -7,6 +7,7 @@ The work directory (DESIGN.md, "Outputs")::
     exports/<date>/              the inference export (pipeline/export.py), if the gate passed
     runs/<date>.json             the day's record: status, gate, metrics, drift (written last)
     LAST_GOOD                    the date of the newest published export
+    job.lock                     held by the running job (pipeline/workdir_lock.py)
 
 A day is done when its run record exists: re-running it changes nothing unless forced.
 A killed run leaves the partial checkpoint; the rerun loads it and trains the remaining
@@ -36,6 +37,7 @@ from protorec.pipeline.contract import QUARANTINE_DIR, partition_dir
 from protorec.pipeline.day_reader import DayReader
 from protorec.pipeline.distributed import DistContext, broadcast_from_rank0
 from protorec.pipeline.experiment import oracle_metrics
+from protorec.pipeline.export import MANIFEST as EXPORT_MANIFEST
 from protorec.pipeline.export import export_model
 from protorec.pipeline.gate import GateDecision, decide
 from protorec.pipeline.job_config import ProtorecConfig
@@ -52,14 +54,17 @@ from protorec.pipeline.refresh import refresh_watch_head, reseed_dead_prototypes
 from protorec.pipeline.retention import prune
 from protorec.pipeline.tensorboard import TensorBoardLog
 from protorec.pipeline.trainer import ShardedModel, predict_pass, shard_model, train_pass
+from protorec.pipeline.workdir_lock import WorkdirLock, WorkdirLocked
 
 log = logging.getLogger(__name__)
 
 #: Exit statuses of the job: published, gate refused (yesterday's export stays current),
-#: the day's partition is missing (upstream data not landed; nothing was changed).
+#: the day's partition is missing (upstream data not landed; nothing was changed), another
+#: job holds the work directory's lock (nothing was read or changed).
 EXIT_OK = 0
 EXIT_REFUSED = 3
 EXIT_NO_DATA = 4
+EXIT_LOCKED = 5
 
 #: Test hook: "RANK:STEP" makes that rank SIGKILL itself right after that training step
 #: (after the step's checkpoint, if any): the crash-safety test kills a rank this way.
@@ -101,16 +106,47 @@ class Workdir:
             return None
 
     def previous_good(self, day: dt.date) -> Path | None:
-        """The newest end-of-day checkpoint before ``day`` whose model was published."""
+        """The newest end-of-day checkpoint before ``day`` whose model was published.
+
+        Published: its meta says ``exported`` and the day's export is in place (its
+        manifest exists); the checkpoint itself must pass verification (a refused one is
+        logged by :func:`read_meta` and skipped for the day before it).
+        """
         if not self.checkpoints.is_dir():
             return None
         names = sorted(p.name for p in self.checkpoints.iterdir()
                        if _DATE.match(p.name) and p.name < day.isoformat())
         for name in reversed(names):
+            if not (self.root / "exports" / name / EXPORT_MANIFEST).is_file():
+                continue
             meta = read_meta(self.checkpoints / name)
             if meta is not None and meta.get("status") == "exported":
                 return self.checkpoints / name
         return None
+
+    def sweep_leftovers(self) -> list[tuple[Path, int]]:
+        """Remove what killed runs left under checkpoints/ and exports/; return it with sizes.
+
+        ``.tmp-*`` (a checkpoint or export being written) and ``.old-*`` (a replaced one
+        not yet removed, ``pipeline/atomic.py``) are never read. Only safe under the work
+        directory's lock: another live job's temporaries would go too.
+        """
+        removed = []
+        for folder in (self.checkpoints, self.root / "exports"):
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if not path.name.startswith((".tmp-", ".old-")):
+                    continue
+                files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+                size = sum(f.stat().st_size for f in files)
+                log.warning("removing %s (%s bytes), left by a killed run", path, f"{size:,}")
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append((path, size))
+        return removed
 
 
 def _scenario_names(config: ProtorecConfig) -> list[str]:
@@ -201,9 +237,40 @@ def _maybe_fault(ctx: DistContext, step: int) -> None:
 def run_day(config: ProtorecConfig, day: dt.date, workdir: str | Path, ctx: DistContext,
             dataset: str | Path | None = None, force: bool = False,
             progress: bool = True) -> int:
-    """Train, gate and publish ``day``; return the job's exit status (see EXIT_*)."""
-    started = time.time()
+    """Train, gate and publish ``day``; return the job's exit status (see EXIT_*).
+
+    Rank 0 holds the work directory's lock for the whole run (``pipeline/workdir_lock.py``);
+    when another job holds it, every rank returns :data:`EXIT_LOCKED` at once.
+    """
     wd = Workdir(Path(workdir))
+    lock = WorkdirLock(wd.root) if ctx.is_main else None
+    refused = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except WorkdirLocked as exc:
+            refused = str(exc)
+        else:
+            try:
+                wd.sweep_leftovers()  # under the lock: no live job's temporaries
+            except OSError as exc:
+                log.warning("%s: leftovers not all removed: %s", day, exc)
+    refused = broadcast_from_rank0(refused)
+    if refused is not None:
+        if ctx.is_main:
+            log.error("%s: %s; this run changed nothing (exit %d)", day, refused, EXIT_LOCKED)
+        return EXIT_LOCKED
+    try:
+        return _run_day(config, day, wd, ctx, dataset, force, progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext,
+             dataset: str | Path | None, force: bool, progress: bool) -> int:
+    """:func:`run_day` under the work directory's lock."""
+    started = time.time()
     dataset = Path(dataset if dataset is not None else config.data.dataset)
     record = wd.read_record(day)
     if record is not None and not force:
@@ -290,12 +357,14 @@ def run_day(config: ProtorecConfig, day: dt.date, workdir: str | Path, ctx: Dist
     status = "exported" if gate.passed else "refused"
     log.info("%s: gate %s: %s", day, "passed" if gate.passed else "REFUSED", gate.reason)
     mass = _prototype_mass(sharded, holdout)
+    # The export first: a checkpoint that says "exported" then always has its export in
+    # place (a kill between the two leaves the day unfinished, and its rerun redoes both).
+    if gate.passed:
+        export_model(sharded, config, wd.export(day), metrics)
     save_checkpoint(sharded, wd.checkpoint(day), {
         "date": day.isoformat(), "status": status, "warm_from": warm_from,
         "world_size": ctx.world_size,
     })
-    if gate.passed:
-        export_model(sharded, config, wd.export(day), metrics)
     record = None
     if ctx.is_main:
         record = _finish(config, wd, dataset, day, status, gate, metrics, baseline, refresh,

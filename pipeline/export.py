@@ -6,17 +6,18 @@ Layout of one export (``workdir/exports/<date>/``)::
                     ``torch.load(weights_only=True)``)
     config.yaml     the job's config, so the model can be rebuilt exactly
     metrics.json    the figures the job measured before publishing (optional)
-    manifest.json   every other file with its size and sha256, written last
+    manifest.json   every other file with its size and sha256, written last (with an
+                    HMAC when ``$PROTOREC_SIGNING_KEY`` is set: ``pipeline/manifest.py``)
 
 An export is written into a temporary directory beside its destination and renamed
-into place, so a reader never sees half of one; :func:`load_export` checks every
-checksum of the manifest before it builds anything.
+into place, so a reader never sees half of one; :func:`load_export` checks the
+signature (when a key is set) and every checksum of the manifest before it builds
+anything, and refuses a file the manifest does not list.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
 import uuid
@@ -31,6 +32,7 @@ from protorec.models.base import RecModel
 from protorec.pipeline.atomic import replace_dir
 from protorec.pipeline.config import from_dict, to_dict
 from protorec.pipeline.job_config import ProtorecConfig
+from protorec.pipeline.manifest import ManifestError, file_entries, sign, verify
 from protorec.pipeline.model_factory import build_model
 from protorec.pipeline.trainer import ShardedModel
 
@@ -43,14 +45,6 @@ FORMAT_VERSION = 1
 
 class ExportError(RuntimeError):
     """An export is missing, incomplete or does not match its manifest."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _is_rank0() -> bool:
@@ -99,16 +93,12 @@ def export_model(
             (tmp / CONFIG).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
             if metrics is not None:
                 (tmp / METRICS).write_text(json.dumps(metrics, indent=2, allow_nan=False))
-            files = sorted(p.name for p in tmp.iterdir())
-            manifest = {
+            manifest = sign({
                 "format_version": FORMAT_VERSION,
                 "model": config.model.name,
                 "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "files": {
-                    name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
-                    for name in files
-                },
-            }
+                "files": file_entries(tmp, (MANIFEST,)),
+            })
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
             replace_dir(tmp, directory)
         except BaseException:
@@ -123,19 +113,19 @@ def verify_export(directory: str | Path) -> dict[str, Any]:
     """Check ``directory`` against its manifest; return the manifest.
 
     Raises:
-        ExportError: no manifest, a listed file missing, or a size or checksum differing.
+        ExportError: no manifest, a listed file missing, a size or checksum differing, a
+            file not listed, or (with ``$PROTOREC_SIGNING_KEY`` set) the manifest unsigned
+            or its HMAC differing; the message names the file.
     """
     directory = Path(directory)
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ExportError(f"{directory}: no readable {MANIFEST} ({exc})") from exc
-    for name, entry in manifest.get("files", {}).items():
-        path = directory / name
-        if not path.is_file():
-            raise ExportError(f"{directory}: {name} is listed in {MANIFEST} but missing")
-        if path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
-            raise ExportError(f"{directory}: {name} does not match its sha256 in {MANIFEST}")
+    try:
+        verify(directory, manifest, MANIFEST)
+    except ManifestError as exc:
+        raise ExportError(str(exc)) from None
     for required in (WEIGHTS, CONFIG):
         if required not in manifest.get("files", {}):
             raise ExportError(f"{directory}: {MANIFEST} does not list {required}")

@@ -13,6 +13,12 @@ does the rest, the same way for every source:
    pieces go to a hidden run folder ``DATASET/.ingest-<id>/`` (never read as data).
 2. **Check.** A day whose quarantined share exceeds ``data.max_bad_share``, or a run that
    is that bad overall, stops the run (:class:`IngestError`) before anything is published.
+   Then a day whose partition is already published is left exactly as it is: every row of
+   the run for that day is quarantined as ``day_already_published`` under
+   ``DATASET/_quarantine/already_published/date=YYYY-MM-DD/run-<id>/`` (one folder per
+   run, so nothing earlier is overwritten), counted in the summary and reported. Only
+   ``replace=True`` (``protorec ingest --replace``) replaces a published day, and the
+   summary then gives its row counts before and after.
 3. **Stage.** Each day is written with :func:`~protorec.pipeline.contract.write_day` into a
    staging data set inside the run folder.
 4. **Publish.** The staged partitions are renamed over the published ones, each old one
@@ -22,8 +28,9 @@ So a run that stops (unreadable file, missing column, mostly bad day) or raises 
 writing publishes nothing: the data set is left exactly as it was. Only a hard kill
 (power loss, SIGKILL) inside step 4, a handful of renames, can leave some days of the run
 published and others not; every partition is still whole (rename is atomic), the old ones
-lie in the hidden run folder, and rerunning the ingest completes it. A rerun replaces the
-days it holds and never duplicates a row; days it does not hold are left alone. One
+lie in the hidden run folder, and rerunning the ingest with ``--replace`` completes it. A
+rerun never duplicates a row: without ``--replace`` it quarantines the days it holds as
+already published; with it, it replaces them; days it does not hold are left alone. One
 ingest at a time per data set.
 
 Rows without a timestamp cannot be placed in a day: they are quarantined (``missing_ts``)
@@ -73,6 +80,9 @@ _MS_PER_DAY = 86_400_000
 _EPOCH = dt.date(1970, 1, 1)
 SUMMARY_FILE = "_ingest_summary.json"
 UNDATED_DIR = "undated"
+#: Under the quarantine folder: rows of days that were already published (one run each).
+ALREADY_PUBLISHED_DIR = "already_published"
+ALREADY_PUBLISHED = "day_already_published"
 #: Only an empty field is missing. pyarrow's default also reads "NaN", "NA", "null"... as
 #: missing, which would turn a NaN watch time (quarantined) into "not observed" (kept).
 ONLY_EMPTY_IS_NULL = [""]
@@ -484,6 +494,10 @@ class IngestSummary:
         side_rows_missing: per side table, rows whose key had no side row (kept, with
             null side columns).
         notes: facts about the mapping the reader must know (scenario from config...).
+        held: days already published that the run left alone (their rows quarantined as
+            ``day_already_published``).
+        replaced: days already published that the run replaced (``replace=True``), with
+            their kept row counts before and after.
     """
 
     source: str
@@ -493,6 +507,13 @@ class IngestSummary:
     undated: ValidationReport = field(default_factory=ValidationReport)
     side_rows_missing: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    held: list[dt.date] = field(default_factory=list)
+    replaced: dict[dt.date, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def published(self) -> list[dt.date]:
+        """The days this run wrote (every day it read except the held ones)."""
+        return sorted(d for d in self.days if d not in self.held)
 
     @property
     def total(self) -> ValidationReport:
@@ -506,7 +527,10 @@ class IngestSummary:
             "source": self.source,
             "dataset": self.dataset,
             "rows_read": dict(self.rows_read),
-            "days_written": len(self.days),
+            "days_written": len(self.published),
+            "days_held": [d.isoformat() for d in sorted(self.held)],
+            "days_replaced": {d.isoformat(): {"rows_before": b, "rows_after": a}
+                              for d, (b, a) in sorted(self.replaced.items())},
             "total": self.total.as_dict(),
             "days": {d.isoformat(): r.as_dict() for d, r in sorted(self.days.items())},
             "undated": self.undated.as_dict(),
@@ -544,7 +568,17 @@ class IngestSummary:
         out += [f"read {n:,} rows from {path}" for path, n in self.rows_read.items()]
         out += [f"{n:,} rows have no row in {t}" for t, n in sorted(self.side_rows_missing.items())]
         out += [f"note: {n}" for n in self.notes]
+        out += self.publication_lines()
         return "\n".join(out)
+
+    def publication_lines(self) -> list[str]:
+        """One line per published day the run left alone or replaced."""
+        out = [f"{d} was already published: left as it was, its "
+               f"{self.days[d].quarantined[ALREADY_PUBLISHED]:,} new rows quarantined as "
+               f"{ALREADY_PUBLISHED} (--replace replaces the day)" for d in sorted(self.held)]
+        out += [f"{d} replaced: {before:,} rows before, {after:,} after"
+                for d, (before, after) in sorted(self.replaced.items())]
+        return out
 
 
 # ----------------------------------------------------------------------------- driver
@@ -627,6 +661,7 @@ def ingest(
     dataset: str | Path | None = None,
     notes: Sequence[str] = (),
     progress: bool = False,
+    replace: bool = False,
 ) -> IngestSummary:
     """Read ``files``, validate every row, and publish the contract days (module doc).
 
@@ -639,6 +674,8 @@ def ingest(
         dataset: the contract data set to write; default ``data.dataset``.
         notes: lines for the summary (how the adapter mapped the source).
         progress: show a tqdm bar of rows read per file.
+        replace: replace days whose partition is already published; by default they are
+            left alone and the run's rows of those days quarantined (module doc).
 
     Returns:
         The run's :class:`IngestSummary`, also written to ``DATASET/_ingest_summary.json``.
@@ -656,6 +693,7 @@ def ingest(
     try:
         _read_all(files, data, config, run, summary, progress)
         _check_bad_shares(summary, data.max_bad_share)
+        _check_published(dataset, summary, replace)
         relative, remove = _stage(run, summary)
         run.publish(relative, remove)
     finally:
@@ -732,12 +770,44 @@ def _check_bad_shares(summary: IngestSummary, max_bad_share: float) -> None:
         )
 
 
+def _published_rows(dataset: Path, day: dt.date) -> int | None:
+    """Rows of ``day``'s published partition, or None when it is not published."""
+    files = sorted(partition_dir(dataset, day).glob("*.parquet"))
+    if not files:
+        return None
+    return sum(pq.read_metadata(f).num_rows for f in files)
+
+
+def _check_published(dataset: Path, summary: IngestSummary, replace: bool) -> None:
+    """Mark the days already published: held (default) or replaced (counts kept)."""
+    for day, report in sorted(summary.days.items()):
+        before = _published_rows(dataset, day)
+        if before is None:
+            continue
+        if replace:
+            summary.replaced[day] = (before, report.rows_kept)
+        else:
+            summary.held.append(day)
+            report.quarantined[ALREADY_PUBLISHED] += report.rows_kept
+            report.rows_kept = 0
+
+
 def _stage(run: _Run, summary: IngestSummary) -> tuple[list[Path], list[Path]]:
     """Write every staged day into the staging data set; return what to swap and remove."""
     relative: list[Path] = []
     remove: list[Path] = []
     for day in sorted(summary.days):
         kept, bad = run.load(day.isoformat())
+        if day in summary.held:  # published: its partitions stay; every row set aside
+            kept = kept.append_column(
+                "reason", pa.array([ALREADY_PUBLISHED] * kept.num_rows, type=pa.string()))
+            rel = (Path(QUARANTINE_DIR) / ALREADY_PUBLISHED_DIR / f"date={day.isoformat()}"
+                   / f"run-{run.root.name.removeprefix('.ingest-')}")
+            (run.stage / rel).mkdir(parents=True)
+            pq.write_table(pa.concat_tables([kept, bad]), run.stage / rel / "part-0.parquet",
+                           compression="zstd")
+            relative.append(rel)
+            continue
         write_day(run.stage, day, kept, bad)
         relative.append(partition_dir(Path(), day))
         qdir = partition_dir(Path(), day, quarantine=True)

@@ -2,7 +2,8 @@
 
 One function maps protorec's metric names onto Prometheus series with a ``scenario``
 label (:func:`build_registry`); drift measures are pure functions beside it. A
-monitoring outage never fails the job: :func:`publish` logs a warning and returns False.
+monitoring outage never fails the job: :func:`publish` logs any exception of the push or
+the textfile as a warning and returns False.
 """
 
 from __future__ import annotations
@@ -116,13 +117,18 @@ def publish(
     if address:
         try:
             push_to_gateway(address, job=report.job, registry=registry, timeout=timeout_s)
-        except OSError as exc:
-            log.warning("metrics not pushed to %s: %s (the job goes on)", address, exc)
+        # Not only OSError: a peer that answers with something other than HTTP raises
+        # http.client.BadStatusLine (an HTTPException), a bad address ValueError... The
+        # outputs are published by then; monitoring must never turn that into a failure.
+        except Exception as exc:  # noqa: BLE001
+            log.warning("metrics not pushed to %s: %s: %s (the job goes on)", address,
+                        type(exc).__name__, exc)
             ok = False
     if textfile:
         try:
             write_to_textfile(textfile, registry)
-        except OSError as exc:
-            log.warning("metrics textfile %s not written: %s", textfile, exc)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("metrics textfile %s not written: %s: %s", textfile,
+                        type(exc).__name__, exc)
             ok = False
     return ok

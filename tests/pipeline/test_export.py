@@ -11,6 +11,7 @@ from protorec.pipeline.distributed import init_distributed, shutdown_distributed
 from protorec.pipeline.export import ExportError, export_model, load_export, verify_export
 from protorec.pipeline.job_config import load_config
 from protorec.pipeline.loader import table_to_batch
+from protorec.pipeline.manifest import SIGNING_KEY_ENV, sha256_file, sign
 from protorec.pipeline.model_factory import build_model
 from protorec.pipeline.trainer import shard_model, train_pass
 
@@ -33,7 +34,8 @@ def _batch(config, n, seed):
 
 
 @pytest.fixture
-def trained(tmp_path):
+def trained(tmp_path, monkeypatch):
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
     torch.manual_seed(0)
     config = load_config("simulator")
     ctx = init_distributed("cpu")
@@ -45,6 +47,9 @@ def trained(tmp_path):
         expected = sharded.module.predict(probe)["click_prob"]
         directory = export_model(sharded, config, tmp_path / "exports" / "2026-01-01",
                                  metrics={"auc": 0.5})
+        monkeypatch.setenv(SIGNING_KEY_ENV, "key-one")  # a second copy, signed
+        export_model(sharded, config, tmp_path / "signed" / "2026-01-01")
+        monkeypatch.delenv(SIGNING_KEY_ENV)
     finally:
         shutdown_distributed()
     return config, directory, probe, expected
@@ -68,8 +73,43 @@ def test_tampered_export_is_refused(trained):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ExportError, match="model.pt does not match its sha256"):
+    with pytest.raises(ExportError, match="model.pt: sha256 differs"):
         load_export(directory)
     (directory / "manifest.json").unlink()
     with pytest.raises(ExportError, match="no readable manifest.json"):
         verify_export(directory)
+
+
+def test_export_manifest_signature(trained, monkeypatch):
+    """With a key set, an unsigned manifest, another key's or a consistent forgery is refused."""
+    _, directory, _, _ = trained
+    manifest_path = directory / "manifest.json"
+    monkeypatch.setenv(SIGNING_KEY_ENV, "key-one")
+    with pytest.raises(ExportError, match="unsigned"):
+        load_export(directory)
+    manifest_path.write_text(json.dumps(sign(json.loads(manifest_path.read_text()))))
+    assert "hmac" in verify_export(directory)
+    load_export(directory)
+
+    metrics = directory / "metrics.json"
+    metrics.write_text(json.dumps({"auc": 0.99}))  # edited, and its manifest entry too
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["metrics.json"] = {"bytes": metrics.stat().st_size,
+                                         "sha256": sha256_file(metrics)}
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="HMAC does not match"):
+        verify_export(directory)
+    monkeypatch.setenv(SIGNING_KEY_ENV, "key-two")
+    with pytest.raises(ExportError, match="HMAC does not match"):
+        verify_export(directory)
+
+
+def test_export_signed_when_key_set(trained, tmp_path, monkeypatch):
+    """export_model signs with the key set; that export loads under it and no other."""
+    signed = tmp_path / "signed" / "2026-01-01"
+    assert "hmac" in json.loads((signed / "manifest.json").read_text())
+    monkeypatch.setenv(SIGNING_KEY_ENV, "key-one")
+    load_export(signed)
+    monkeypatch.setenv(SIGNING_KEY_ENV, "key-two")
+    with pytest.raises(ExportError, match="HMAC does not match"):
+        load_export(signed)

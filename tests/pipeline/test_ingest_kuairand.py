@@ -43,10 +43,11 @@ DAY0_MS = int(dt.datetime(2022, 4, 22, tzinfo=dt.UTC).timestamp() * 1000)
 DATA = DataConfig(dataset="unused", scenarios=[0, 1, 2], max_bad_share=0.5)
 
 
-def run_ingest(paths, dataset, config=None, data=DATA, tab=None, side=None):
+def run_ingest(paths, dataset, config=None, data=DATA, tab=None, side=None, replace=False):
     config = config or IngestConfig()
     files, notes = kuairand_files(paths, config.kuairand, tab=tab, side_tables=side)
-    return ingest(files, data, config, source="kuairand", dataset=dataset, notes=notes)
+    return ingest(files, data, config, source="kuairand", dataset=dataset, notes=notes,
+                  replace=replace)
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -225,7 +226,7 @@ def test_rerun_replaces_days_and_stale_quarantine(tmp_path):
     out = tmp_path / "ds"
     first = run_ingest([log], out)
     files_before = sorted(p.relative_to(out) for p in out.rglob("*.parquet"))
-    second = run_ingest([log], out)
+    second = run_ingest([log], out, replace=True)
     assert sorted(p.relative_to(out) for p in out.rglob("*.parquet")) == files_before
     assert second.total.as_dict() == first.total.as_dict()
     kept = sum(pq.read_metadata(partition_dir(out, d) / "part-0.parquet").num_rows
@@ -234,7 +235,8 @@ def test_rerun_replaces_days_and_stale_quarantine(tmp_path):
 
     # Day 0 again with only good rows: its partition shrinks and its quarantine goes.
     good = [r for r, reason in LAYOUT_ROWS[:2]]
-    run_ingest([write_log(tmp_path / "day0.csv", good)], out)
+    third = run_ingest([write_log(tmp_path / "day0.csv", good)], out, replace=True)
+    assert third.replaced == {DAY0: (first.days[DAY0].rows_kept, 2)}
     assert pq.read_metadata(partition_dir(out, DAY0) / "part-0.parquet").num_rows == 2
     assert not partition_dir(out, DAY0, quarantine=True).exists()
     assert partition_dir(out, DAY0 + dt.timedelta(1), quarantine=True).exists()
@@ -313,8 +315,8 @@ def test_crash_while_staging_leaves_data_set_unchanged(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ingest_mod, "write_day", write_then_crash)
     rows = [log_row(d, user_id=50 + d) for d in range(3)]
-    with pytest.raises(OSError, match="disk full"):
-        run_ingest([write_log(tmp_path / "new.csv", rows)], out)
+    with pytest.raises(OSError, match="disk full"):  # replacing published days
+        run_ingest([write_log(tmp_path / "new.csv", rows)], out, replace=True)
     assert len(calls) == 1  # one day was fully written (to staging) before the crash
     assert snapshot(out) == before
 
@@ -334,6 +336,6 @@ def test_failed_publish_is_undone(tmp_path, monkeypatch, fail_at):
     monkeypatch.setattr(ingest_mod, "_move", move)
     rows = [log_row(d, user_id=50 + d, duration_ms=0 if d == 1 else 100) for d in range(3)]
     rows += [log_row(1, user_id=60 + i) for i in range(3)]
-    with pytest.raises(OSError, match="rename failed"):
-        run_ingest([write_log(tmp_path / "new.csv", rows)], out)
+    with pytest.raises(OSError, match="rename failed"):  # replacing published days
+        run_ingest([write_log(tmp_path / "new.csv", rows)], out, replace=True)
     assert snapshot(out) == before

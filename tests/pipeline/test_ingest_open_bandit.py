@@ -111,7 +111,7 @@ def test_cli_runs_and_rerun_does_not_duplicate(shared_data, tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "2019-11-30" in printed and "30,000" in printed and "pseudo-user" in printed
-    assert main([*args, "--quiet"]) == 0
+    assert main([*args, "--quiet", "--replace"]) == 0
     files = sorted(p.relative_to(out) for p in out.rglob("*.parquet"))
     assert len(files) == 7
     assert sum(pq.read_metadata(out / f).num_rows for f in files) == 30_000
