@@ -3,7 +3,10 @@
 Under ``torchrun`` the rendezvous comes from the environment (``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``...). Started as a plain ``python`` process, protorec still opens a
 one-rank process group, because DistributedModelParallel needs one; the port is a free
-one on 127.0.0.1, so two plain runs on one machine do not collide.
+one on 127.0.0.1, so two plain runs on one machine do not collide. That group is opened
+with an explicit ``tcp://`` address rather than by writing ``MASTER_PORT`` & co. into
+``os.environ``: children started from this process (tests, tools) would inherit a port it
+still holds and fail with EADDRINUSE.
 """
 
 from __future__ import annotations
@@ -52,12 +55,11 @@ def init_distributed(device: str = "auto") -> DistContext:
     backend = "nccl" if device == "cuda" else "gloo"
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        if "WORLD_SIZE" not in os.environ:
-            os.environ.update(
-                {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
-                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
-            )
-        dist.init_process_group(backend=backend)
+        if "WORLD_SIZE" in os.environ:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}",
+                                    rank=0, world_size=1)
     if device == "cuda":
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
