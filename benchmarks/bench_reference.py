@@ -115,7 +115,8 @@ def _row(side: str, model: str, epochs: int, runs: list[dict]) -> str:
 
     def key_of(run: dict, key: str) -> float:
         if key == "worst":
-            return min(s["auc"] for s in run["per_scenario"].values())
+            # scenarios without rows on these days (KuaiRand's file has one) have no AUC
+            return min(s["auc"] for s in run["per_scenario"].values() if s["auc"] is not None)
         return run["overall"][key]
 
     rate = statistics.mean(r["train"]["samples_per_s"] for r in runs)
@@ -154,7 +155,7 @@ def main() -> None:
         for name in args.models.split(","):
             for epochs in (int(e) for e in args.epochs.split(",")):
                 for side in ("protorec", "torch-rechub"):
-                    if args.skip and side.startswith(args.skip):
+                    if args.skip == ("protorec" if side == "protorec" else "reference"):
                         continue
                     runs = []
                     for seed in seeds:

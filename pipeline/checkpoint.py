@@ -26,9 +26,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
@@ -145,6 +147,108 @@ def load_checkpoint(sharded: ShardedModel, directory: str | Path) -> dict[str, A
     sharded.dmp.load_state_dict(state["model"])
     sharded.optimizer.load_state_dict(state["optim"])
     return meta
+
+
+@dataclass
+class WarmStart:
+    """What a warm start took from a checkpoint whose model differs from today's.
+
+    Keys are the model's state-dict names; optimiser state follows its parameter.
+    """
+
+    loaded: int = 0
+    #: model key -> why it keeps its fresh initialisation
+    initialised: dict[str, str] = field(default_factory=dict)
+    #: checkpoint keys no model key maps to (a removed feature, table or head)
+    skipped: list[str] = field(default_factory=list)
+    #: model key -> checkpoint key it was loaded from (``daily.warm_start_rename``)
+    renamed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.initialised or self.skipped or self.renamed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loaded": self.loaded, "initialised": self.initialised,
+                "skipped": self.skipped, "renamed": self.renamed}
+
+
+def _shape(stored: Any) -> tuple[int, ...]:
+    """A checkpoint entry's global shape (DCP's non-tensor entries have none)."""
+    return tuple(getattr(stored, "size", ()))
+
+
+def _source_key(key: str, rename: dict[str, str]) -> str:
+    """The checkpoint key a model key is read from: ``rename`` maps old prefix -> new."""
+    for old, new in rename.items():
+        if key == new or key.startswith(new + "."):
+            return old + key[len(new):]
+    return key
+
+
+def warm_start_checkpoint(sharded: ShardedModel, directory: str | Path,
+                          rename: dict[str, str] | None = None) -> WarmStart:
+    """Load what still matches from a good checkpoint of a possibly different model.
+
+    A model state key is loaded when the checkpoint holds it (under its ``rename``d
+    name) with the same global shape; its optimiser state then follows where it matches
+    too. Everything else keeps the fresh initialisation the model was built with: a new
+    feature, scenario, head or a resized table is initialised, a removed one skipped,
+    each named in the returned :class:`WarmStart` (and logged by the caller). Nothing is
+    deserialised before the whole directory is verified (:func:`verify_checkpoint`).
+
+    Raises:
+        CheckpointError: the checkpoint is refused, or a ``rename`` source prefix names
+            nothing in it (a typo would otherwise silently re-initialise the module).
+    """
+    verify_checkpoint(directory)
+    rename = rename or {}
+    saved = dcp.FileSystemReader(str(directory)).read_metadata().state_dict_metadata
+    for old in rename:
+        prefix = f"model.{old}"
+        if not any(k == prefix or k.startswith(prefix + ".") for k in saved):
+            raise CheckpointError(f"daily.warm_start_rename: {old!r} names no tensor of "
+                                  f"checkpoint {directory}")
+    state = _state(sharded)
+    report = WarmStart()
+    model_part: dict[str, Any] = {}
+    claimed: set[str] = set()
+    for key, value in state["model"].items():
+        source = _source_key(key, rename)
+        stored = saved.get(f"model.{source}")
+        if stored is None:
+            report.initialised[key] = "not in the checkpoint"
+            continue
+        claimed.add(f"model.{source}")
+        shape = _shape(stored)
+        if isinstance(value, torch.Tensor) and tuple(value.size()) != shape:
+            report.initialised[key] = f"shape {list(shape)} in the checkpoint, " \
+                                      f"{list(value.size())} now"
+            continue
+        model_part[source] = value
+        report.loaded += 1
+        if source != key:
+            report.renamed[key] = source
+    optim_part: dict[str, dict[str, Any]] = {}
+    for param, entries in state["optim"].get("state", {}).items():
+        source = _source_key(param, rename)
+        if source not in model_part:
+            continue
+        for name, value in entries.items():
+            flat = f"optim.state.{source}.{name}"
+            stored = saved.get(flat)
+            if stored is not None and (not isinstance(value, torch.Tensor)
+                                       or tuple(value.size()) == _shape(stored)):
+                optim_part.setdefault(source, {})[name] = value
+    report.skipped = sorted(k[len("model."):] for k in saved
+                            if k.startswith("model.") and k not in claimed)
+    # DCP loads in place into the tensors it is given, so naming today's tensors by
+    # their checkpoint keys loads renamed modules; the full dicts are then re-applied.
+    dcp.load({"model": model_part, "optim": {"state": optim_part}},
+             checkpoint_id=str(directory))
+    sharded.dmp.load_state_dict(state["model"])
+    sharded.optimizer.load_state_dict(state["optim"])
+    return report
 
 
 def find_latest(root: str | Path, before: str | None = None) -> Path | None:

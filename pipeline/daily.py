@@ -32,7 +32,13 @@ import torch
 import torch.distributed as dist
 
 from protorec.pipeline.atomic import write_text
-from protorec.pipeline.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from protorec.pipeline.checkpoint import (
+    WarmStart,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+    warm_start_checkpoint,
+)
 from protorec.pipeline.contract import QUARANTINE_DIR, partition_dir
 from protorec.pipeline.day_reader import DayReader
 from protorec.pipeline.distributed import DistContext, broadcast_from_rank0
@@ -308,15 +314,24 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
         previous = wd.previous_good(day)
         warm_from = str(previous) if previous else None
         baseline = None
+        warm = None
         if previous is not None:
-            load_checkpoint(sharded, previous)
-            log.info("%s: warm start from %s", day, previous)
-            # Yesterday's model on today's held-out rows: what the gate compares with.
-            baseline = evaluate(sharded, holdout, config, ctx)
+            warm = warm_start_checkpoint(sharded, previous, daily.warm_start_rename)
+            log.info("%s: warm start from %s (%d tensors loaded)", day, previous, warm.loaded)
+            _log_warm_start(day, warm)
+            if not warm.partial:
+                # Yesterday's model on today's held-out rows: what the gate compares with.
+                baseline = evaluate(sharded, holdout, config, ctx)
+            else:
+                log.warning("%s: the model changed since %s: the gate has no baseline "
+                            "today (a half-initialised model is not yesterday's)",
+                            day, previous)
         else:
             log.info("%s: cold start (no published checkpoint before this date in %s)",
                      day, wd.checkpoints)
         refresh = _refresh(sharded, train_loader, config, day, dataset)
+        if warm is not None:
+            refresh["warm_start"] = warm.as_dict()
 
     def save_partial(batches_done: int, at_epoch: int) -> None:
         save_checkpoint(sharded, wd.partial(day), {
@@ -373,6 +388,16 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
     if dist.is_initialized():
         dist.barrier()
     return int(record["exit_status"])
+
+
+def _log_warm_start(day: dt.date, warm: WarmStart) -> None:
+    """Every key a changed config left to its fresh initialisation, skipped or renamed."""
+    for key, why in warm.initialised.items():
+        log.info("%s: warm start: %s initialised (%s)", day, key, why)
+    for key in warm.skipped:
+        log.info("%s: warm start: %s skipped (not in today's model)", day, key)
+    for key, source in warm.renamed.items():
+        log.info("%s: warm start: %s loaded from %s", day, key, source)
 
 
 def _refresh(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConfig,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -32,6 +32,11 @@ class DailyConfig:
         tensorboard: write TensorBoard events of each day (training steps, the hold-out
             figures per scenario) to ``W/tensorboard/<date>/``; needs the tensorboard
             package.
+        warm_start_rename: modules renamed since yesterday, ``{old prefix: new prefix}``
+            of state-dict keys (e.g. ``sparse_arch.embedding_bags.author:
+            sparse_arch.embedding_bags.creator``), so the warm start loads them; what
+            else changed (new, removed or resized tensors) is initialised or skipped
+            and logged without one.
     """
 
     holdout_fraction: float = 0.1
@@ -45,6 +50,7 @@ class DailyConfig:
     keep_checkpoints: int = 7
     keep_exports: int = 7
     tensorboard: bool = False
+    warm_start_rename: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.holdout_fraction < 1.0:

@@ -100,6 +100,29 @@ def test_killed_rank_resumes_without_training_a_sample_twice(sim, tmp_path):
     _assert_export_scores_as_trained(whole, data, "2026-01-01")
 
 
+def test_changed_config_warm_starts_what_still_matches(sim, tmp_path):
+    _, config, data = sim
+    wd = tmp_path / "wd"
+    assert _run(config, data, wd, "2026-01-01").returncode == 0
+    # day 2: a watch head is added and the author table renamed (rename map given)
+    cfg = yaml.safe_load(Path(config).read_text())
+    cfg["model"].setdefault("watch", {})["head"] = "tr"
+    next(f for f in cfg["features"]["sparse"] if f["name"] == "author")["name"] = "creator"
+    cfg["daily"]["warm_start_rename"] = {"sparse_arch.embedding_bags.author":
+                                         "sparse_arch.embedding_bags.creator"}
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    day2 = _run(str(changed), data, wd, "2026-01-02")
+    assert day2.returncode == 0, day2.stderr[-3000:]
+    warm = _record(wd, "2026-01-02")["refresh"]["warm_start"]
+    assert warm["renamed"] == {"sparse_arch.embedding_bags.creator.weight":
+                               "sparse_arch.embedding_bags.author.weight"}
+    watch = [k for k in warm["initialised"] if ".towers.watch." in k]
+    assert watch and not warm["skipped"] and warm["loaded"] > 0
+    assert f"{watch[0]} initialised (not in the checkpoint)" in day2.stderr
+    assert "the gate has no baseline today" in day2.stderr
+
+
 def test_rerun_gate_export_and_monitoring(sim, tmp_path, pushgateway, unused_port):
     _, config, data = sim
     wd = tmp_path / "wd"
