@@ -41,6 +41,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from protorec.models.batch import Batch
 from protorec.models.config import InputConfig, ModelConfig, TowerConfig
+from protorec.models.managed_ids import ManagedIds
 from protorec.models.modules.feature_input import FeatureInput
 from protorec.models.modules.scenario_linear import ScenarioMLP
 from protorec.models.watch.head import WatchHead
@@ -257,6 +258,7 @@ class RecModel(nn.Module):
         embedding_bag_collection: the tables (from ``build_ebc``), on the meta device for
             DistributedModelParallel or on CPU for single-process use.
         dense_arch: the dense part with its losses.
+        id_maps: per managed sparse feature, its :class:`ManagedIds`.
 
     Shapes:
         batch of B rows  ->  forward: (loss (), outputs dict), predict: {"click_prob": (B,)}
@@ -264,11 +266,15 @@ class RecModel(nn.Module):
     """
 
     def __init__(
-        self, embedding_bag_collection: EmbeddingBagCollection, dense_arch: DenseArch
+        self, embedding_bag_collection: EmbeddingBagCollection, dense_arch: DenseArch,
+        id_maps: dict[str, ManagedIds] | None = None,
     ) -> None:
         super().__init__()
         self.sparse_arch = embedding_bag_collection
         self.dense_arch = dense_arch
+        # Managed features' raw id -> row maps: buffers, so checkpoints and exports carry
+        # them. The loader applies them; the model never sees a raw id.
+        self.id_maps = nn.ModuleDict(id_maps or {})
         # The column order the dense arch was built for: the config's. A sharded collection
         # returns its keys grouped by rank, so the order must not be taken from its output
         # (it once was: a model trained on 2 ranks then scored differently on 1).
@@ -276,6 +282,10 @@ class RecModel(nn.Module):
             name for table in embedding_bag_collection.embedding_bag_configs()
             for name in table.feature_names
         ]
+
+    def managed_id_maps(self) -> dict[str, ManagedIds]:
+        """The id maps of the managed features, by feature name (empty without any)."""
+        return {name: m for name, m in self.id_maps.items() if isinstance(m, ManagedIds)}
 
     @property
     def net(self) -> ScenarioNet:

@@ -18,6 +18,13 @@ class SparseFeature:
         hashed: True for open vocabularies: ids are hashed into [0, num_embeddings).
             False: ids must lie in [0, num_embeddings - 1); any other id goes to the
             last row (the out-of-vocabulary row) and is counted by the loader.
+        managed: raw int64 ids of an open vocabulary, each with its own row: the table
+            holds ``num_embeddings - 1`` ids (size it by the expected distinct ids, not by
+            the largest id) admitted from the training rows, most frequent first
+            (``models/managed_ids.py``); ids without a row read the last row and are
+            counted as OOV. Exclusive with ``hashed``.
+        evict_after_days: with ``managed``, an id unseen for this many days frees its
+            row for a new id (the daily job decides once a day); 0 never evicts.
     """
 
     name: str
@@ -25,8 +32,14 @@ class SparseFeature:
     num_embeddings: int
     embedding_dim: int = 16
     hashed: bool = False
+    managed: bool = False
+    evict_after_days: int = 0
 
     def __post_init__(self) -> None:
+        if self.hashed and self.managed:
+            raise ValueError(f"feature {self.name!r}: hashed and managed are exclusive")
+        if self.evict_after_days < 0:
+            raise ValueError(f"feature {self.name!r}: evict_after_days must be >= 0")
         if self.num_embeddings < 2:
             raise ValueError(f"feature {self.name!r}: num_embeddings must be >= 2")
         if self.embedding_dim < 1:

@@ -56,7 +56,11 @@ from protorec.pipeline.monitoring import (
     publish,
     watch_ratio_shift,
 )
-from protorec.pipeline.refresh import refresh_watch_head, reseed_dead_prototypes
+from protorec.pipeline.refresh import (
+    refresh_id_maps,
+    refresh_watch_head,
+    reseed_dead_prototypes,
+)
 from protorec.pipeline.retention import prune
 from protorec.pipeline.tensorboard import TensorBoardLog
 from protorec.pipeline.trainer import ShardedModel, predict_pass, shard_model, train_pass
@@ -296,10 +300,11 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
     torch.manual_seed(config.train.seed)
     sharded = shard_model(build_model(config, ebc_device="meta"), ctx, config.train,
                           config.loader.batch_size)
+    id_maps = sharded.module.managed_id_maps()  # read at each pass: today's admissions count
     train_loader = ContractLoader(config, [day], dataset, split="train",
-                                  holdout_fraction=daily.holdout_fraction)
+                                  holdout_fraction=daily.holdout_fraction, id_maps=id_maps)
     holdout = ContractLoader(config, [day], dataset, split="holdout", shuffle=False,
-                             holdout_fraction=daily.holdout_fraction)
+                             holdout_fraction=daily.holdout_fraction, id_maps=id_maps)
 
     partial = read_meta(wd.partial(day))
     if partial is not None:
@@ -411,6 +416,13 @@ def _refresh(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConf
     same from the same data and seeds.
     """
     out: dict = {"codebook": None}
+    # Today's new ids get rows before anything reads the training rows through the map.
+    ids = refresh_id_maps(sharded, config.features, loader.reader, loader.rows, day,
+                          config.train.seed)
+    if ids:
+        out["ids"] = ids
+        for name, counts in ids.items():
+            log.info("%s: ids of %s: %s", day, name, counts)
     # The training rows only: the hold-out slice the gate judges on stays unseen.
     refit = refresh_watch_head(sharded.module, loader.reader, loader.rows)
     if refit is not None:
@@ -498,6 +510,7 @@ def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate:
                 "exported": 1.0 if gate.passed else 0.0,
                 # a refused day is a successful run too: ``exported`` tells them apart
                 "last_success_timestamp": time.time()},
+        ids=refresh.get("ids", {}),
     )
     if not publish(report, config.daily.pushgateway or None, config.daily.textfile or None):
         log.warning("%s: monitoring not updated (see above); the day's outputs are published",

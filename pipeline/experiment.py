@@ -19,7 +19,7 @@ from protorec.pipeline.job_config import ProtorecConfig
 from protorec.pipeline.loader import ContractLoader
 from protorec.pipeline.metrics import compute_metrics
 from protorec.pipeline.model_factory import build_model
-from protorec.pipeline.refresh import refresh_watch_head
+from protorec.pipeline.refresh import refresh_id_maps, refresh_watch_head
 from protorec.pipeline.tensorboard import TensorBoardLog
 from protorec.pipeline.trainer import predict_pass, shard_model, train_pass
 
@@ -129,7 +129,7 @@ def evaluate_model(
     """
     # One process reads every row in file order: world size 1, no shuffle.
     loader = ContractLoader(config, days, dataset_dir=dataset, rank=0, world_size=1,
-                            shuffle=False, progress=progress)
+                            shuffle=False, progress=progress, id_maps=model.managed_id_maps())
     metrics = prediction_metrics(config, predict_rows(model, loader))
     oracle = oracle_metrics(config, dataset, days)
     if oracle is not None:
@@ -157,8 +157,16 @@ def train_and_evaluate(
     model = build_model(config, ebc_device="meta")
     sharded = shard_model(model, ctx, config.train, config.loader.batch_size)
     # Watch heads' tables / ProWTP's codebook from the training days (same on every rank).
-    refresh_watch_head(sharded.module, DayReader(dataset, _days(train_days)))
-    loader = ContractLoader(config, train_days, dataset_dir=dataset, progress=False)
+    reader = DayReader(dataset, _days(train_days))
+    refresh_watch_head(sharded.module, reader)
+    # Managed ids: every id of the training days admitted at once, as of their last day.
+    ids = refresh_id_maps(sharded, config.features, reader, None, reader.days[-1],
+                          config.train.seed)
+    for name, counts in ids.items():
+        log.info("ids of %s: %s", name, counts)
+    id_maps = sharded.module.managed_id_maps()
+    loader = ContractLoader(config, train_days, dataset_dir=dataset, progress=False,
+                            id_maps=id_maps)
     stats = None
     board = TensorBoardLog(tensorboard_dir) if tensorboard_dir and ctx.is_main else None
     for epoch in range(config.train.epochs):
@@ -168,7 +176,8 @@ def train_and_evaluate(
         if ctx.is_main:
             log.info("epoch %d: %d steps, %.0f samples/s", epoch, stats.steps,
                      stats.samples_per_s)
-    test = ContractLoader(config, test_days, dataset_dir=dataset, shuffle=False, progress=False)
+    test = ContractLoader(config, test_days, dataset_dir=dataset, shuffle=False, progress=False,
+                          id_maps=id_maps)
     preds = predict_pass(sharded, test, ctx)
     metrics = prediction_metrics(config, preds)
     metrics["train"] = {
@@ -177,6 +186,8 @@ def train_and_evaluate(
         "samples_per_s": stats.samples_per_s if stats else 0.0,
         "world_size": ctx.world_size,
     }
+    if ids:
+        metrics["train"]["ids"] = ids
     if board is not None:
         board.evaluation(config.train.epochs * len(loader), metrics, prefix="test")
         board.close()

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -48,6 +48,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from tqdm import tqdm
 
 from protorec.models.batch import Batch
+from protorec.models.managed_ids import ManagedIds
 from protorec.pipeline.contract import parse_day_range
 from protorec.pipeline.day_reader import DayReader, hash_ids
 
@@ -177,6 +178,8 @@ def warn_oov(stats: LoaderStats, config: ProtorecConfig, where: str) -> list[str
             _OOV_WARNED.add(f.name)
             warned.append(f.name)
             fix = ("its ids are null: check the column" if f.hashed else
+                   f"ids without a row: raise features.sparse[{f.name}].num_embeddings "
+                   "(rows for distinct ids) or lower evict_after_days" if f.managed else
                    f"ids must lie in [0, {f.num_embeddings - 1}): raise "
                    f"features.sparse[{f.name}].num_embeddings above the largest id, or set "
                    "hashed: true for an open vocabulary")
@@ -221,7 +224,8 @@ def _floats(col: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
 
 
 def _convert(
-    table: pa.Table, config: ProtorecConfig, day: np.ndarray | int, source: str, stats: LoaderStats
+    table: pa.Table, config: ProtorecConfig, day: np.ndarray | int, source: str,
+    stats: LoaderStats, id_maps: Mapping[str, ManagedIds] | None = None,
 ) -> _Arrays:
     """Convert contract rows to packed model inputs, counting every repaired value."""
     n = table.num_rows
@@ -243,6 +247,13 @@ def _convert(
         if f.hashed:
             out = hash_ids(raw, f.num_embeddings)
             bad = null
+        elif f.managed:
+            if id_maps is None or f.name not in id_maps:
+                raise ValueError(f"sparse feature {f.name!r} is managed: the loader needs "
+                                 "the model's id map (id_maps)")
+            out, bad = id_maps[f.name].lookup(raw)
+            if null is not None:
+                bad |= null
         else:
             out = raw
             bad = (raw < 0) | (raw >= oov_row)
@@ -336,6 +347,7 @@ def table_to_batch(
     config: ProtorecConfig,
     day: dt.date | None = None,
     stats: LoaderStats | None = None,
+    id_maps: Mapping[str, ManagedIds] | None = None,
 ) -> Batch:
     """One Batch holding every row of an in-memory contract table (evaluator, export).
 
@@ -344,6 +356,7 @@ def table_to_batch(
         config: the job config (features, scenarios).
         day: the day of every row; None takes it from ``ts_ms`` (UTC).
         stats: counts of repaired values are added here when given.
+        id_maps: the model's id maps (``RecModel.id_maps``), needed for managed features.
 
     Shapes:
         table: B rows  ->  Batch of B rows (dense (B, D), sparse B ids per key, ...)
@@ -370,7 +383,7 @@ def table_to_batch(
     else:
         ts = _required_ints(table, "ts_ms", "table")
         day_index = ts // _MS_PER_DAY
-    arrays = _convert(table, config, day_index, "table", stats)
+    arrays = _convert(table, config, day_index, "table", stats, id_maps)
     return _BatchMaker(arrays, [f.name for f in config.features.sparse])(0, arrays.num_rows)
 
 
@@ -429,6 +442,8 @@ class ContractLoader:
             a fixed, seeded draw of ``holdout_fraction`` of them (:func:`holdout_mask`):
             the daily job trains on one side and gates on the other.
         holdout_fraction: the share of rows on the holdout side, in (0, 1).
+        id_maps: the model's id maps (``RecModel.id_maps``), needed for managed features;
+            read at each pass, so a map updated between passes is used by the next.
 
     Shapes:
         each yielded Batch: B_i <= loader.batch_size rows, B_i >= 1; ``len(loader)``
@@ -452,8 +467,10 @@ class ContractLoader:
         progress: bool | None = None,
         split: Literal["all", "train", "holdout"] = "all",
         holdout_fraction: float = 0.0,
+        id_maps: Mapping[str, ManagedIds] | None = None,
     ) -> None:
         self.config = config
+        self.id_maps = id_maps
         self.days = _resolve_days(days)
         self.dataset_dir = Path(dataset_dir if dataset_dir is not None else config.data.dataset)
         self.rank, self.world_size = _default_rank(rank, world_size)
@@ -537,7 +554,7 @@ class ContractLoader:
         bar = self._bar(len(rows_sorted), "load", "row")
         for g, lo, hi, table in self.reader.iter_row_groups(self.columns, rows_sorted):
             day = (g.day - _EPOCH).days
-            part = _convert(table, self.config, day, g.source, self.stats)
+            part = _convert(table, self.config, day, g.source, self.stats, self.id_maps)
             # scattered straight into pass order: no concatenation, no second shuffled copy
             where = slice(lo, hi) if dest is None else dest[lo:hi]
             out.ints[where] = part.ints

@@ -6,6 +6,7 @@ import torch
 
 from protorec.models.base import RecModel
 from protorec.models.embedding import build_ebc, pooled_dim
+from protorec.models.managed_ids import ManagedIds
 from protorec.models.registry import build_dense_arch
 from protorec.pipeline.job_config import ProtorecConfig
 
@@ -35,4 +36,6 @@ def build_model(config: ProtorecConfig, ebc_device: str | torch.device = "meta")
     dense_arch = build_dense_arch(
         pooled_dim(config.features), len(config.features.dense), num_scenarios, config.model
     )
-    return RecModel(ebc, dense_arch)
+    id_maps = {f.name: ManagedIds(f.num_embeddings, f.evict_after_days)
+               for f in config.features.sparse if f.managed}
+    return RecModel(ebc, dense_arch, id_maps)

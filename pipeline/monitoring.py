@@ -60,6 +60,8 @@ class JobReport:
     job: str
     per_scenario: dict[str, dict[str, float]] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)
+    #: managed id tables: table -> {rows_used, admitted, evicted, overflow, seen}
+    ids: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 _SCENARIO_SERIES = {
@@ -96,6 +98,13 @@ def build_registry(report: JobReport) -> CollectorRegistry:
             raise KeyError(f"unknown job metric {name!r}")
         if value is not None and math.isfinite(value):
             Gauge(f"protorec_job_{name}", _JOB_SERIES[name], registry=registry).set(value)
+    if report.ids:
+        ids = Gauge("protorec_ids", "managed id tables: rows used, ids admitted, evicted, "
+                    "left without a row (overflow) and seen today", ["table", "kind"],
+                    registry=registry)
+        for table, counts in report.ids.items():
+            for kind, value in counts.items():
+                ids.labels(table=table, kind=kind).set(value)
     return registry
 
 

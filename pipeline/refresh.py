@@ -11,6 +11,8 @@ refresh: the model's hooks answer None. Both run the same on every rank.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -20,9 +22,11 @@ import torch.distributed as dist
 
 from protorec.models.base import RecModel, eval_mode
 from protorec.models.batch import Batch
+from protorec.models.features import FeaturesConfig
 from protorec.models.hvqvae import RefitReport
 from protorec.models.prototype_report import PrototypeReport
 from protorec.pipeline.day_reader import DayReader
+from protorec.pipeline.trainer import ShardedModel, stable_seed
 
 
 def refresh_watch_head(
@@ -135,3 +139,68 @@ def reseed_dead_prototypes(
     gen = torch.Generator().manual_seed(seed)
     model.dense_arch.reseed_prototypes(dead_global, dead_scenario, candidates, scenario, gen)
     return RefreshReport(dead_global, dead_scenario)
+
+
+def refresh_id_maps(sharded: ShardedModel, features: FeaturesConfig, reader: DayReader,
+                    rows: np.ndarray | None, day: dt.date, seed: int) -> dict[str, dict]:
+    """Admit the training rows' ids into each managed table, evict stale ones.
+
+    Every rank reads the same rows and updates its copy of the maps identically. Rows
+    that were freed or given to a new id start fresh: their embeddings are drawn again
+    (the tables' initialisation, uniform in +-1/sqrt(dim), from a generator seeded by
+    ``seed``, the table and the day, so any sharding draws the same values) and their
+    optimiser state is zeroed.
+
+    Returns:
+        per managed table, :meth:`~protorec.models.managed_ids.IdUpdate.as_dict`
+        (``rows_used``, ``admitted``, ``evicted``, ``overflow``: ids left without a row,
+        ``seen``: distinct ids of the rows).
+    """
+    columns = {f.name: f.column for f in features.sparse if f.managed}
+    if not columns:
+        return {}
+    table = reader.read(sorted(set(columns.values())), rows)
+    ordinal = (day - dt.date(1970, 1, 1)).days
+    report = {}
+    for name, column in columns.items():
+        col = table.column(column)
+        ids = (col.drop_null() if col.null_count else col).to_numpy()
+        update = sharded.module.managed_id_maps()[name].update(ids, ordinal)
+        report[name] = update.as_dict()
+        if len(update.reset_rows):
+            _reset_rows(sharded, name, update.reset_rows, stable_seed(seed, name, ordinal))
+    return report
+
+
+def _local_shards(value) -> list[tuple[torch.Tensor, int, int]]:
+    """(local tensor, its first global row, its first column) of a (sharded) tensor."""
+    if hasattr(value, "local_shards"):
+        return [(s.tensor, s.metadata.shard_offsets[0],
+                 s.metadata.shard_offsets[1] if len(s.metadata.shard_offsets) > 1 else 0)
+                for s in value.local_shards()]
+    return [(value, 0, 0)]
+
+
+@torch.no_grad()
+def _reset_rows(sharded: ShardedModel, name: str, rows: np.ndarray, seed: int) -> None:
+    """Re-draw rows of a table and zero their optimiser state, in place on each shard."""
+    key = f"sparse_arch.embedding_bags.{name}.weight"
+    weight = sharded.dmp.state_dict()[key]  # views of the tables (as init_embeddings uses)
+    num_rows, dim = weight.shape
+    bound = 1.0 / math.sqrt(dim)
+    fresh = torch.empty(len(rows), dim).uniform_(
+        -bound, bound, generator=torch.Generator().manual_seed(seed))
+    optim = sharded.optimizer.state_dict()
+    row_state = [v for v in optim.get("state", {}).get(key, {}).values()
+                 if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == num_rows]
+    for value, new in [(weight, fresh), *[(v, None) for v in row_state]]:
+        for local, row0, col0 in _local_shards(value):
+            inside = np.flatnonzero((rows >= row0) & (rows < row0 + local.shape[0]))
+            where = torch.from_numpy(rows[inside] - row0)
+            if new is None:
+                local[where] = 0
+            else:
+                cols = slice(col0, col0 + local.shape[1])
+                local[where] = new[torch.from_numpy(inside), cols].to(local.dtype)
+    # The optimiser's state dict may hold copies of fused state: load it back.
+    sharded.optimizer.load_state_dict(optim)

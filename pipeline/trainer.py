@@ -195,7 +195,7 @@ def init_embeddings(dmp: DistributedModelParallel, seed: int) -> None:
                 bound = 1.0 / math.sqrt(full_dim)
                 for b0 in range(row0 // _INIT_BLOCK_ROWS * _INIT_BLOCK_ROWS, row0 + num_rows,
                                 _INIT_BLOCK_ROWS):
-                    gen = torch.Generator().manual_seed(_stable_seed(seed, table, b0))
+                    gen = torch.Generator().manual_seed(stable_seed(seed, table, b0))
                     block = torch.empty(_INIT_BLOCK_ROWS, full_dim).uniform_(
                         -bound, bound, generator=gen
                     )
@@ -205,7 +205,8 @@ def init_embeddings(dmp: DistributedModelParallel, seed: int) -> None:
                     )
 
 
-def _stable_seed(seed: int, table: str, block: int) -> int:
+def stable_seed(seed: int, table: str, block: int) -> int:
+    """A generator seed from (seed, table, block), the same in every process."""
     # Python's hash() of a str changes per process: a fixed FNV-1a over the key instead.
     h = 0xCBF29CE484222325
     for byte in f"{seed}/{table}/{block}".encode():

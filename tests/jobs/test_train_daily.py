@@ -123,6 +123,30 @@ def test_changed_config_warm_starts_what_still_matches(sim, tmp_path):
     assert "the gate has no baseline today" in day2.stderr
 
 
+def test_managed_ids_carry_across_days_and_world_sizes(sim, tmp_path):
+    _, config, data = sim
+    cfg = yaml.safe_load(Path(config).read_text())
+    user = next(f for f in cfg["features"]["sparse"] if f["name"] == "user")
+    user.update(managed=True)
+    managed = tmp_path / "managed.yaml"
+    managed.write_text(yaml.safe_dump(cfg))
+    wd = tmp_path / "wd"
+    day1 = _run(str(managed), data, wd, "2026-01-01", procs=2)
+    assert day1.returncode == 0, day1.stderr[-3000:]
+    day2 = _run(str(managed), data, wd, "2026-01-02")  # warm start on 1 rank
+    assert day2.returncode == 0, day2.stderr[-3000:]
+    ids1 = _record(wd, "2026-01-01")["refresh"]["ids"]["user"]
+    ids2 = _record(wd, "2026-01-02")["refresh"]["ids"]["user"]
+    assert ids1["admitted"] == ids1["rows_used"] > 0 and ids1["overflow"] == 0
+    # day 2 admits only the ids it is the first to see; day 1's keep their rows
+    assert 0 < ids2["admitted"] < ids2["seen"]
+    assert ids2["rows_used"] == ids1["rows_used"] + ids2["admitted"]
+    raw1 = _weights(wd, "2026-01-01")["id_maps.user.raw"]
+    raw2 = _weights(wd, "2026-01-02")["id_maps.user.raw"]
+    used = raw1 != -1
+    assert torch.equal(raw2[used], raw1[used])
+
+
 def test_rerun_gate_export_and_monitoring(sim, tmp_path, pushgateway, unused_port):
     _, config, data = sim
     wd = tmp_path / "wd"

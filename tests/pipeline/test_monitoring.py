@@ -21,6 +21,7 @@ def _report():
                       "live": {"auc": 0.66, "rows_quarantined": 3.0,
                                "prototype_mass_shift": float("nan")}},
         values={"samples": 1000.0, "exported": 1.0, "last_success_timestamp": 1.7e9},
+        ids={"user": {"rows_used": 40, "admitted": 5, "evicted": 2, "overflow": 0}},
     )
 
 
@@ -44,6 +45,7 @@ def test_textfile(tmp_path):
     out = tmp_path / "protorec.prom"
     assert publish(_report(), textfile=str(out))
     assert 'protorec_label_rate{scenario="feed"} 0.2' in out.read_text()
+    assert 'protorec_ids{kind="admitted",table="user"} 5.0' in out.read_text()
 
 
 def test_unknown_metric_is_an_error():
