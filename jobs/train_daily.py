@@ -5,7 +5,9 @@
 Also ``python -m protorec.jobs.train_daily`` (one process). Exit status: 0 published
 (or the date was already done), 3 refused by the gate (yesterday's export stays
 current), 4 the day's partition is missing, 5 another job holds the work directory's
-lock (``W/job.lock``; nothing changed), 2 bad arguments or config, 1 any other failure.
+lock (``W/job.lock``; nothing changed), 6 the day's partition breaks the data contract
+(unreadable file, missing column, or mostly invalid rows; nothing changed), 2 bad
+arguments or config, 1 any other failure.
 Under torchrun a worker's non-zero status reaches the shell as 1; the log says which.
 docs/daily.md describes the steps, the work directory and the metrics.
 """

@@ -118,14 +118,17 @@ def _day_bounds_ms(day: dt.date) -> tuple[int, int]:
     return lo, lo + 86_400_000
 
 
-def split_valid(
+def invalid_reasons(
     table: pa.Table, scenarios: list[int] | tuple[int, ...], day: dt.date | None = None
-) -> tuple[pa.Table, pa.Table, ValidationReport]:
-    """Split contract rows into (kept, quarantined with a ``reason`` column, report).
+) -> np.ndarray:
+    """Per row, the index in :data:`REASONS` of the first rule it breaks, or -1.
 
     ``table`` must already have the contract columns and types (:func:`check_columns`).
-    When ``day`` is given, rows whose ``ts_ms`` falls outside that UTC day are set aside as
-    ``wrong_date``. Nothing is dropped silently: every input row is in exactly one output.
+    When ``day`` is given, rows whose ``ts_ms`` falls outside that UTC day are
+    ``wrong_date``.
+
+    Shapes:
+        table: N rows  ->  (N,) int16
     """
     n = table.num_rows
     reason = np.full(n, -1, dtype=np.int16)
@@ -155,14 +158,31 @@ def split_valid(
         lo, hi = _day_bounds_ms(day)
         ts = values("ts_ms", lo)
         mark(6, (ts < lo) | (ts >= hi))
+    return reason
 
+
+def reason_counts(reason: np.ndarray) -> Counter:
+    """Rows per reason name of :func:`invalid_reasons`' codes (valid rows not counted)."""
+    codes, counts = np.unique(reason[reason >= 0], return_counts=True)
+    return Counter({REASONS[c]: int(k) for c, k in zip(codes.tolist(), counts.tolist())})
+
+
+def split_valid(
+    table: pa.Table, scenarios: list[int] | tuple[int, ...], day: dt.date | None = None
+) -> tuple[pa.Table, pa.Table, ValidationReport]:
+    """Split contract rows into (kept, quarantined with a ``reason`` column, report).
+
+    The rules are :func:`invalid_reasons`'. Nothing is dropped silently: every input row
+    is in exactly one output.
+    """
+    reason = invalid_reasons(table, scenarios, day)
     ok = reason < 0
     kept = table.filter(pa.array(ok))
     bad = table.filter(pa.array(~ok))
     bad_reasons = np.asarray(REASONS, dtype=object)[reason[~ok]]
     bad = bad.append_column("reason", pa.array(bad_reasons.tolist(), type=pa.string()))
-    counts = Counter(bad_reasons.tolist())
-    report = ValidationReport(rows_in=n, rows_kept=kept.num_rows, quarantined=counts)
+    report = ValidationReport(rows_in=table.num_rows, rows_kept=kept.num_rows,
+                              quarantined=reason_counts(reason))
     return kept, bad, report
 
 

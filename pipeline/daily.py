@@ -39,7 +39,13 @@ from protorec.pipeline.checkpoint import (
     save_checkpoint,
     warm_start_checkpoint,
 )
-from protorec.pipeline.contract import QUARANTINE_DIR, partition_dir
+from protorec.pipeline.contract import (
+    QUARANTINE_DIR,
+    ContractError,
+    ValidationReport,
+    partition_dir,
+    reason_counts,
+)
 from protorec.pipeline.day_reader import DayReader
 from protorec.pipeline.distributed import DistContext, broadcast_from_rank0
 from protorec.pipeline.experiment import oracle_metrics
@@ -75,6 +81,7 @@ EXIT_OK = 0
 EXIT_REFUSED = 3
 EXIT_NO_DATA = 4
 EXIT_LOCKED = 5
+EXIT_BAD_DATA = 6
 
 #: Test hook: "RANK:STEP" makes that rank SIGKILL itself right after that training step
 #: (after the step's checkpoint, if any): the crash-safety test kills a rank this way.
@@ -176,14 +183,19 @@ def evaluate(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConf
 
 
 def _day_columns(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict | None:
-    """Scenario index, click and watch ratio of every row of ``day`` (None: no partition)."""
+    """Scenario index, click and watch ratio of the valid rows of ``day`` (None: no day)."""
     try:
         reader = DayReader(dataset, [day])
     except FileNotFoundError:
         return None
-    table = reader.read(["scenario", "click", "watch_ms", "duration_ms"])
+    try:  # rows that break the contract are not the day's data
+        valid = np.flatnonzero(reader.invalid_reasons(config.data.scenarios) < 0)
+    except ContractError:
+        return None
+    table = reader.read(["scenario", "click", "watch_ms", "duration_ms"], valid)
     codes = {c: i for i, c in enumerate(config.data.scenarios)}
-    scenario = np.vectorize(codes.get, otypes=[np.int64])(table.column("scenario").to_numpy())
+    scenario = np.vectorize(codes.__getitem__, otypes=[np.int64])(
+        table.column("scenario").to_numpy())
     watch = table.column("watch_ms").to_numpy(zero_copy_only=False).astype(np.float64)
     duration = table.column("duration_ms").to_numpy(zero_copy_only=False).astype(np.float64)
     ratio = watch / duration
@@ -291,20 +303,24 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
         log.error("%s: no partition %s: the day's data has not landed; nothing changed",
                   day, partition_dir(dataset, day))
         return EXIT_NO_DATA
+    daily = config.daily
+    valid, invalid = _check_day(config, dataset, day)
+    if valid is None:
+        return EXIT_NO_DATA if invalid.rows_in == 0 else EXIT_BAD_DATA
     if force and ctx.is_main:
         shutil.rmtree(wd.partial(day), ignore_errors=True)
     if dist.is_initialized():
         dist.barrier()
 
-    daily = config.daily
     torch.manual_seed(config.train.seed)
     sharded = shard_model(build_model(config, ebc_device="meta"), ctx, config.train,
                           config.loader.batch_size)
     id_maps = sharded.module.managed_id_maps()  # read at each pass: today's admissions count
-    train_loader = ContractLoader(config, [day], dataset, split="train",
+    train_loader = ContractLoader(config, [day], dataset, split="train", valid=valid,
                                   holdout_fraction=daily.holdout_fraction, id_maps=id_maps)
     holdout = ContractLoader(config, [day], dataset, split="holdout", shuffle=False,
-                             holdout_fraction=daily.holdout_fraction, id_maps=id_maps)
+                             valid=valid, holdout_fraction=daily.holdout_fraction,
+                             id_maps=id_maps)
 
     partial = read_meta(wd.partial(day))
     if partial is not None:
@@ -388,11 +404,46 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
     record = None
     if ctx.is_main:
         record = _finish(config, wd, dataset, day, status, gate, metrics, baseline, refresh,
-                         warm_from, resumed_at, mass, steps, samples, seconds, started)
+                         warm_from, resumed_at, mass, steps, samples, seconds, started,
+                         invalid=invalid)
     record = broadcast_from_rank0(record)
     if dist.is_initialized():
         dist.barrier()
     return int(record["exit_status"])
+
+
+def _check_day(config: ProtorecConfig, dataset: Path, day: dt.date
+               ) -> tuple[np.ndarray | None, ValidationReport]:
+    """The day's rows checked by the contract's rules before any work (ingest's rules).
+
+    Returns the mask of valid rows (None when the day cannot be used: it is logged why)
+    and the counts by reason. Unusable: a file that cannot be read or lacks a contract
+    column, no rows, or more than ``daily.max_invalid_share`` of them invalid.
+    """
+    try:
+        reasons = DayReader(dataset, [day]).invalid_reasons(config.data.scenarios)
+    except ContractError as exc:
+        log.error("%s: the day's partition cannot be read: %s; nothing changed (exit %d)",
+                  day, exc, EXIT_BAD_DATA)
+        return None, ValidationReport(rows_in=-1)
+    report = ValidationReport(rows_in=len(reasons), rows_kept=int((reasons < 0).sum()),
+                              quarantined=reason_counts(reasons))
+    why = ", ".join(f"{k} {v}" for k, v in sorted(report.quarantined.items()))
+    if report.rows_in == 0:
+        log.error("%s: the partition %s holds no rows; nothing changed (exit %d)",
+                  day, partition_dir(dataset, day), EXIT_NO_DATA)
+        return None, report
+    if report.bad_share > config.daily.max_invalid_share:
+        log.error("%s: %d of %d rows break the data contract (%s), more than "
+                  "daily.max_invalid_share %.2f: fix the partition %s; nothing changed "
+                  "(exit %d)", day, report.rows_quarantined, report.rows_in, why,
+                  config.daily.max_invalid_share, partition_dir(dataset, day), EXIT_BAD_DATA)
+        return None, report
+    if report.rows_quarantined:
+        log.warning("%s: %d of %d rows break the data contract and are left out of "
+                    "training and evaluation: %s", day, report.rows_quarantined,
+                    report.rows_in, why)
+    return reasons < 0, report
 
 
 def _log_warm_start(day: dt.date, warm: WarmStart) -> None:
@@ -460,7 +511,7 @@ def _refresh(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConf
 def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate: GateDecision,
             metrics: dict, baseline: dict | None, refresh: dict, warm_from: str | None,
             resumed_at: dict | None, mass: np.ndarray | None, steps: int, samples: int,
-            seconds: float, started: float) -> dict:
+            seconds: float, started: float, invalid: ValidationReport) -> dict:
     """Rank 0: the run record, LAST_GOOD, the partial checkpoint's removal, Prometheus."""
     names = _scenario_names(config)
     per_scenario = drift(config, dataset, day)
@@ -480,6 +531,7 @@ def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate:
     record = {
         "date": day.isoformat(), "status": status, "exit_status": exit_status,
         "warm_from": warm_from, "resumed_at": resumed_at, "gate": gate.as_dict(),
+        "invalid_rows": invalid.as_dict(),
         "metrics": metrics,
         "baseline": baseline, "oracle": oracle_metrics(config, dataset, f"{day}..{day}",
                                  holdout_fraction=config.daily.holdout_fraction),
@@ -508,6 +560,7 @@ def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate:
                 "step_seconds": seconds / steps if steps else float("nan"),
                 "duration_seconds": time.time() - started,
                 "exported": 1.0 if gate.passed else 0.0,
+                "rows_invalid": float(invalid.rows_quarantined),
                 # a refused day is a successful run too: ``exported`` tells them apart
                 "last_success_timestamp": time.time()},
         ids=refresh.get("ids", {}),

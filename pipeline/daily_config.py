@@ -37,6 +37,9 @@ class DailyConfig:
             sparse_arch.embedding_bags.creator``), so the warm start loads them; what
             else changed (new, removed or resized tensors) is initialised or skipped
             and logged without one.
+        max_invalid_share: the day's rows are checked by the data contract's rules (as
+            at ingest) before any work; invalid rows are left out and counted, and a day
+            with a larger share of them stops the job (exit 6) instead.
     """
 
     holdout_fraction: float = 0.1
@@ -51,6 +54,7 @@ class DailyConfig:
     keep_exports: int = 7
     tensorboard: bool = False
     warm_start_rename: dict[str, str] = field(default_factory=dict)
+    max_invalid_share: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 < self.holdout_fraction < 1.0:
@@ -59,6 +63,8 @@ class DailyConfig:
             raise ValueError("daily.keep_checkpoints and daily.keep_exports must be >= 0")
         if self.checkpoint_every_steps < 0 or self.min_gate_rows < 0:
             raise ValueError("checkpoint_every_steps and min_gate_rows must be >= 0")
+        if not 0.0 <= self.max_invalid_share < 1.0:
+            raise ValueError("max_invalid_share must be in [0, 1)")
         if self.max_auc_drop < 0:
             raise ValueError(f"max_auc_drop must be >= 0, got {self.max_auc_drop}")
         if not 0.0 <= self.dead_prototype_fraction < 1.0:

@@ -24,7 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from protorec.models.watch.ratio import WatchRatios, watch_ratios_from_columns
-from protorec.pipeline.contract import partition_dir
+from protorec.pipeline.contract import (
+    CONTRACT_COLUMNS,
+    ContractError,
+    check_columns,
+    invalid_reasons,
+    partition_dir,
+)
 
 Split = Literal["all", "train", "holdout"]
 
@@ -113,7 +119,11 @@ class DayReader:
             if not files:
                 raise FileNotFoundError(f"no Parquet files for day {day} in {folder}")
             for path in files:
-                meta = pq.ParquetFile(path).metadata
+                try:
+                    meta = pq.ParquetFile(path).metadata
+                except (pa.ArrowException, OSError) as exc:
+                    # pyarrow's own message ("magic bytes not found") names no file
+                    raise ContractError(f"{path}: not a readable Parquet file ({exc})") from None
                 for i in range(meta.num_row_groups):
                     rows = meta.row_group(i).num_rows
                     self.row_groups.append(RowGroup(path, day, i, start, rows))
@@ -132,6 +142,33 @@ class DayReader:
             raise ValueError(f"split must be all, train or holdout, got {split!r}")
         mask = holdout_mask(self.num_rows, fraction, seed)
         return np.flatnonzero(mask if split == "holdout" else ~mask)
+
+    def invalid_reasons(self, scenarios: Sequence[int]) -> np.ndarray:
+        """Every row checked by the contract's rules (ingest's): reason code or -1.
+
+        The daily job runs this on its day before any work, so data that did not come
+        through ``protorec ingest`` is held to the same rules.
+
+        Shapes:
+            -> (num_rows,) int16, codes of :data:`~protorec.pipeline.contract.REASONS`
+
+        Raises:
+            ContractError: a file that cannot be read, lacks a contract column or holds
+                one of a type that does not cast; the message names the file.
+        """
+        out = np.empty(self.num_rows, dtype=np.int16)
+        starts: dict[Path, tuple[int, dt.date]] = {}
+        for g in self.row_groups:
+            starts.setdefault(g.path, (g.start, g.day))
+        for path, (start, day) in starts.items():
+            try:
+                names = set(pq.read_schema(path).names)
+                table = pq.read_table(path, columns=[c for c in CONTRACT_COLUMNS if c in names])
+            except (pa.ArrowException, OSError) as exc:
+                raise ContractError(f"{path}: not a readable Parquet file ({exc})") from None
+            table = check_columns(table, str(path))
+            out[start:start + table.num_rows] = invalid_reasons(table, list(scenarios), day)
+        return out
 
     def schema_names(self) -> list[str]:
         """Column names of the first file (every file of a contract data set has them)."""

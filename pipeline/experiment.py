@@ -51,11 +51,13 @@ def oracle_metrics(config: ProtorecConfig, dataset: str | Path, days: str,
     with_watch = "oracle_watch_ms" in names
     if with_watch:
         columns += ["watch_ms", "oracle_watch_ms"]
-    # The loader's reader and split: row i here is the loader's row i.
-    if holdout_fraction is None:
-        table = reader.read(columns)
-    else:
-        table = reader.read_split(columns, "holdout", holdout_fraction, config.loader.seed)
+    # The loader's reader and split: row i here is the loader's row i. Rows that break
+    # the contract are left out, as the daily job leaves them out of its hold-out.
+    rows = (np.arange(reader.num_rows) if holdout_fraction is None else
+            reader.split_rows("holdout", holdout_fraction, config.loader.seed))
+    assert rows is not None
+    valid = reader.invalid_reasons(config.data.scenarios) < 0
+    table = reader.read(columns, rows[valid[rows]])
     codes = {c: i for i, c in enumerate(config.data.scenarios)}
     scenario = np.vectorize(codes.__getitem__)(table.column("scenario").to_numpy())
     watch = {}

@@ -444,6 +444,8 @@ class ContractLoader:
         holdout_fraction: the share of rows on the holdout side, in (0, 1).
         id_maps: the model's id maps (``RecModel.id_maps``), needed for managed features;
             read at each pass, so a map updated between passes is used by the next.
+        valid: (rows of the days,) bool: rows to keep (the daily job's contract check);
+            None keeps every row.
 
     Shapes:
         each yielded Batch: B_i <= loader.batch_size rows, B_i >= 1; ``len(loader)``
@@ -468,6 +470,7 @@ class ContractLoader:
         split: Literal["all", "train", "holdout"] = "all",
         holdout_fraction: float = 0.0,
         id_maps: Mapping[str, ManagedIds] | None = None,
+        valid: np.ndarray | None = None,
     ) -> None:
         self.config = config
         self.id_maps = id_maps
@@ -481,6 +484,9 @@ class ContractLoader:
         self._file_rows = self.reader.num_rows
         # Row numbers (files' order) of the rows of the pass; None: all of them.
         self._rows = self.reader.split_rows(split, holdout_fraction, config.loader.seed)
+        if valid is not None:  # the hold-out draw stays the same; invalid rows leave it
+            rows = np.arange(self._file_rows) if self._rows is None else self._rows
+            self._rows = rows[valid[rows]]
         self.num_rows = self._file_rows if self._rows is None else len(self._rows)
         if self.num_rows == 0:
             raise ValueError(f"no rows in the {split} split of days "

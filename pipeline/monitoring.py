@@ -77,6 +77,7 @@ _JOB_SERIES = {
     "duration_seconds": "wall time of the job",
     "last_success_timestamp": "unix time of the last successful run",
     "exported": "1 if the run published an export, 0 if the gate refused it",
+    "rows_invalid": "rows of the day that break the data contract, left out of the run",
 }
 
 

@@ -103,6 +103,9 @@ class _FakeWatchModel(nn.Module):
     def predict(self, batch):
         return {**self.model.predict(batch), "watch_pred_ms": 0.5 * batch.duration_ms}
 
+    def managed_id_maps(self):
+        return self.model.managed_id_maps()
+
 
 def test_watch_figures_appear_when_the_model_predicts_watch_time(exported):
     config, model = load_export(exported / "export")
