@@ -107,7 +107,9 @@ def export_model(
             if metrics is not None:
                 (tmp / METRICS).write_text(json.dumps(metrics, indent=2, allow_nan=False))
             # The tables take the gathered tensors themselves (meta, assign): no second copy.
-            model = build_model(config, ebc_device="meta")
+            # The dense init's draws stay off the global RNG, which only rank 0 runs here.
+            with torch.random.fork_rng(devices=[]):
+                model = build_model(config, ebc_device="meta")
             model.load_state_dict(state, strict=True, assign=True)
             skipped = save_inference_program(model, config, tmp / INFERENCE)
             manifest = {

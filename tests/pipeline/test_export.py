@@ -49,8 +49,11 @@ def trained(tmp_path, monkeypatch):
                    progress=False)
         probe = _batch(config, 300, 99)
         expected = sharded.module.predict(probe)["click_prob"]
+        rng = torch.get_rng_state()
         directory = export_model(sharded, config, tmp_path / "exports" / "2026-01-01",
                                  metrics={"auc": 0.5})
+        # only rank 0 writes: what it draws there would set the ranks' streams apart
+        assert torch.equal(torch.get_rng_state(), rng), "the export moved the global RNG"
         monkeypatch.setenv(SIGNING_KEY_ENV, "key-one")  # a second copy, signed
         export_model(sharded, config, tmp_path / "signed" / "2026-01-01")
         monkeypatch.delenv(SIGNING_KEY_ENV)
