@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from protorec.models.base import RecModel
+from protorec.models.base import RecModel, eval_mode
 from protorec.models.inference import InferenceModule
 from protorec.pipeline.atomic import replace_dir
 from protorec.pipeline.config import from_dict, to_dict
@@ -158,9 +158,8 @@ def save_inference_program(model: RecModel, config: ProtorecConfig, path: Path) 
     None when written, else the reason it could not be (logged as a warning, no file):
     one model that does not export must not cost the day's export.
     """
-    module = InferenceModule(model).eval()
     rows = 4  # above 1: torch.export would specialise a size-0/1 example to that size
-    names = module.feature_names
+    names = model.feature_names
     example = ([torch.zeros(rows, dtype=torch.int64) for _ in names],
                [torch.arange(rows) for _ in names],
                torch.zeros(rows, len(config.features.dense)),
@@ -169,7 +168,8 @@ def save_inference_program(model: RecModel, config: ProtorecConfig, path: Path) 
     dynamic = ([{0: torch.export.Dim(f"ids_{name}", min=1)} for name in names],
                [{0: batch} for _ in names], {0: batch}, {0: batch}, {0: batch})
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
+            module = InferenceModule(model)  # raises for a watch head without statistics
             program = torch.export.export(module, example, dynamic_shapes=dynamic, strict=False)
         torch.export.save(program, path, extra_files={
             INFERENCE_INPUTS: json.dumps(inference_inputs(config, model))})

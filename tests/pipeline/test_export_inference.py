@@ -121,6 +121,14 @@ def test_a_model_that_does_not_export_is_skipped_with_a_warning(tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_watch_head_without_statistics_is_skipped_and_the_mode_kept(tmp_path):
+    config = variant_config(apply_overrides(load_config("simulator"), TINY), "d2q")
+    model = build_model(config, "cpu")
+    reason = save_inference_program(model, config, tmp_path / "model.pt2")
+    assert reason is not None and reason.startswith("RuntimeError: D2QHead has no statistics")
+    assert model.training and list(tmp_path.iterdir()) == []
+
+
 def test_the_program_describes_its_inputs(tmp_path):
     config = variant_config(apply_overrides(load_config("simulator"), TINY), "tr")
     model = build_model(config, "cpu")
