@@ -11,7 +11,8 @@ import importlib
 import sys
 
 #: Job modules, in the order `protorec --help` lists them.
-JOBS = ("simulate", "ingest", "train", "tune", "evaluate", "compare", "plan", "report")
+JOBS = ("simulate", "ingest", "train", "tune", "evaluate", "predict", "compare", "plan",
+        "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

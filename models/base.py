@@ -191,6 +191,22 @@ class DenseArch(nn.Module):
         outputs.update(diagnostics)
         return loss, outputs
 
+    def predict(
+        self, pooled: Tensor, dense: Tensor, scenario: Tensor, duration_ms: Tensor
+    ) -> dict[str, Tensor]:
+        """:meth:`RecModel.predict` from the pooled embeddings (the caller sets eval mode).
+
+        Shapes:
+            pooled (B, D_sparse), dense (B, D_dense), scenario (B,), duration_ms (B,)  ->
+            {"click_prob": (B,)} (and "watch_pred_ms": (B,) with a watch head)
+        """
+        out = self.net(pooled, dense, scenario)
+        prediction = {"click_prob": torch.sigmoid(out["click_logit"])}
+        head = self.watch_head
+        if head is not None:
+            prediction["watch_pred_ms"] = head.predict_ms(out["watch_logit"], duration_ms)
+        return prediction
+
     def compute_losses(
         self, out: dict[str, Tensor], batch: Batch
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -318,10 +334,5 @@ class RecModel(nn.Module):
         Computed in eval mode from each row alone.
         """
         with eval_mode(self):
-            out = self.net(self.pooled(batch.sparse), batch.dense, batch.scenario)
-            prediction = {"click_prob": torch.sigmoid(out["click_logit"])}
-            head = self.dense_arch.watch_head
-            if head is not None:
-                prediction["watch_pred_ms"] = head.predict_ms(out["watch_logit"],
-                                                              batch.duration_ms)
-        return prediction
+            return self.dense_arch.predict(self.pooled(batch.sparse), batch.dense,
+                                           batch.scenario, batch.duration_ms)

@@ -191,7 +191,8 @@ class ProWTPHead(WatchHead):
 
     def prototypes(self) -> Tensor:
         """P = normalize(W_p p), the projected unit prototypes, (C K, d)."""
-        if not self.is_fitted():
+        # Not under torch.export (no branch on a buffer's values): checked before tracing.
+        if not torch.compiler.is_exporting() and not self.is_fitted():
             raise RuntimeError("ProWTP head has no credible prototypes yet: call "
                                "protorec.pipeline.refresh.refresh_watch_head first")
         return F.normalize(self.projection(self.credible_prototypes), dim=-1)

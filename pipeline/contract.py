@@ -241,3 +241,13 @@ def parse_day_range(text: str) -> tuple[dt.date, dt.date]:
     if end < start:
         raise ValueError(f"day range {text!r} ends before it starts")
     return start, end
+
+
+def days_in_range(text: str) -> list[dt.date]:
+    """Every day of ``YYYY-MM-DD`` or ``YYYY-MM-DD..YYYY-MM-DD`` (inclusive), in order.
+
+    >>> [d.day for d in days_in_range("2026-01-30..2026-02-01")]
+    [30, 31, 1]
+    """
+    lo, hi = parse_day_range(text)
+    return [lo + dt.timedelta(days=i) for i in range((hi - lo).days + 1)]

@@ -4,6 +4,12 @@ Layout of one export (``workdir/exports/<date>/``)::
 
     model.pt        the unsharded state dict of the RecModel (tensors only: loads with
                     ``torch.load(weights_only=True)``)
+    model.pt2       the scoring function as a ``torch.export`` ExportedProgram on plain
+                    tensors (:class:`~protorec.models.inference.InferenceModule`), with
+                    ``inputs.json`` inside describing its inputs: loads with
+                    ``torch.export.load`` in a process without protorec or TorchRec
+                    (docs/daily.md); left out, with the reason in the manifest's
+                    ``inference_skipped`` and a warning, for a model that does not export
     config.yaml     the job's config, so the model can be rebuilt exactly
     metrics.json    the figures the job measured before publishing (optional)
     manifest.json   every other file with its size and sha256, written last (with an
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import shutil
 import uuid
 from pathlib import Path
@@ -28,7 +35,8 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from protorec.models.base import RecModel
+from protorec.models.base import RecModel, eval_mode
+from protorec.models.inference import InferenceModule
 from protorec.pipeline.atomic import replace_dir
 from protorec.pipeline.config import from_dict, to_dict
 from protorec.pipeline.job_config import ProtorecConfig
@@ -36,8 +44,13 @@ from protorec.pipeline.manifest import ManifestError, file_entries, sign, verify
 from protorec.pipeline.model_factory import build_model
 from protorec.pipeline.trainer import ShardedModel
 
+log = logging.getLogger(__name__)
+
 MANIFEST = "manifest.json"
 WEIGHTS = "model.pt"
+INFERENCE = "model.pt2"
+#: The description of the inference program's inputs, stored inside model.pt2.
+INFERENCE_INPUTS = "inputs.json"
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
 FORMAT_VERSION = 1
@@ -93,12 +106,21 @@ def export_model(
             (tmp / CONFIG).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
             if metrics is not None:
                 (tmp / METRICS).write_text(json.dumps(metrics, indent=2, allow_nan=False))
-            manifest = sign({
+            # The tables take the gathered tensors themselves (meta, assign): no second copy.
+            # The dense init's draws stay off the global RNG, which only rank 0 runs here.
+            with torch.random.fork_rng(devices=[]):
+                model = build_model(config, ebc_device="meta")
+            model.load_state_dict(state, strict=True, assign=True)
+            skipped = save_inference_program(model, config, tmp / INFERENCE)
+            manifest = {
                 "format_version": FORMAT_VERSION,
                 "model": config.model.name,
                 "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "files": file_entries(tmp, (MANIFEST,)),
-            })
+            }
+            if skipped is not None:
+                manifest["inference_skipped"] = skipped
+            manifest = sign(manifest)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
             replace_dir(tmp, directory)
         except BaseException:
@@ -107,6 +129,57 @@ def export_model(
     if dist.is_initialized():
         dist.barrier()
     return directory
+
+
+def inference_inputs(config: ProtorecConfig, model: RecModel) -> dict[str, Any]:
+    """What a server feeds the inference program and how to make it from contract rows.
+
+    The order of ``sparse`` is the order of the program's ``values`` and ``offsets`` lists;
+    the conversions are the loader's (``pipeline/loader.py``).
+    """
+    sparse = {f.name: f for f in config.features.sparse}
+    return {
+        "args": ["values", "offsets", "dense", "scenario", "duration_ms"],
+        "sparse": [{"name": name, "column": sparse[name].column,
+                    "num_embeddings": sparse[name].num_embeddings,
+                    "hashed": sparse[name].hashed} for name in model.feature_names],
+        "dense": [{"name": d.name, "column": d.column, "transform": d.transform,
+                   "shift": d.shift, "scale": d.scale, "fill": d.fill}
+                  for d in config.features.dense],
+        "scenarios": list(config.data.scenarios),
+        "outputs": ["click_prob"] + (["watch_pred_ms"] if model.dense_arch.watch_head else []),
+    }
+
+
+def save_inference_program(model: RecModel, config: ProtorecConfig, path: Path) -> str | None:
+    """Write ``model``'s scoring function to ``path`` as a torch.export program.
+
+    The batch size and each feature's number of ids are dynamic (1 row and up). Returns
+    None when written, else the reason it could not be (logged as a warning, no file):
+    one model that does not export must not cost the day's export.
+    """
+    rows = 4  # above 1: torch.export would specialise a size-0/1 example to that size
+    names = model.feature_names
+    example = ([torch.zeros(rows, dtype=torch.int64) for _ in names],
+               [torch.arange(rows) for _ in names],
+               torch.zeros(rows, len(config.features.dense)),
+               torch.zeros(rows, dtype=torch.int64), torch.full((rows,), 1000.0))
+    batch = torch.export.Dim("batch", min=1)
+    dynamic = ([{0: torch.export.Dim(f"ids_{name}", min=1)} for name in names],
+               [{0: batch} for _ in names], {0: batch}, {0: batch}, {0: batch})
+    try:
+        with torch.no_grad(), eval_mode(model):
+            module = InferenceModule(model)  # raises for a watch head without statistics
+            program = torch.export.export(module, example, dynamic_shapes=dynamic, strict=False)
+        torch.export.save(program, path, extra_files={
+            INFERENCE_INPUTS: json.dumps(inference_inputs(config, model))})
+    except Exception as exc:  # noqa: BLE001 - any tracing failure skips the artifact only
+        path.unlink(missing_ok=True)
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        log.warning("%s: no %s for model %s (%s)", path.parent, INFERENCE, config.model.name,
+                    reason)
+        return reason
+    return None
 
 
 def verify_export(directory: str | Path) -> dict[str, Any]:

@@ -189,7 +189,8 @@ def warn_oov(stats: LoaderStats, config: ProtorecConfig, where: str) -> list[str
     return warned
 
 
-def _needed_columns(config: ProtorecConfig) -> list[str]:
+def needed_columns(config: ProtorecConfig) -> list[str]:
+    """The contract columns a batch of ``config`` is made from (labels and keys included)."""
     cols = list(_BASE_COLUMNS)
     for column in [f.column for f in config.features.sparse] + [
         f.column for f in config.features.dense
@@ -479,7 +480,7 @@ class ContractLoader:
         self.rank, self.world_size = _default_rank(rank, world_size)
         self.shuffle = config.loader.shuffle if shuffle is None else shuffle
         self.progress = config.loader.progress if progress is None else progress
-        self.columns = _needed_columns(config)
+        self.columns = needed_columns(config)
         self.reader = DayReader(self.dataset_dir, self.days)
         self._file_rows = self.reader.num_rows
         # Row numbers (files' order) of the rows of the pass; None: all of them.

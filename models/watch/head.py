@@ -142,8 +142,12 @@ class WatchHead(nn.Module):
 
 
 def check_fitted(head: WatchHead) -> None:
-    """Raise a RuntimeError naming the fix when ``head`` has no data statistics yet."""
-    if not head.is_fitted():
+    """Raise a RuntimeError naming the fix when ``head`` has no data statistics yet.
+
+    Not checked under ``torch.export``, which cannot branch on a buffer's values: the
+    exporter (``models/inference.py``) checks once, eagerly, before tracing.
+    """
+    if not torch.compiler.is_exporting() and not head.is_fitted():
         raise RuntimeError(
             f"{type(head).__name__} has no statistics of the training data yet: call "
             "protorec.pipeline.refresh.refresh_watch_head "

@@ -33,6 +33,10 @@ def _batch(config, n, seed):
     return table_to_batch(table, config)
 
 
+def _refuse(*args, **kwargs):
+    raise RuntimeError("data-dependent control flow")
+
+
 @pytest.fixture
 def trained(tmp_path, monkeypatch):
     monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
@@ -45,11 +49,17 @@ def trained(tmp_path, monkeypatch):
                    progress=False)
         probe = _batch(config, 300, 99)
         expected = sharded.module.predict(probe)["click_prob"]
+        rng = torch.get_rng_state()
         directory = export_model(sharded, config, tmp_path / "exports" / "2026-01-01",
                                  metrics={"auc": 0.5})
+        # only rank 0 writes: what it draws there would set the ranks' streams apart
+        assert torch.equal(torch.get_rng_state(), rng), "the export moved the global RNG"
         monkeypatch.setenv(SIGNING_KEY_ENV, "key-one")  # a second copy, signed
         export_model(sharded, config, tmp_path / "signed" / "2026-01-01")
         monkeypatch.delenv(SIGNING_KEY_ENV)
+        with monkeypatch.context() as patch:  # a third, of a model torch.export refuses
+            patch.setattr(torch.export, "export", _refuse)
+            export_model(sharded, config, tmp_path / "untraceable" / "2026-01-01")
     finally:
         shutdown_distributed()
     return config, directory, probe, expected
@@ -61,7 +71,13 @@ def test_export_predicts_as_the_trained_model(trained):
     assert loaded_config == config
     torch.testing.assert_close(model.predict(probe)["click_prob"], expected, rtol=0, atol=0)
     manifest = verify_export(directory)
-    assert set(manifest["files"]) == {"model.pt", "config.yaml", "metrics.json"}
+    assert set(manifest["files"]) == {"model.pt", "model.pt2", "config.yaml", "metrics.json"}
+    assert "inference_skipped" not in manifest
+    scores = torch.export.load(directory / "model.pt2").module()(
+        [probe.sparse[f].values() for f in model.feature_names],
+        [probe.sparse[f].offsets()[:-1].long() for f in model.feature_names],
+        probe.dense, probe.scenario, probe.duration_ms)
+    torch.testing.assert_close(scores["click_prob"], expected, rtol=0, atol=1e-6)
     assert json.loads((directory / "metrics.json").read_text()) == {"auc": 0.5}
     # nothing left beside it: the temporary directory was renamed into place
     assert [p.name for p in directory.parent.iterdir()] == ["2026-01-01"]
@@ -113,3 +129,14 @@ def test_export_signed_when_key_set(trained, tmp_path, monkeypatch):
     monkeypatch.setenv(SIGNING_KEY_ENV, "key-two")
     with pytest.raises(ExportError, match="HMAC does not match"):
         load_export(signed)
+
+
+def test_export_without_a_program_when_torch_export_fails(trained):
+    config, directory, probe, expected = trained
+    untraceable = directory.parent.parent / "untraceable" / "2026-01-01"
+    manifest = verify_export(untraceable)
+    assert set(manifest["files"]) == {"model.pt", "config.yaml"}
+    assert manifest["inference_skipped"] == "RuntimeError: data-dependent control flow"
+    assert not (untraceable / "model.pt2").exists()
+    _, model = load_export(untraceable)
+    torch.testing.assert_close(model.predict(probe)["click_prob"], expected, rtol=0, atol=0)
