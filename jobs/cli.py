@@ -14,6 +14,8 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from protorec.pipeline.quiet import quiet_third_party_warnings
+
 #: Job modules, in the order `protorec --help` lists them.
 JOBS = ("simulate", "ingest", "train", "tune", "evaluate", "compare", "plan", "report")
 
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     # spinning on a core that another process needs (see pipeline/threads.py).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
+    quiet_third_party_warnings()
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:

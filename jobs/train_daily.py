@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 
+from protorec.pipeline.quiet import quiet_third_party_warnings
 from protorec.pipeline.threads import add_threads_argument, set_threads
 
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before torch is first imported (see jobs/cli.py and pipeline/threads.py).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
+    quiet_third_party_warnings()
     _tag_rank(int(os.environ.get("RANK", "0")))
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s [rank %(rank)s] %(name)s: %(message)s")

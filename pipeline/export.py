@@ -62,7 +62,11 @@ def gather_state_dict(sharded: ShardedModel) -> dict[str, torch.Tensor] | None:
     full: dict[str, torch.Tensor] = {}
     for name, tensor in sharded.dmp.state_dict().items():
         if hasattr(tensor, "local_shards"):  # ShardedTensor
-            out = torch.empty(tensor.size(), dtype=tensor.dtype) if rank0 else None
+            # metadata(), not size() / dtype: those go through ShardedTensor's deprecated
+            # __torch_function__, which warns.
+            meta = tensor.metadata()
+            out = (torch.empty(meta.size, dtype=meta.tensor_properties.dtype) if rank0
+                   else None)
             tensor.gather(dst=0, out=out)
             if out is not None:  # rank 0
                 full[name] = out
