@@ -50,8 +50,7 @@ def check_days(dataset: str | Path | None, ranges: Sequence[tuple[str, str]]) ->
         InputError: naming the first bad flag (``--dataset`` for a missing data set).
     """
     days = {flag: days_of(flag, text) for flag, text in ranges}
-    check_dataset(dataset)
-    assert dataset is not None
+    dataset = check_dataset(dataset)
     for flag, text in ranges:
         missing = [d for d in days[flag] if not day_files(dataset, d)]
         if missing:
@@ -59,14 +58,15 @@ def check_days(dataset: str | Path | None, ranges: Sequence[tuple[str, str]]) ->
                              f"{dataset}, first {missing[0]} (present: {_present(dataset)})")
 
 
-def check_dataset(dataset: str | Path | None) -> None:
-    """:class:`InputError` unless ``dataset`` names a folder."""
+def check_dataset(dataset: str | Path | None) -> Path:
+    """``dataset`` as a path, or :class:`InputError` unless it names a folder."""
     if not dataset:
         raise InputError("--dataset", "", "is not set (pass --dataset DIR or set "
                          "data.dataset in the config)")
     if not Path(dataset).is_dir():
         raise InputError("--dataset", dataset, "is not a folder (make one with `protorec "
                          "simulate --out DIR` or `protorec ingest`)")
+    return Path(dataset)
 
 
 def _present(dataset: str | Path) -> str:
