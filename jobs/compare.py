@@ -11,6 +11,8 @@ import argparse
 import logging
 import sys
 
+from protorec.pipeline.threads import add_threads_argument
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -27,30 +29,33 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dataset", help="contract data set (default: the config's data.dataset)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every run (YAML value); repeatable")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA when torch sees a device, else CPU")
     p.add_argument("--progress", action="store_true", help="progress bars of the passes")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the tables of the runs finished in --out")
+    add_threads_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the job: 0 on success, 2 on a bad config or ``--out`` (one line why)."""
     from protorec.pipeline.config import ConfigError
+    from protorec.pipeline.inputs import InputError
 
     try:
         return _compare(args)
-    except ConfigError as exc:
+    except (ConfigError, InputError) as exc:
         print(f"protorec compare: {exc}", file=sys.stderr)
         return 2
 
 
 def _compare(args: argparse.Namespace) -> int:
-    import torch
-
     from protorec.pipeline.compare import run_compare, summary_markdown
     from protorec.pipeline.distributed import init_distributed, shutdown_distributed
+    from protorec.pipeline.inputs import check_days
     from protorec.pipeline.job_config import load_config
+    from protorec.pipeline.threads import set_threads
     from protorec.pipeline.variants import apply_overrides, parse_override
 
     # force: importing torchrec has configured the root logger already. TorchRec and
@@ -61,9 +66,11 @@ def _compare(args: argparse.Namespace) -> int:
     config = apply_overrides(load_config(args.config), [parse_override(s) for s in args.overrides])
     variants = [v.strip() for v in args.models.split(",") if v.strip()]
     dataset = args.dataset or config.data.dataset
+    # --report-only reads the test days (the oracle's figures), not the training days.
+    check_days(dataset, [("--test", args.test)] if args.report_only
+               else [("--train", args.train), ("--test", args.test)])
+    set_threads(args.threads)
     ctx = init_distributed(args.device)
-    if ctx.device.type == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads() // ctx.world_size))
     try:
         summary = run_compare(config, variants, args.seeds, dataset, args.train, args.test,
                               args.out, ctx, progress=args.progress,

@@ -16,14 +16,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from protorec.pipeline.config import ConfigError
-from protorec.pipeline.contract import ContractError
-from protorec.pipeline.ingest import SUMMARY_FILE, IngestError, ingest
-from protorec.pipeline.ingest_kuairand import kuairand_files
-from protorec.pipeline.ingest_open_bandit import open_bandit_files
-from protorec.pipeline.ingest_parquet import parquet_files
-from protorec.pipeline.job_config import CONFIG_DIR, load_config
-
 SOURCES = ("kuairand", "open_bandit", "parquet")
 
 
@@ -56,6 +48,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the job and print its summary; the exit status is in the module doc."""
+    # Imported here, not at the top: `protorec --help` would load torch through them.
+    from protorec.pipeline.config import ConfigError
+    from protorec.pipeline.contract import ContractError
+    from protorec.pipeline.ingest import SUMMARY_FILE, IngestError, ingest
+    from protorec.pipeline.ingest_kuairand import kuairand_files
+    from protorec.pipeline.ingest_open_bandit import open_bandit_files
+    from protorec.pipeline.ingest_parquet import parquet_files
+    from protorec.pipeline.job_config import CONFIG_DIR, load_config
+
     if args.source == "parquet" and not args.config:
         print("protorec ingest: parquet needs --config (its data.scenarios and "
               "ingest.parquet section describe your data)", file=sys.stderr)

@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", default="simulator", help="YAML file or a name in configs/")
     p.add_argument("--world-size", type=int, required=True, help="ranks of the target")
     p.add_argument("--local-world-size", type=int, help="ranks per node (default: all)")
-    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                   help="the target's devices")
     p.add_argument("--hbm-gb", type=float, help="device memory per rank, GiB")
     p.add_argument("--batch-size", type=int, help="per-rank batch (default: loader's)")
     p.add_argument("--table-rows", type=_table_rows, action="append", default=[],

@@ -8,9 +8,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from protorec.pipeline.job_config import CONFIG_DIR, load_config
-from protorec.pipeline.simulator import simulate
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``simulate`` subcommand on ``subparsers`` and set its ``func``."""
@@ -30,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="folder with KuaiRand's user_features_pure.csv and video_features_basic_pure.csv",
     )
     p.add_argument(
-        "--config", default=str(CONFIG_DIR / "simulator.yaml"), help="protorec YAML config"
+        "--config", default="simulator", help="YAML file or a name in configs/"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-day lines")
     p.set_defaults(func=run)
@@ -38,6 +35,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the job: 0 on success, 1 if any row was quarantined (a simulator bug), 2 on bad input."""
+    # Imported here, not at the top: `protorec --help` would load torch through them.
+    from protorec.pipeline.job_config import load_config
+    from protorec.pipeline.simulator import simulate
+
     if args.days < 1:
         print(f"protorec simulate: --days must be >= 1, got {args.days}", file=sys.stderr)
         return 2

@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+from protorec.pipeline.threads import add_threads_argument
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train on days A..B, evaluate on C..D")
@@ -28,19 +30,21 @@ def add_parser(subparsers) -> None:
                    "(the daily job's export: `protorec evaluate --model DIR` scores it)")
     p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard events of the "
                    "run to DIR (needs the tensorboard package): tensorboard --logdir DIR")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA when torch sees a device, else CPU")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from protorec.pipeline.config import ConfigError
     from protorec.pipeline.distributed import init_distributed, shutdown_distributed
     from protorec.pipeline.experiment import oracle_metrics, train_and_evaluate
+    from protorec.pipeline.inputs import InputError, check_days
     from protorec.pipeline.job_config import load_config
     from protorec.pipeline.metrics import metrics_markdown
+    from protorec.pipeline.threads import set_threads
     from protorec.pipeline.trainer import check_embedding_optimizer
     from protorec.pipeline.variants import apply_overrides, parse_override, variant_config
 
@@ -54,10 +58,12 @@ def run(args: argparse.Namespace) -> int:
         if args.model:
             config = variant_config(config, args.model)
         config = apply_overrides(config, [parse_override(s) for s in args.overrides])
-    except ConfigError as exc:
+        dataset = args.dataset or config.data.dataset
+        check_days(dataset, [("--train", args.train), ("--test", args.test)])
+    except (ConfigError, InputError) as exc:
         print(f"protorec train: {exc}", file=sys.stderr)
         return 2
-    dataset = args.dataset or config.data.dataset
+    set_threads(args.threads)
     ctx = init_distributed(args.device)
     try:
         check_embedding_optimizer(config.train, ctx.device)
@@ -65,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"protorec train: {exc}", file=sys.stderr)
         shutdown_distributed()
         return 2
-    if ctx.device.type == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads() // ctx.world_size))
     try:
         metrics = train_and_evaluate(
             config, dataset, args.train, args.test, ctx, progress=not args.quiet,

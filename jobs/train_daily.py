@@ -15,45 +15,58 @@ docs/daily.md describes the steps, the work directory and the metrics.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import os
 import sys
+
+from protorec.pipeline.quiet import quiet_third_party_warnings
+from protorec.pipeline.threads import add_threads_argument, set_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_daily", description=__doc__.splitlines()[0])
     p.add_argument("--config", default="simulator", help="YAML file or a name in configs/")
-    p.add_argument("--date", required=True, type=dt.date.fromisoformat, metavar="YYYY-MM-DD")
+    p.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the day to train")
     p.add_argument("--workdir", required=True, help="checkpoints, exports and run records")
     p.add_argument("--dataset", help="contract data set (default: the config's data.dataset)")
     p.add_argument("--force", action="store_true", help="retrain a date that is already done")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA when torch sees a device, else CPU")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before torch is first imported (see jobs/cli.py and pipeline/threads.py).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
+    quiet_third_party_warnings()
     _tag_rank(int(os.environ.get("RANK", "0")))
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s [rank %(rank)s] %(name)s: %(message)s")
     # TorchRec and fbgemm log every plan and pipeline fill at INFO: protorec's own lines only.
     logging.getLogger("protorec").setLevel(logging.INFO)
 
-    import torch
-
     from protorec.pipeline.config import ConfigError
     from protorec.pipeline.daily import run_day
     from protorec.pipeline.distributed import init_distributed, shutdown_distributed
+    from protorec.pipeline.inputs import InputError, check_dataset, days_of
     from protorec.pipeline.job_config import load_config
     from protorec.pipeline.trainer import check_embedding_optimizer
 
     try:
+        days = days_of("--date", args.date)
+        if len(days) != 1:
+            raise InputError("--date", args.date, "is a range: the daily job trains one day "
+                             "(YYYY-MM-DD)")
         config = load_config(args.config)
-    except (ConfigError, FileNotFoundError) as exc:
+        # A missing day is not checked here: it is exit status 4 (data not landed yet).
+        check_dataset(args.dataset or config.data.dataset)
+    except (ConfigError, InputError, FileNotFoundError) as exc:
         print(f"train_daily: {exc}", file=sys.stderr)
         return 2
+    set_threads(args.threads)
     ctx = init_distributed(args.device)
     try:
         check_embedding_optimizer(config.train, ctx.device)
@@ -61,10 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_daily: {exc}", file=sys.stderr)
         shutdown_distributed()
         return 2
-    if ctx.device.type == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads() // ctx.world_size))
     try:
-        return run_day(config, args.date, args.workdir, ctx, dataset=args.dataset,
+        return run_day(config, days[0], args.workdir, ctx, dataset=args.dataset,
                        force=args.force, progress=not args.quiet)
     finally:
         shutdown_distributed()

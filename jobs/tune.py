@@ -10,6 +10,8 @@ import argparse
 import logging
 import sys
 
+from protorec.pipeline.threads import add_threads_argument
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -33,7 +35,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every trial (YAML value); repeatable")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA when torch sees a device, else CPU")
+    add_threads_argument(p)
     p.set_defaults(func=run)
 
 
@@ -41,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     """0 when the study has its trials; 2 on a bad config, flag or --out (one line why)."""
     from protorec.pipeline.config import ConfigError
     from protorec.pipeline.distributed import init_distributed, shutdown_distributed
+    from protorec.pipeline.inputs import InputError, check_days
     from protorec.pipeline.job_config import load_config
+    from protorec.pipeline.threads import set_threads
     from protorec.pipeline.trainer import check_embedding_optimizer
     from protorec.pipeline.tune import tune
     from protorec.pipeline.variants import apply_overrides, parse_override
@@ -55,9 +61,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = apply_overrides(load_config(args.config),
                                  [parse_override(s) for s in args.overrides])
-    except ConfigError as exc:
+        check_days(args.dataset or config.data.dataset,
+                   [("--train", args.train), ("--valid", args.valid)])
+    except (ConfigError, InputError) as exc:
         print(f"protorec tune: {exc}", file=sys.stderr)
         return 2
+    set_threads(args.threads)
     ctx = init_distributed(args.device)
     try:
         if ctx.world_size > 1:

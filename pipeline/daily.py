@@ -46,7 +46,7 @@ from protorec.pipeline.contract import (
     partition_dir,
     reason_counts,
 )
-from protorec.pipeline.day_reader import DayReader
+from protorec.pipeline.day_reader import DayReader, day_files
 from protorec.pipeline.distributed import DistContext, broadcast_from_rank0
 from protorec.pipeline.experiment import oracle_metrics
 from protorec.pipeline.export import MANIFEST as EXPORT_MANIFEST
@@ -299,7 +299,7 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
         log.info("%s already done (%s, %s): nothing changed; --force retrains it",
                  day, record["status"], wd.record(day))
         return int(record["exit_status"])
-    if not any(partition_dir(dataset, day).glob("*.parquet")):
+    if not day_files(dataset, day):
         log.error("%s: no partition %s: the day's data has not landed; nothing changed",
                   day, partition_dir(dataset, day))
         return EXIT_NO_DATA

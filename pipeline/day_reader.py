@@ -79,6 +79,11 @@ def holdout_mask(num_rows: int, fraction: float, seed: int) -> np.ndarray:
     return hash_ids(salted, buckets) < int(fraction * buckets)
 
 
+def day_files(dataset_dir: str | Path, day: dt.date) -> list[Path]:
+    """The Parquet files of ``day``'s partition, in name order ([]: the day has no data)."""
+    return sorted(partition_dir(dataset_dir, day).glob("*.parquet"))
+
+
 @dataclass(frozen=True)
 class RowGroup:
     """One Parquet row group of the days read, placed in the reader's row order."""
@@ -114,10 +119,10 @@ class DayReader:
         self.row_groups: list[RowGroup] = []
         start = 0
         for day in self.days:
-            folder = partition_dir(self.dataset_dir, day)
-            files = sorted(folder.glob("*.parquet"))
+            files = day_files(self.dataset_dir, day)
             if not files:
-                raise FileNotFoundError(f"no Parquet files for day {day} in {folder}")
+                raise FileNotFoundError(f"no Parquet files for day {day} in "
+                                        f"{partition_dir(self.dataset_dir, day)}")
             for path in files:
                 try:
                     meta = pq.ParquetFile(path).metadata

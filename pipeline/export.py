@@ -75,7 +75,11 @@ def gather_state_dict(sharded: ShardedModel) -> dict[str, torch.Tensor] | None:
     full: dict[str, torch.Tensor] = {}
     for name, tensor in sharded.dmp.state_dict().items():
         if hasattr(tensor, "local_shards"):  # ShardedTensor
-            out = torch.empty(tensor.size(), dtype=tensor.dtype) if rank0 else None
+            # metadata(), not size() / dtype: those go through ShardedTensor's deprecated
+            # __torch_function__, which warns.
+            meta = tensor.metadata()
+            out = (torch.empty(meta.size, dtype=meta.tensor_properties.dtype) if rank0
+                   else None)
             tensor.gather(dst=0, out=out)
             if out is not None:  # rank 0
                 full[name] = out
@@ -205,18 +209,34 @@ def verify_export(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def read_export_config(directory: str | Path) -> ProtorecConfig:
+    """The config of the export in ``directory``, after checking the manifest (no model)."""
+    directory = Path(directory)
+    verify_export(directory)
+    config_path = directory / CONFIG
+    return from_dict(ProtorecConfig, yaml.safe_load(config_path.read_text()),
+                     source=str(config_path))
+
+
 def load_export(directory: str | Path) -> tuple[ProtorecConfig, RecModel]:
     """Rebuild the exported model on CPU, in eval mode, after checking the manifest.
 
     Needs no process group: the tables are plain EmbeddingBagCollections here.
     """
     directory = Path(directory)
-    verify_export(directory)
-    config_path = directory / CONFIG
-    config = from_dict(ProtorecConfig, yaml.safe_load(config_path.read_text()),
-                       source=str(config_path))
+    config = read_export_config(directory)
+    try:
+        state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors alike
+        # The checksum matched: the file was written so (or re-listed by hand), not damaged.
+        # torch's own message advises weights_only=False, which would run the file's code.
+        raise ExportError(f"{directory / WEIGHTS}: not a weights-only state dict "
+                          f"(torch.load refused it: {type(exc).__name__}); export the model "
+                          "again (protorec train --export DIR, or the daily job)") from None
+    if not isinstance(state, dict):
+        raise ExportError(f"{directory / WEIGHTS}: holds a {type(state).__name__}, "
+                          "not a state dict")
     model = build_model(config, ebc_device="cpu")
-    state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     model.eval()
     return config, model

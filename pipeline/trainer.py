@@ -191,7 +191,11 @@ def init_embeddings(dmp: DistributedModelParallel, seed: int) -> None:
             )
             for (row0, col0), local in shards:
                 num_rows, dim = local.shape
-                full_dim = tensor.size(1) if tensor.dim() == 2 else dim
+                # A ShardedTensor's metadata, not its size(): torch warns on every call
+                # that goes through ShardedTensor's deprecated __torch_function__.
+                full = (tensor.metadata().size if hasattr(tensor, "local_shards")
+                        else tensor.shape)
+                full_dim = full[1] if len(full) == 2 else dim
                 bound = 1.0 / math.sqrt(full_dim)
                 for b0 in range(row0 // _INIT_BLOCK_ROWS * _INIT_BLOCK_ROWS, row0 + num_rows,
                                 _INIT_BLOCK_ROWS):

@@ -68,10 +68,11 @@ def test_evaluate_gives_the_trained_models_figures(exported, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "protorec.jobs.cli", "evaluate", "--model",
-         str(exported / "export"), "--data", str(exported / "data"), "--dates", TEST_DAYS,
+         str(exported / "export"), "--dataset", str(exported / "data"), "--dates", TEST_DAYS,
          "--out", str(out)], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| overall |" in run.stdout and "oracle" in run.stdout
+    assert "deprecated" not in run.stderr
     metrics = json.loads(out.read_text())
     config, _ = load_export(exported / "export")
     trained = prediction_metrics(config, dict(np.load(exported / "preds.npz")))
@@ -82,6 +83,18 @@ def test_evaluate_gives_the_trained_models_figures(exported, tmp_path):
         for key in ("auc", "gauc", "ndcg@10", "logloss"):
             assert got[key] == pytest.approx(want[key], abs=1e-6), (scope, key)
     assert metrics["oracle"]["overall"]["auc"] > metrics["overall"]["auc"]
+
+
+def test_evaluate_reads_the_old_data_flag_and_prints_without_out(exported, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "protorec.jobs.cli", "evaluate", "--model",
+         str(exported / "export"), "--data", str(exported / "data"), "--dates", "2026-01-03"],
+        env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "--data is deprecated, use --dataset" in run.stderr
+    assert "on 2026-01-03:" in run.stdout and "| overall |" in run.stdout
+    assert list(tmp_path.iterdir()) == []  # no --out: nothing written
 
 
 def test_the_loaded_export_predicts_what_the_sharded_model_did(exported):
