@@ -47,11 +47,14 @@ def holder(tmp_path):
     proc.wait()
 
 
-def test_second_daily_job_exits_locked_naming_the_holder(holder):
+def test_second_daily_job_exits_locked_naming_the_holder(holder, tmp_path):
     workdir, proc = holder
+    dataset = tmp_path / "data"  # a data set folder (its days are read after the lock)
+    dataset.mkdir()
     job = subprocess.run(
         [sys.executable, "-m", "protorec.jobs.train_daily", "--config", "simulator",
-         "--date", "2026-01-01", "--workdir", str(workdir), "--device", "cpu", "--quiet"],
+         "--date", "2026-01-01", "--workdir", str(workdir), "--dataset", str(dataset),
+         "--device", "cpu", "--quiet"],
         capture_output=True, text=True, env=_env(), timeout=300,
     )
     assert job.returncode == EXIT_LOCKED == 5, job.stderr
