@@ -16,8 +16,8 @@
 #
 # Arguments are appended to the job's flags. `entrypoint.sh protorec ...` (or any other
 # command) runs that command instead, e.g. `protorec ingest ...` in the same image.
-# Exit status (docs/daily.md): 0 published, 3 refused by the gate, 2 bad environment,
-# anything else a failure (torchrun reports every failing worker as 1).
+# Exit status (docs/daily.md): the job's own (0 published, 3 refused by the gate, 4 no data,
+# 5 locked, 6 bad data), 2 bad environment, 1 a failure.
 set -euo pipefail
 
 die() { echo "entrypoint: $*" >&2; exit 2; }
@@ -65,13 +65,16 @@ job=(--config "$config" --date "$day" --workdir "$workdir" --device "$device")
 [ -z "${PROTOREC_DATASET:-}" ] || job+=(--dataset "$PROTOREC_DATASET")
 [ "${PROTOREC_FORCE:-0}" != 1 ] || job+=(--force)
 
-# torchrun reports any worker's non-zero exit as 1: the gate's refusal (the job's status 3)
-# is read back from the day's run record, when this launch wrote it (or, without
-# --force, when the date was refused before). Signals go on to torchrun, which stops
-# the workers.
+# torchrun reports any worker's non-zero exit as 1: the job's documented status (0, 2-6)
+# comes back through PROTOREC_STATUS_FILE, written by each node's local rank 0 (as for
+# `protorec daily`); failing that, the gate's refusal (3) is read back from the day's run
+# record, when this launch wrote it (or, without --force, when the date was refused
+# before). Signals go on to torchrun, which stops the workers.
 record="$workdir/runs/$day.json"
+status_file=$(mktemp)
 launched=$(date +%s)
-"${TORCHRUN:-torchrun}" "${launcher[@]}" "$root/jobs/train_daily.py" "${job[@]}" "$@" &
+PROTOREC_STATUS_FILE=$status_file \
+  "${TORCHRUN:-torchrun}" "${launcher[@]}" "$root/jobs/train_daily.py" "${job[@]}" "$@" &
 pid=$!
 trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
 status=0
@@ -80,7 +83,11 @@ if [ "$status" -gt 128 ] && kill -0 "$pid" 2>/dev/null; then
   status=0
   wait "$pid" || status=$?
 fi
-if [ "$status" -ne 0 ] && [ -f "$record" ] && grep -q '"exit_status": 3' "$record"; then
+reported=$(cat "$status_file")
+rm -f "$status_file"
+if [[ $reported =~ ^[0-9]+$ ]]; then
+  status=$reported
+elif [ "$status" -ne 0 ] && [ -f "$record" ] && grep -q '"exit_status": 3' "$record"; then
   if [ "${PROTOREC_FORCE:-0}" != 1 ] || [ "$(stat -c %Y "$record")" -ge "$launched" ]; then
     status=3
   fi

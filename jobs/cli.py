@@ -17,8 +17,8 @@ from importlib.metadata import PackageNotFoundError, version
 from protorec.pipeline.quiet import quiet_third_party_warnings
 
 #: Job modules, in the order `protorec --help` lists them.
-JOBS = ("simulate", "ingest", "train", "tune", "evaluate", "predict", "compare", "plan",
-        "report")
+JOBS = ("simulate", "ingest", "train", "tune", "evaluate", "predict", "compare", "daily",
+        "plan", "report")
 
 #: Exit status of a command whose reader went away (``protorec report | head``): 128 +
 #: SIGPIPE, as a shell reports a program that the signal ended.

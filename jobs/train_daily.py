@@ -9,6 +9,7 @@ lock (``W/job.lock``; nothing changed), 6 the day's partition breaks the data co
 (unreadable file, missing column, or mostly invalid rows; nothing changed), 2 bad
 arguments or config, 1 any other failure.
 Under torchrun a worker's non-zero status reaches the shell as 1; the log says which.
+``protorec daily`` launches the ranks through torchrun and exits with the job's status.
 docs/daily.md describes the steps, the work directory and the metrics.
 """
 
@@ -108,5 +109,28 @@ def _exit(status: int) -> None:
     os._exit(status)
 
 
+#: Statuses the job returns on purpose (the module doc); anything else is a failure.
+DOCUMENTED_STATUSES = frozenset({0, 2, 3, 4, 5, 6})
+#: Set by ``protorec daily``: where each node's local rank 0 writes the job's status.
+STATUS_FILE_ENV = "PROTOREC_STATUS_FILE"
+
+
+def _hand_over_status(status: int) -> int:
+    """Under ``protorec daily``, write a documented status to its file and exit 0.
+
+    torchrun turns any worker's non-zero exit into 1 and prints a ChildFailedError
+    traceback, which would hide a refusal (3), missing data (4), a held lock (5) or bad
+    data (6): the launcher reads the status from the file instead. A crash keeps its
+    non-zero exit, so torchrun reports it as it should.
+    """
+    path = os.environ.get(STATUS_FILE_ENV)
+    if not path or status not in DOCUMENTED_STATUSES:
+        return status
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        with open(path, "w") as f:
+            f.write(f"{status}\n")
+    return 0
+
+
 if __name__ == "__main__":
-    _exit(main())
+    _exit(_hand_over_status(main()))

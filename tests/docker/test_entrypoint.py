@@ -77,6 +77,16 @@ def test_gate_refusal_survives_torchrun(tmp_path, recorded, force, expected):
     assert run.returncode == expected, run.stderr
 
 
+@pytest.mark.parametrize("status", [4, 5, 6])
+def test_job_status_file_survives_torchrun(tmp_path, status):
+    # as jobs/train_daily.py does under a launcher: the status in the file, exit 0
+    reporting = tmp_path / "torchrun"
+    reporting.write_text(f'#!/bin/sh\necho {status} > "$PROTOREC_STATUS_FILE"\nexit 0\n')
+    reporting.chmod(0o755)
+    run = _run(str(reporting), PROTOREC_WORKDIR=str(tmp_path / "w"), PROTOREC_DATE="2026-01-05")
+    assert run.returncode == status, run.stderr
+
+
 def test_other_commands_run_as_given(fake_torchrun):
     run = _run(fake_torchrun, "echo", "protorec", "ingest")
     assert run.returncode == 0 and run.stdout == "protorec ingest\n"
