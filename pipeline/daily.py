@@ -218,7 +218,11 @@ def _quarantined(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict[st
 
 
 def drift(config: ProtorecConfig, dataset: Path, day: dt.date) -> dict[str, dict[str, float]]:
-    """Per scenario: label rate of the day, watch-ratio shift (W1) against the day before."""
+    """Per scenario: rows, label rate and watch-ratio shift (W1) against the day before.
+
+    Counts the day's valid rows, and the day before's (``rows_day_before``, NaN without
+    a partition) for :func:`vanished_scenarios`.
+    """
     today = _day_columns(dataset, day, config)
     assert today is not None, "drift is measured on a day whose partition was read"
     before = _day_columns(dataset, day - dt.timedelta(days=1), config)
@@ -226,14 +230,29 @@ def drift(config: ProtorecConfig, dataset: Path, day: dt.date) -> dict[str, dict
     for s, name in enumerate(_scenario_names(config)):
         rows = today["scenario"] == s
         ratio = today["ratio"][rows]
-        entry = {"label_rate": float(today["click"][rows].mean()) if rows.any() else float("nan"),
-                 "watch_ratio_shift": float("nan")}
+        entry = {"rows": float(rows.sum()),
+                 "label_rate": float(today["click"][rows].mean()) if rows.any() else float("nan"),
+                 "watch_ratio_shift": float("nan"), "rows_day_before": float("nan")}
         if before is not None:
-            prev = before["ratio"][before["scenario"] == s]
+            prev_rows = before["scenario"] == s
+            prev = before["ratio"][prev_rows]
+            entry["rows_day_before"] = float(prev_rows.sum())
             entry["watch_ratio_shift"] = watch_ratio_shift(ratio[np.isfinite(ratio)],
                                                            prev[np.isfinite(prev)])
         out[name] = entry
     return out
+
+
+def vanished_scenarios(per_scenario: dict[str, dict[str, float]]) -> list[str]:
+    """Scenarios with rows the day before and none today (from :func:`drift`).
+
+    >>> vanished_scenarios({"feed": {"rows": 5.0, "rows_day_before": 4.0},
+    ...                     "live": {"rows": 0.0, "rows_day_before": 9.0},
+    ...                     "new": {"rows": 0.0, "rows_day_before": float("nan")}})
+    ['live']
+    """
+    return [name for name, d in per_scenario.items()
+            if d["rows"] == 0 and d["rows_day_before"] > 0]
 
 
 def _prototype_mass(sharded: ShardedModel, loader: ContractLoader) -> np.ndarray | None:
@@ -519,8 +538,15 @@ def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate:
     yesterday = wd.read_record(day - dt.timedelta(days=1))
     prev_mass = (np.asarray(yesterday["prototype_mass"])
                  if yesterday and yesterday.get("prototype_mass") else None)
+    vanished = vanished_scenarios(per_scenario)
+    if vanished:
+        # A feed tab switched off upstream, or a broken export of one scenario's logs:
+        # either way the model trained without it today, and the gate cannot judge it.
+        log.warning("%s: scenario(s) %s had rows the day before and none today",
+                    day, ", ".join(vanished))
     for s, name in enumerate(names):
         entry = per_scenario[name]
+        entry.pop("rows_day_before")
         entry["auc"] = metrics["per_scenario"][name]["auc"]
         entry["rows_quarantined"] = float(quarantined[name])
         entry["prototype_mass_shift"] = (
@@ -531,14 +557,14 @@ def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate:
     record = {
         "date": day.isoformat(), "status": status, "exit_status": exit_status,
         "warm_from": warm_from, "resumed_at": resumed_at, "gate": gate.as_dict(),
-        "invalid_rows": invalid.as_dict(),
+        "invalid_rows": invalid.as_dict(), "vanished_scenarios": vanished,
         "metrics": metrics,
         "baseline": baseline, "oracle": oracle_metrics(config, dataset, f"{day}..{day}",
                                  holdout_fraction=config.daily.holdout_fraction),
         "refresh": refresh,
         "drift": {k: {m: (v if np.isfinite(v) else None) for m, v in d.items()
-                      if m in ("label_rate", "watch_ratio_shift", "prototype_mass_shift",
-                               "rows_quarantined")}
+                      if m in ("rows", "label_rate", "watch_ratio_shift",
+                               "prototype_mass_shift", "rows_quarantined")}
                   for k, d in per_scenario.items()},
         "prototype_mass": mass.tolist() if mass is not None else None,
         "train": {"steps": steps, "samples": samples, "seconds": round(seconds, 3),

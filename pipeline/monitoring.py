@@ -52,7 +52,7 @@ class JobReport:
     """What one run of a job reports: per-scenario figures and per-job figures.
 
     ``per_scenario`` maps a scenario name to ``{metric: value}`` with metric among
-    ``auc``, ``label_rate``, ``watch_ratio_shift``, ``prototype_mass_shift``,
+    ``rows``, ``auc``, ``label_rate``, ``watch_ratio_shift``, ``prototype_mass_shift``,
     ``rows_quarantined``; ``job`` holds ``samples``, ``step_seconds``,
     ``duration_seconds``, ``last_success_timestamp``, ``exported`` (1 or 0).
     """
@@ -65,6 +65,7 @@ class JobReport:
 
 
 _SCENARIO_SERIES = {
+    "rows": "valid rows of the day (0 for a scenario that vanished)",
     "auc": "AUC of the click prediction on the held-out slice",
     "label_rate": "click rate of the day's data",
     "watch_ratio_shift": "Wasserstein-1 between today's and yesterday's watch-ratio samples",

@@ -47,7 +47,7 @@ def sim(tmp_path_factory):
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))
     subprocess.run([sys.executable, "-m", "protorec.jobs.cli", "simulate", "--config",
                     str(root / "config.yaml"), "--out", str(root / "data"), "--start",
-                    DAY.isoformat(), "--days", "1", "--quiet"], check=True, env=_env())
+                    DAY.isoformat(), "--days", "2", "--quiet"], check=True, env=_env())
     return root
 
 
@@ -60,10 +60,10 @@ def data(sim, tmp_path):
     return tmp_path / "data", files[0]
 
 
-def _run(sim, data, workdir):
+def _run(sim, data, workdir, day=DAY):
     return subprocess.run(
         [sys.executable, JOB, "--config", str(sim / "config.yaml"), "--dataset", str(data),
-         "--workdir", str(workdir), "--date", DAY.isoformat(), "--quiet", "--device", "cpu"],
+         "--workdir", str(workdir), "--date", day.isoformat(), "--quiet", "--device", "cpu"],
         env=_env(), capture_output=True, text=True)
 
 
@@ -148,3 +148,18 @@ def test_bad_rows_are_left_out_counted_and_the_day_published(sim, data, tmp_path
         "unknown_scenario": 100, "wrong_date": 100}
     # trained and evaluated on the 9,500 valid rows only (hold-out + training = valid)
     assert record["metrics"]["overall"]["samples"] + record["train"]["samples"] == 9_500
+
+
+def test_vanished_scenario_is_warned_and_counted(sim, data, tmp_path):
+    dataset, _ = data
+    day2 = DAY + dt.timedelta(days=1)
+    path = sorted(partition_dir(dataset, day2).glob("*.parquet"))[0]
+    live = 3  # configs/simulator.yaml: scenario code of "live"
+    _rewrite(path, lambda t: t.filter(pa.array(t.column("scenario").to_numpy() != live)))
+    wd = tmp_path / "wd"
+    run = _run(sim, dataset, wd, day=day2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "scenario(s) live had rows the day before and none today" in run.stderr
+    record = json.loads((wd / "runs" / f"{day2}.json").read_text())
+    assert record["vanished_scenarios"] == ["live"]
+    assert record["drift"]["live"]["rows"] == 0 and record["drift"]["feed"]["rows"] > 0
