@@ -42,6 +42,20 @@ def test_gateway_answering_non_http_warns_and_does_not_raise(caplog):
     assert "not pushed" in caplog.text and "BadStatusLine" in caplog.text
 
 
+def test_hung_gateway_times_out_with_a_warning(caplog):
+    # accepts the connection (the kernel's backlog does) and never answers
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    try:
+        with caplog.at_level(logging.WARNING, logger="protorec.pipeline.monitoring"):
+            assert publish(_report(), pushgateway=f"127.0.0.1:{port}", timeout_s=1) is False
+    finally:
+        server.close()
+    assert "not pushed" in caplog.text and "timed out" in caplog.text
+
+
 def test_any_push_exception_is_a_warning(monkeypatch, caplog, tmp_path):
     def boom(*args, **kwargs):
         raise RuntimeError("gateway client bug")
