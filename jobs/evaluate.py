@@ -58,6 +58,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from protorec.pipeline.export import load_export, read_export_config
     from protorec.pipeline.inputs import check_days
     from protorec.pipeline.job_config import load_config
+    from protorec.pipeline.loader import oov_summary
     from protorec.pipeline.metrics import metrics_markdown
     from protorec.pipeline.threads import set_threads
     from protorec.pipeline.variants import apply_overrides, parse_override
@@ -92,6 +93,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     metrics["model"] = {"path": str(Path(args.model).resolve()), "name": config.model.name}
     print(f"\n{config.model.name} ({args.model}) on {args.dates}:")
     print(metrics_markdown(metrics))
+    print(oov_summary(metrics["loader"]["test"]))
     if "oracle" in metrics:
         print("\noracle (the simulator's truth):")
         print(metrics_markdown(metrics["oracle"]))

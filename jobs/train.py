@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from protorec.pipeline.experiment import oracle_metrics, train_and_evaluate
     from protorec.pipeline.inputs import InputError, check_days
     from protorec.pipeline.job_config import load_config
+    from protorec.pipeline.loader import oov_summary
     from protorec.pipeline.metrics import metrics_markdown
     from protorec.pipeline.threads import set_threads
     from protorec.pipeline.trainer import check_embedding_optimizer
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 metrics["oracle"] = oracle
             print(f"\n{config.model.name} on {args.test} (trained on {args.train}):")
             print(metrics_markdown(metrics))
+            print(oov_summary(metrics["loader"]["test"]))
             if oracle is not None:
                 print("\noracle (the simulator's true click probability):")
                 print(metrics_markdown(oracle))

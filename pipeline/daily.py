@@ -405,6 +405,9 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
             save_partial(0, e + 1)
 
     metrics = evaluate(sharded, holdout, config, ctx)
+    # OOV ids per table and filled values, of the last training pass and the hold-out
+    metrics["loader"] = {"train": train_loader.stats.all_reduce().as_dict(),
+                         "holdout": holdout.stats.all_reduce().as_dict()}
     if board is not None:
         board.evaluation(config.train.epochs * len(train_loader), metrics, prefix="holdout")
         board.close()

@@ -133,6 +133,7 @@ def evaluate_model(
     loader = ContractLoader(config, days, dataset_dir=dataset, rank=0, world_size=1,
                             shuffle=False, progress=progress, id_maps=model.managed_id_maps())
     metrics = prediction_metrics(config, predict_rows(model, loader))
+    metrics["loader"] = {"test": loader.stats.as_dict()}
     oracle = oracle_metrics(config, dataset, days)
     if oracle is not None:
         metrics["oracle"] = oracle
@@ -190,6 +191,10 @@ def train_and_evaluate(
     }
     if ids:
         metrics["train"]["ids"] = ids
+    # What the loader read and repaired (OOV ids per table, filled dense values): the
+    # last training pass and the test pass, summed over ranks.
+    metrics["loader"] = {"train": loader.stats.all_reduce().as_dict(),
+                         "test": test.stats.all_reduce().as_dict()}
     if board is not None:
         board.evaluation(config.train.epochs * len(loader), metrics, prefix="test")
         board.close()

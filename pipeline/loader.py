@@ -189,6 +189,17 @@ def warn_oov(stats: LoaderStats, config: ProtorecConfig, where: str) -> list[str
     return warned
 
 
+def oov_summary(stats: dict) -> str:
+    """One line of OOV shares per table from :meth:`LoaderStats.as_dict` (job summaries).
+
+    >>> oov_summary({"rows_read": 200, "oov": {"user": 0, "item": 9}, "filled": {}})
+    'out-of-vocabulary ids: user 0.0%, item 4.5% of 200 rows'
+    """
+    rows = max(stats["rows_read"], 1)
+    shares = ", ".join(f"{k} {100 * v / rows:.1f}%" for k, v in stats["oov"].items())
+    return f"out-of-vocabulary ids: {shares} of {stats['rows_read']} rows"
+
+
 def needed_columns(config: ProtorecConfig) -> list[str]:
     """The contract columns a batch of ``config`` is made from (labels and keys included)."""
     cols = list(_BASE_COLUMNS)

@@ -148,6 +148,8 @@ def test_bad_rows_are_left_out_counted_and_the_day_published(sim, data, tmp_path
         "unknown_scenario": 100, "wrong_date": 100}
     # trained and evaluated on the 9,500 valid rows only (hold-out + training = valid)
     assert record["metrics"]["overall"]["samples"] + record["train"]["samples"] == 9_500
+    assert record["metrics"]["loader"]["holdout"]["rows_read"] == \
+        record["metrics"]["overall"]["samples"]
 
 
 def test_vanished_scenario_is_warned_and_counted(sim, data, tmp_path):

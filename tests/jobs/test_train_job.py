@@ -36,6 +36,11 @@ def test_train_job_learns_and_reports_every_scenario(tmp_path, scalar_tags):
     assert "torch thread(s) per process: OMP_NUM_THREADS=1" in run.stderr
     metrics = json.loads(out.read_text())
     assert set(metrics["per_scenario"]) == set(cfg["data"]["scenario_names"])
+    # what the loader read and repaired, per table, is in the JSON and the summary
+    test_rows = metrics["loader"]["test"]
+    assert test_rows["rows_read"] == metrics["overall"]["samples"]
+    assert set(test_rows["oov"]) == {f["name"] for f in cfg["features"]["sparse"]}
+    assert "out-of-vocabulary ids: " in run.stdout and " user 0.0%" in run.stdout
     assert metrics["overall"]["samples"] == sum(
         s["samples"] for s in metrics["per_scenario"].values()
     )
