@@ -154,24 +154,33 @@ def run_environment(ctx: DistContext) -> dict[str, Any]:
             "device": ctx.device.type, "code_version": code_version()}
 
 
-def check_same_environment(variant: str, records: Sequence[dict]) -> None:
+def check_same_environment(variant: str, records: Sequence[dict],
+                           here: dict[str, Any] | None = None) -> None:
     """Refuse to average ``variant``'s runs when they differ in :data:`SAME_ENVIRONMENT`.
 
     Records without an ``environment`` (written before protorec recorded it) are not
     checked: nothing says where they ran.
+
+    Args:
+        variant: the variant of ``records``.
+        records: its finished runs.
+        here: :func:`run_environment` of a compare about to add runs: checked before
+            any training, rather than after hours of it.
 
     Raises:
         ConfigError: naming the field, the values and the run files.
     """
     known = [r for r in records if "environment" in r]
     for field in SAME_ENVIRONMENT:
-        values = {r["environment"][field] for r in known}
+        values = {r["environment"][field] for r in known} | ({here[field]} if here else set())
         if len(values) > 1:
-            files = ", ".join(f"runs/{Run(r['variant'], r['seed']).run_id}.json "
-                              f"({field} {r['environment'][field]})" for r in known)
-            raise ConfigError(variant, field, f"its runs differ ({files}): not averaged; "
-                              "redo them alike (delete the odd ones and resume) or use "
-                              "another --out")
+            where = [f"runs/{Run(r['variant'], r['seed']).run_id}.json "
+                     f"({field} {r['environment'][field]})" for r in known]
+            if here:
+                where.append(f"this compare ({field} {here[field]})")
+            raise ConfigError(variant, field, f"its runs differ ({', '.join(where)}): not "
+                              "averaged; redo them alike (delete the odd ones and resume) "
+                              "or use another --out")
 
 
 def aggregate(records: Sequence[dict], oracle: dict | None, settings: dict) -> dict:
@@ -420,6 +429,11 @@ def run_compare(
         # Before the first run: stopped during it, the compare leaves a folder to resume.
         (out / "runs").mkdir(parents=True, exist_ok=True)
         todo = pending_runs(out, base, runs, settings)
+        if train:
+            finished = load_runs(out)
+            for variant in dict.fromkeys(r.variant for r in todo):
+                check_same_environment(variant, [r for r in finished if r["variant"] == variant],
+                                       here=run_environment(ctx))
         skipped = [r.run_id for r in runs if r not in todo]
         log.info("compare: %d runs (%d variants x %d seeds) into %s", len(runs),
                  len(variants), seeds, out)

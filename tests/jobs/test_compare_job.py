@@ -227,3 +227,14 @@ def test_runs_of_one_variant_on_different_world_sizes_are_not_averaged(
     records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
     del records[1]["environment"]
     assert aggregate(records, None, {})["models"]["mmoe"]["seeds"] == [0, 1]
+
+    # a compare (world size 1) that would add seed 1 beside a seed 0 run on 2 ranks stops
+    # before training it
+    (out / "runs" / "mmoe__seed0.json").unlink()
+    monkeypatch.setattr(compare_module, "train_and_evaluate",
+                        lambda *a, **k: pytest.fail("trained a run it cannot average"))
+    args = _job_args(tiny_data, out)
+    args.models = "mmoe"
+    assert args.func(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "(runs/mmoe__seed1.json (world_size 2), this compare (world_size 1))" in err
