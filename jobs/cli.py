@@ -12,8 +12,8 @@ import argparse
 import importlib
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
+from protorec.pipeline.provenance import package_version
 from protorec.pipeline.quiet import quiet_third_party_warnings
 
 #: Job modules, in the order `protorec --help` lists them.
@@ -36,17 +36,10 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _version() -> str:
-    try:
-        return version("protorec")
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown (not installed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="protorec", description=__doc__.splitlines()[0],
                                      formatter_class=DefaultsFormatter)
-    parser.add_argument("--version", action="version", version=f"protorec {_version()}")
+    parser.add_argument("--version", action="version", version=f"protorec {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in JOBS:
         module = importlib.import_module(f"protorec.jobs.{name}")

@@ -2,16 +2,22 @@
 
 One process by default, or under torchrun (rank 0 alone writes):
 ``torchrun --nproc_per_node=2 -m protorec.jobs.cli compare --config simulator ...``.
-Interrupted, it resumes: run it again with the same flags and ``--out``.
+Interrupted (Ctrl-C: one line, exit status 130), it resumes: run it again with the same
+flags and ``--out``; the finished runs are kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 from protorec.pipeline.threads import add_threads_argument
+
+#: Exit status after Ctrl-C: 128 + SIGINT, as a shell reports a program the signal ended.
+EXIT_INTERRUPTED = 130
 
 
 def add_parser(subparsers) -> None:
@@ -32,6 +38,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA when torch sees a device, else CPU")
     p.add_argument("--progress", action="store_true", help="progress bars of the passes")
+    p.add_argument("--quiet", action="store_true", help="no bar of the runs done and their "
+                   "ETA (shown by default when stderr is a terminal)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the tables of the runs finished in --out")
     add_threads_argument(p)
@@ -39,7 +47,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the job: 0 on success, 2 on a bad config or ``--out`` (one line why)."""
+    """Run the job: 0 on success, 2 on a bad config or ``--out``, 130 on Ctrl-C.
+
+    Each failure is one line: why, or after Ctrl-C the runs kept and how to resume.
+    """
     from protorec.pipeline.config import ConfigError
     from protorec.pipeline.inputs import InputError
 
@@ -48,6 +59,23 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, InputError) as exc:
         print(f"protorec compare: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # torchrun passes Ctrl-C to every rank: one line from rank 0 is enough.
+        if os.environ.get("RANK", "0") == "0":
+            print(f"\nprotorec compare: interrupted; {_finished(args)} runs finished and kept "
+                  f"in {Path(args.out, 'runs')}: run the same command again to resume",
+                  file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _finished(args: argparse.Namespace) -> str:
+    """``N of M``: the runs of this compare whose records are in ``--out``."""
+    from protorec.pipeline.compare import Run
+
+    variants = [v.strip() for v in args.models.split(",") if v.strip()]
+    runs = [Run(v, s) for v in variants for s in range(args.seeds)]
+    done = sum(Path(args.out, "runs", f"{r.run_id}.json").exists() for r in runs)
+    return f"{done} of {len(runs)}"
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -74,7 +102,8 @@ def _compare(args: argparse.Namespace) -> int:
     try:
         summary = run_compare(config, variants, args.seeds, dataset, args.train, args.test,
                               args.out, ctx, progress=args.progress,
-                              train=not args.report_only)
+                              train=not args.report_only,
+                              runs_bar=not args.quiet and sys.stderr.isatty())
         if summary is not None:
             print(summary_markdown(summary))
     finally:

@@ -60,6 +60,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from protorec.pipeline.job_config import load_config
     from protorec.pipeline.loader import oov_summary
     from protorec.pipeline.metrics import metrics_markdown
+    from protorec.pipeline.provenance import computed_on
     from protorec.pipeline.threads import set_threads
     from protorec.pipeline.variants import apply_overrides, parse_override
 
@@ -91,6 +92,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                                      config.model.name, args.dates, dataset)
     metrics = evaluate_model(config, model, dataset, args.dates, progress=args.progress)
     metrics["model"] = {"path": str(Path(args.model).resolve()), "name": config.model.name}
+    # An export is evaluated in this one process, on every row of the days.
+    metrics["computed_on"] = computed_on(dataset, args.dates, metrics["overall"]["samples"],
+                                         "every row of the days", config.model.name, 1)
     print(f"\n{config.model.name} ({args.model}) on {args.dates}:")
     print(metrics_markdown(metrics))
     print(oov_summary(metrics["loader"]["test"]))

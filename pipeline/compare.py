@@ -5,13 +5,17 @@ training days and evaluated on the same test days (:func:`train_and_evaluate`). 
 finished run is written at once to ``OUT/runs/<variant>__seed<s>.json``, so a compare that
 crashed or was stopped starts again where it was: finished runs are skipped (and the log
 says so), and a second invocation with more variants into the same ``OUT`` adds them to
-the tables. The aggregate over every run in ``OUT`` goes to ``compare.json``,
-``compare.md`` (each figure the mean ± sample standard deviation over seeds, the oracle
-beside) and ``compare.png`` (per-scenario AUC per model, with error bars).
+the tables. Runs of one variant are averaged only when they ran on the same world size
+and device (:func:`check_same_environment`). The aggregate over every run in ``OUT`` goes
+to ``compare.json``, ``compare.md`` (each figure the mean ± sample standard deviation over
+seeds, the oracle beside) and ``compare.png`` (per-scenario AUC per model, with error
+bars).
 
 Layout of ``OUT``::
 
-    runs/<variant>__seed<s>.json   one run: variant, seed, wall time, config, metrics
+    runs/<variant>__seed<s>.json   one run: variant, seed, wall time, data, where it ran
+                                   (world size, torch threads, device, code version),
+                                   config, metrics
     compare.json                   the aggregate (settings, per-model figures, oracle)
     compare.md                     the Markdown tables
     compare.png                    the chart
@@ -30,12 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import torch.distributed as dist
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from protorec.pipeline.config import ConfigError, to_dict
 from protorec.pipeline.distributed import DistContext
 from protorec.pipeline.experiment import oracle_metrics, train_and_evaluate
 from protorec.pipeline.job_config import ProtorecConfig
+from protorec.pipeline.provenance import code_version
 from protorec.pipeline.variants import VARIANTS, apply_overrides, variant_config
 
 log = logging.getLogger(__name__)
@@ -134,6 +142,47 @@ def _metrics_figures(m: dict) -> dict[str, float | None]:
     return figures
 
 
+#: Fields of a run's ``environment`` that must agree among the seeds of one variant: a
+#: figure averaged over runs on different world sizes (another global batch, other
+#: shards) or devices (other kernels) mixes two experiments.
+SAME_ENVIRONMENT = ("world_size", "device")
+
+
+def run_environment(ctx: DistContext) -> dict[str, Any]:
+    """Where a run ran: world size, torch threads per process, device type, code version."""
+    return {"world_size": ctx.world_size, "torch_threads": torch.get_num_threads(),
+            "device": ctx.device.type, "code_version": code_version()}
+
+
+def check_same_environment(variant: str, records: Sequence[dict],
+                           here: dict[str, Any] | None = None) -> None:
+    """Refuse to average ``variant``'s runs when they differ in :data:`SAME_ENVIRONMENT`.
+
+    Records without an ``environment`` (written before protorec recorded it) are not
+    checked: nothing says where they ran.
+
+    Args:
+        variant: the variant of ``records``.
+        records: its finished runs.
+        here: :func:`run_environment` of a compare about to add runs: checked before
+            any training, rather than after hours of it.
+
+    Raises:
+        ConfigError: naming the field, the values and the run files.
+    """
+    known = [r for r in records if "environment" in r]
+    for field in SAME_ENVIRONMENT:
+        values = {r["environment"][field] for r in known} | ({here[field]} if here else set())
+        if len(values) > 1:
+            where = [f"runs/{Run(r['variant'], r['seed']).run_id}.json "
+                     f"({field} {r['environment'][field]})" for r in known]
+            if here:
+                where.append(f"this compare ({field} {here[field]})")
+            raise ConfigError(variant, field, f"its runs differ ({', '.join(where)}): not "
+                              "averaged; redo them alike (delete the odd ones and resume) "
+                              "or use another --out")
+
+
 def aggregate(records: Sequence[dict], oracle: dict | None, settings: dict) -> dict:
     """Per variant, each figure's mean and spread over its seeds; the oracle beside.
 
@@ -141,10 +190,16 @@ def aggregate(records: Sequence[dict], oracle: dict | None, settings: dict) -> d
         records: run records (``runs/*.json``), any order.
         oracle: :func:`oracle_metrics` of the test days, or None.
         settings: what the runs share (data set, days), stored as they are.
+
+    Raises:
+        ConfigError: a variant's runs ran on different world sizes or devices
+            (:func:`check_same_environment`).
     """
     by_variant: dict[str, list[dict]] = {}
     for record in records:
         by_variant.setdefault(record["variant"], []).append(record)
+    for variant, runs in by_variant.items():
+        check_same_environment(variant, runs)
     # The registry's order (baselines, then DistProto and its ablations), then any other.
     order = [v for v in VARIANTS if v in by_variant] + sorted(set(by_variant) - set(VARIANTS))
     models = {}
@@ -341,6 +396,7 @@ def run_compare(
     ctx: DistContext,
     progress: bool = False,
     train: bool = True,
+    runs_bar: bool = False,
 ) -> dict | None:
     """Train and evaluate every (variant, seed) not yet in ``out``; aggregate all of ``out``.
 
@@ -359,6 +415,7 @@ def run_compare(
         ctx: this process's place in the process group.
         progress: progress bars of the training passes.
         train: False only writes the tables of the runs already finished in ``out``.
+        runs_bar: a bar (rank 0) of the runs finished out of those to do, with an ETA.
     """
     if seeds < 1:
         raise ConfigError("--seeds", "", f"must be >= 1, got {seeds}")
@@ -369,7 +426,14 @@ def run_compare(
     settings = _settings(dataset, train_days, test_days)
     todo: list[Run] | None = None
     if ctx.is_main:
+        # Before the first run: stopped during it, the compare leaves a folder to resume.
+        (out / "runs").mkdir(parents=True, exist_ok=True)
         todo = pending_runs(out, base, runs, settings)
+        if train:
+            finished = load_runs(out)
+            for variant in dict.fromkeys(r.variant for r in todo):
+                check_same_environment(variant, [r for r in finished if r["variant"] == variant],
+                                       here=run_environment(ctx))
         skipped = [r.run_id for r in runs if r not in todo]
         log.info("compare: %d runs (%d variants x %d seeds) into %s", len(runs),
                  len(variants), seeds, out)
@@ -386,32 +450,38 @@ def run_compare(
         dist.broadcast_object_list(box, src=0)
         todo = box[0]
     assert todo is not None
-    for i, run in enumerate(todo, 1):
-        config = run_config(base, run)
-        # Another compare into the same OUT (several can share the work) may have
-        # finished this run since the start: skip it then.
-        done = [ctx.is_main and (out / "runs" / f"{run.run_id}.json").exists()]
-        if ctx.world_size > 1:
-            dist.broadcast_object_list(done, src=0)
-        if done[0]:
+    # The log lines go above the bar instead of breaking it.
+    with logging_redirect_tqdm(), tqdm(total=len(todo), desc="compare", unit="run",
+                                       disable=not (runs_bar and ctx.is_main)) as bar:
+        for i, run in enumerate(todo, 1):
+            config = run_config(base, run)
+            # Another compare into the same OUT (several can share the work) may have
+            # finished this run since the start: skip it then.
+            done = [ctx.is_main and (out / "runs" / f"{run.run_id}.json").exists()]
+            if ctx.world_size > 1:
+                dist.broadcast_object_list(done, src=0)
+            if done[0]:
+                if ctx.is_main:
+                    log.info("run %d/%d: %s seed %d finished meanwhile by another compare, "
+                             "skipped", i, len(todo), run.variant, run.seed)
+                bar.update()
+                continue
             if ctx.is_main:
-                log.info("run %d/%d: %s seed %d finished meanwhile by another compare, "
-                         "skipped", i, len(todo), run.variant, run.seed)
-            continue
-        if ctx.is_main:
-            log.info("run %d/%d: %s seed %d", i, len(todo), run.variant, run.seed)
-        t0 = time.perf_counter()
-        metrics = train_and_evaluate(config, dataset, train_days, test_days, ctx,
-                                     progress=progress)
-        wall = time.perf_counter() - t0
-        if ctx.is_main:
-            path = out / "runs" / f"{run.run_id}.json"
-            _write_json(path, {"variant": run.variant, "seed": run.seed, "wall_s": wall,
-                               **settings, "config": to_dict(config), "metrics": metrics})
-            log.info("run %d/%d done in %.0f s: %s seed %d AUC %.4f, worst-scenario AUC "
-                     "%.4f; wrote %s", i, len(todo), wall, run.variant, run.seed,
-                     metrics["overall"]["auc"] or float("nan"),
-                     metrics["worst_scenario_auc"] or float("nan"), path)
+                log.info("run %d/%d: %s seed %d", i, len(todo), run.variant, run.seed)
+            t0 = time.perf_counter()
+            metrics = train_and_evaluate(config, dataset, train_days, test_days, ctx,
+                                         progress=progress)
+            wall = time.perf_counter() - t0
+            if ctx.is_main:
+                path = out / "runs" / f"{run.run_id}.json"
+                _write_json(path, {"variant": run.variant, "seed": run.seed, "wall_s": wall,
+                                   **settings, "environment": run_environment(ctx),
+                                   "config": to_dict(config), "metrics": metrics})
+                log.info("run %d/%d done in %.0f s: %s seed %d AUC %.4f, worst-scenario AUC "
+                         "%.4f; wrote %s", i, len(todo), wall, run.variant, run.seed,
+                         metrics["overall"]["auc"] or float("nan"),
+                         metrics["worst_scenario_auc"] or float("nan"), path)
+            bar.update()
     if not ctx.is_main:
         return None
     summary = aggregate(load_runs(out), oracle_metrics(base, dataset, test_days), settings)

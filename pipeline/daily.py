@@ -62,6 +62,7 @@ from protorec.pipeline.monitoring import (
     publish,
     watch_ratio_shift,
 )
+from protorec.pipeline.provenance import computed_on
 from protorec.pipeline.refresh import (
     refresh_id_maps,
     refresh_watch_head,
@@ -411,6 +412,10 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
     if board is not None:
         board.evaluation(config.train.epochs * len(train_loader), metrics, prefix="holdout")
         board.close()
+    metrics["computed_on"] = computed_on(
+        dataset, day.isoformat(), metrics["overall"]["samples"],
+        f"hold-out: {daily.holdout_fraction:.0%} of the day's rows, not trained on",
+        config.model.name, ctx.world_size)
     gate = decide(metrics, baseline, daily.max_auc_drop, daily.min_gate_rows)
     status = "exported" if gate.passed else "refused"
     log.info("%s: gate %s: %s", day, "passed" if gate.passed else "REFUSED", gate.reason)

@@ -19,6 +19,7 @@ from protorec.pipeline.job_config import ProtorecConfig
 from protorec.pipeline.loader import ContractLoader
 from protorec.pipeline.metrics import compute_metrics
 from protorec.pipeline.model_factory import build_model
+from protorec.pipeline.provenance import computed_on
 from protorec.pipeline.refresh import refresh_id_maps, refresh_watch_head
 from protorec.pipeline.tensorboard import TensorBoardLog
 from protorec.pipeline.trainer import predict_pass, shard_model, train_pass
@@ -195,11 +196,12 @@ def train_and_evaluate(
     # last training pass and the test pass, summed over ranks.
     metrics["loader"] = {"train": loader.stats.all_reduce().as_dict(),
                          "test": test.stats.all_reduce().as_dict()}
+    metrics["computed_on"] = computed_on(
+        dataset, test_days, metrics["overall"]["samples"], "every row of the test days",
+        config.model.name, ctx.world_size, train_days=train_days)
     if board is not None:
         board.evaluation(config.train.epochs * len(loader), metrics, prefix="test")
         board.close()
     if export_dir is not None:
-        export_model(sharded, config, export_dir, metrics={
-            **metrics, "train_days": train_days, "test_days": test_days,
-            "dataset": str(dataset)})
+        export_model(sharded, config, export_dir, metrics=metrics)
     return metrics

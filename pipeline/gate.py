@@ -14,14 +14,17 @@ class GateDecision:
         reason: one line for the log and the run record.
         per_scenario: ``{scenario: {"today": auc, "yesterday": auc, "drop": d,
             "gated": bool}}``; ``gated`` is False for scenarios too small to judge.
+        refused_by: the scenarios whose AUC fell too far (empty when it passed).
     """
 
     passed: bool
     reason: str
     per_scenario: dict[str, dict] = field(default_factory=dict)
+    refused_by: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"passed": self.passed, "reason": self.reason, "per_scenario": self.per_scenario}
+        return {"passed": self.passed, "reason": self.reason, "refused_by": self.refused_by,
+                "per_scenario": self.per_scenario}
 
 
 def decide(today: dict, yesterday: dict | None, max_auc_drop: float,
@@ -38,12 +41,14 @@ def decide(today: dict, yesterday: dict | None, max_auc_drop: float,
     >>> m = lambda a: {"per_scenario": {"feed": {"auc": a, "samples": 900}}}
     >>> decide(m(0.70), m(0.72), 0.01, 100).reason
     'AUC fell by more than 0.01 in: feed (0.7200 -> 0.7000)'
+    >>> decide(m(0.70), m(0.72), 0.01, 100).refused_by
+    ['feed']
     >>> decide(m(0.715), m(0.72), 0.01, 100).passed
     True
     """
     if yesterday is None:
         return GateDecision(True, "cold start: no previous model to compare with")
-    per_scenario, fell = {}, []
+    per_scenario, fell, refused_by = {}, [], []
     for name, block in today["per_scenario"].items():
         before = yesterday["per_scenario"].get(name, {}).get("auc")
         after = block.get("auc")
@@ -54,9 +59,10 @@ def decide(today: dict, yesterday: dict | None, max_auc_drop: float,
                               "gated": gated}
         if drop is not None and drop > max_auc_drop:
             fell.append(f"{name} ({before:.4f} -> {after:.4f})")
+            refused_by.append(name)
     if fell:
         return GateDecision(False, f"AUC fell by more than {max_auc_drop} in: "
-                            + ", ".join(fell), per_scenario)
+                            + ", ".join(fell), per_scenario, refused_by)
     judged = sum(v["gated"] for v in per_scenario.values())
     return GateDecision(True, f"no scenario's AUC fell by more than {max_auc_drop} "
                         f"({judged} of {len(per_scenario)} scenarios gated)", per_scenario)

@@ -1,6 +1,7 @@
 """`protorec compare` on a tiny simulated data set: files, resume, mean ± std, checks."""
 
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from protorec.jobs.cli import build_parser
+from protorec.pipeline import compare as compare_module
 from protorec.pipeline.compare import (
     Run,
     aggregate,
@@ -135,3 +138,103 @@ def test_aggregate_mean_std_and_watch_table():
     assert "| prowtp | 1000.0 ± 0.0 | 2000.0 ± 0.0 | 0.6500 ± 0.0707 | 0.6500 ± 0.0707 |" in md
     assert "| oracle | 1000.0 | 2000.0 | 0.8000 | 0.8000 |" in md
     assert mean_std([None, None]) == {"mean": None, "std": None, "n": 0}
+
+
+def _job_args(data, out, *extra):
+    argv = ["compare", "--config", "simulator", "--dataset", str(data),
+            "--models", "shared_bottom,mmoe", "--seeds", "2", "--train", "2026-01-01..2026-01-02",
+            "--test", "2026-01-03", "--out", str(out), "--device", "cpu", *extra]
+    for s in SMALL:
+        argv += ["--set", s]
+    return build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("finished", [0, 1])
+def test_ctrl_c_keeps_the_finished_runs_in_one_line_and_the_same_command_resumes(
+        tiny_data, tmp_path, monkeypatch, capsys, finished):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(compare_module, "oracle_metrics", lambda *a, **k: None)
+    trained = []
+
+    def fake_train(config, *args, **kwargs):
+        if len(trained) == finished:
+            raise KeyboardInterrupt
+        trained.append((config.model.name, config.train.seed))
+        return _metrics(0.7)
+
+    monkeypatch.setattr(compare_module, "train_and_evaluate", fake_train)
+    out = tmp_path / "cmp"
+    args = _job_args(tiny_data, out)
+    try:
+        status = args.func(args)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped the job as a traceback")
+    assert status == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert lines == [f"protorec compare: interrupted; {finished} of 4 runs finished and kept "
+                     f"in {out / 'runs'}: run the same command again to resume"]
+    assert len(list((out / "runs").glob("*.json"))) == finished
+    assert (out / "runs").is_dir()  # stopped in the first run, the folder is there to resume
+
+    # the same command again: only the runs not finished are trained
+    trained.clear()
+    monkeypatch.setattr(compare_module, "train_and_evaluate",
+                        lambda config, *a, **k: trained.append(config.train.seed) or _metrics(0.7))
+    assert args.func(args) == 0
+    assert len(trained) == 4 - finished
+    assert len(list((out / "runs").glob("*.json"))) == 4
+
+
+def test_each_run_records_where_it_ran(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(compare_module, "oracle_metrics", lambda *a, **k: None)
+    monkeypatch.setattr(compare_module, "train_and_evaluate", lambda *a, **k: _metrics(0.7))
+    out = tmp_path / "cmp"
+    args = _job_args(tiny_data, out, "--threads", "1", "--quiet")
+    assert args.func(args) == 0
+    env = json.loads((out / "runs" / "mmoe__seed1.json").read_text())["environment"]
+    assert env["world_size"] == 1 and env["device"] == "cpu" and env["torch_threads"] == 1
+    version = importlib.metadata.version("protorec")
+    assert env["code_version"].startswith(f"protorec {version} (git ")
+
+
+def test_runs_of_one_variant_on_different_world_sizes_are_not_averaged(
+        tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(compare_module, "oracle_metrics", lambda *a, **k: None)
+    base = apply_overrides(load_config("simulator"), [parse_override(s) for s in SMALL])
+    out = tmp_path / "cmp"
+    (out / "runs").mkdir(parents=True)
+    for seed, world_size in ((0, 1), (1, 2)):
+        run = Run("mmoe", seed)
+        record = {"variant": "mmoe", "seed": seed, "wall_s": 1.0,
+                  "dataset": str(tiny_data.resolve()), "train_days": "2026-01-01..2026-01-02",
+                  "test_days": "2026-01-03",
+                  "environment": {"world_size": world_size, "torch_threads": 1,
+                                  "device": "cpu", "code_version": "protorec 0.1.0 (git x)"},
+                  "config": to_dict(run_config(base, run)), "metrics": _metrics(0.7)}
+        (out / "runs" / f"{run.run_id}.json").write_text(json.dumps(record))
+    args = _job_args(tiny_data, out, "--report-only")
+    assert args.func(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("protorec compare: mmoe: world_size: its runs differ (")
+    assert "runs/mmoe__seed0.json (world_size 1)" in err[-1]
+    assert "runs/mmoe__seed1.json (world_size 2)" in err[-1]
+    assert not (out / "compare.json").exists()
+    # records written before protorec kept the environment are averaged as before
+    records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    del records[1]["environment"]
+    assert aggregate(records, None, {})["models"]["mmoe"]["seeds"] == [0, 1]
+
+    # a compare (world size 1) that would add seed 1 beside a seed 0 run on 2 ranks stops
+    # before training it
+    (out / "runs" / "mmoe__seed0.json").unlink()
+    monkeypatch.setattr(compare_module, "train_and_evaluate",
+                        lambda *a, **k: pytest.fail("trained a run it cannot average"))
+    args = _job_args(tiny_data, out)
+    args.models = "mmoe"
+    assert args.func(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "(runs/mmoe__seed1.json (world_size 2), this compare (world_size 1))" in err

@@ -83,6 +83,10 @@ def test_evaluate_gives_the_trained_models_figures(exported, tmp_path):
         for key in ("auc", "gauc", "ndcg@10", "logloss"):
             assert got[key] == pytest.approx(want[key], abs=1e-6), (scope, key)
     assert metrics["oracle"]["overall"]["auc"] > metrics["overall"]["auc"]
+    on = metrics["computed_on"]
+    assert on["dataset"] == str((exported / "data").resolve()) and on["days"] == TEST_DAYS
+    assert on["rows"] == 6000 and on["split"] == "every row of the days"
+    assert on["model"] == config.model.name and on["world_size"] == 1
 
 
 def test_evaluate_reads_the_old_data_flag_and_prints_without_out(exported, tmp_path):

@@ -195,7 +195,16 @@ def test_rerun_gate_export_and_monitoring(sim, tmp_path, pushgateway, unused_por
     assert _record(wd, "2026-01-03")["warm_from"].endswith("2026-01-01")
     table = daily_table(wd).splitlines()
     assert len(table) == 2 + 3 * 6  # header, then overall + 5 scenarios a day
-    assert table[2 + 6 + 1].startswith("| 2026-01-02 | refused | feed | ")
+    refused_by = record["gate"]["refused_by"]
+    assert refused_by and all(name in day2.stderr for name in refused_by)
+    assert table[2 + 6].startswith(f"| 2026-01-02 | refused by {', '.join(refused_by)} | "
+                                   "overall | ")
+    # the export's figures say what they were measured on
+    on = json.loads((wd / "exports" / "2026-01-03" / "metrics.json").read_text())["computed_on"]
+    assert on["dataset"] == str(Path(data).resolve()) and on["days"] == "2026-01-03"
+    assert on["rows"] == _record(wd, "2026-01-03")["metrics"]["overall"]["samples"]
+    assert on["split"].startswith("hold-out: 10% of the day's rows")
+    assert on["model"] == "mmoe" and on["world_size"] == 1
 
     _assert_export_scores_as_trained(wd, data, "2026-01-03")
 

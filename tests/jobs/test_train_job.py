@@ -58,5 +58,8 @@ def test_train_job_learns_and_reports_every_scenario(tmp_path, scalar_tags):
     assert {"train/loss", "train/loss/click", "train/samples_per_s", "lr/dense",
             "test/overall/auc", "test/scenario/feed/auc"} <= tags
     recorded = json.loads((tmp_path / "export" / "metrics.json").read_text())
-    assert recorded["test_days"] == "2026-01-03"
-    assert recorded["train_days"] == "2026-01-01..2026-01-02"
+    on = recorded["computed_on"]
+    assert on["days"] == "2026-01-03" and on["train_days"] == "2026-01-01..2026-01-02"
+    assert on["dataset"] == str((tmp_path / "data").resolve())
+    assert on["rows"] == metrics["overall"]["samples"] and on["model"] == "mmoe"
+    assert on["world_size"] == 1 and on["split"] == "every row of the test days"
