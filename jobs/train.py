@@ -38,8 +38,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from protorec.pipeline.config import ConfigError
-    from protorec.pipeline.distributed import init_distributed, shutdown_distributed
+    from protorec.pipeline.distributed import (
+        device_type,
+        init_distributed,
+        shutdown_distributed,
+    )
     from protorec.pipeline.experiment import oracle_metrics, train_and_evaluate
     from protorec.pipeline.inputs import InputError, check_days
     from protorec.pipeline.job_config import load_config
@@ -59,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         if args.model:
             config = variant_config(config, args.model)
         config = apply_overrides(config, [parse_override(s) for s in args.overrides])
+        # the config first: a setting that cannot run is wrong whatever the data
+        check_embedding_optimizer(config.train, torch.device(device_type(args.device)))
         dataset = args.dataset or config.data.dataset
         check_days(dataset, [("--train", args.train), ("--test", args.test)])
     except (ConfigError, InputError) as exc:
@@ -66,12 +74,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     set_threads(args.threads)
     ctx = init_distributed(args.device)
-    try:
-        check_embedding_optimizer(config.train, ctx.device)
-    except ConfigError as exc:
-        print(f"protorec train: {exc}", file=sys.stderr)
-        shutdown_distributed()
-        return 2
     try:
         metrics = train_and_evaluate(
             config, dataset, args.train, args.test, ctx, progress=not args.quiet,

@@ -40,16 +40,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def device_type(device: str) -> str:
+    """``cpu`` or ``cuda`` for a ``--device`` flag (``auto``: CUDA when torch sees one)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu, cuda or auto, got {device!r}")
+    return device
+
+
 def init_distributed(device: str = "auto") -> DistContext:
     """Open (or reuse) the default process group: NCCL on CUDA, gloo on CPU.
 
     Args:
         device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
     """
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu, cuda or auto, got {device!r}")
+    device = device_type(device)
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
     backend = "nccl" if device == "cuda" else "gloo"
