@@ -186,7 +186,7 @@ def test_cold_start_sweeps_save_iterations_not_accuracy(monkeypatch, tau_a, tau_
     C = 1 - x @ p.transpose(-2, -1)
     a, b = torch.full((4, 128), 1 / 128, dtype=F64), torch.full((4, 32), 1 / 32, dtype=F64)
     swept = solve_uot(C, a, b, tau_a=tau_a, tau_b=tau_b, tol=1e-9, check_every=1)
-    monkeypatch.setattr(uot, "_SWEEPS", 1)
+    monkeypatch.setitem(uot._SWEEPS, F64, 1)
     once = solve_uot(C, a, b, tau_a=tau_a, tau_b=tau_b, tol=1e-9, check_every=1)
     assert swept.converged and once.converged
     assert swept.n_iter < once.n_iter, (swept.n_iter, once.n_iter)
