@@ -413,7 +413,7 @@ def solve_uot(C: Tensor, a: Tensor, b: Tensor, eps: float = 0.05, tau_a: float =
         tau_b: KL weight of the column marginal, > 0, or ``math.inf`` (exact).
         reg_type: "entropy" or "kl".
         max_iter: at most this many quasi-Newton iterations (two matrix-vector products
-            over the (B, n, k) kernel each).
+            over the (B, n, k) kernel each), after the cold start's few Sinkhorn sweeps.
         tol: stop when every problem's marginal residual ``max(err_a, err_b)`` is at most
             ``tol`` times its largest mass entry (of b, or of a when ``n < k``): a relative
             accuracy of the plan's marginals. float32 resolves about 4e-6; a smaller tol
