@@ -196,8 +196,8 @@ class _ReducedDual:
 
         A sweep costs the two matrix-vector products of an evaluation but fewer small
         operations, and the sweeps bring the point where the exact Hessian seeds BFGS near
-        the optimum: from 6 to 2 quasi-Newton iterations on the benchmark's problems, and
-        fewer on the tests' (see them). A start needs no precision:
+        the optimum: from 6 to 2 quasi-Newton iterations on the benchmark's problems, from
+        11-25 to 3 on the tests' random ones (see the tests). A start needs no precision:
         the sweeps run in float32 whatever the dtype, on the kernel copy the Hessian seed
         uses. Columns whose kernel entries all underflow get potentials clipped to the
         drift bound, from where the solver carries them on.
