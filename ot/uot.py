@@ -39,7 +39,7 @@ so the quasi-Newton always runs on the smaller side.
 
 Why not Sinkhorn: with tau = 1 and eps = 0.05, Sinkhorn contracts by at most
 ``(tau / (tau + eps))**2 ~ 0.91`` per sweep: POT needs ~130 sweeps (two passes over C
-each) for its default stopThr. From a cold start this solver needs 5 to 7 float32 sweeps
+each) for its default stopThr. From a cold start this solver needs 5 or 6 float32 sweeps
 and 2 to 3 iterations (two passes each), plus one exp pass and the Hessian seed.
 Measurements in docs/ot.md. On CPU, past the passes over the kernel, the time is the
 count of small tensor operations (3 to 5 us each): the loop keeps them few.
@@ -73,8 +73,8 @@ _LOG2E = 1 / math.log(2)
 
 #: Mass-corrected Sinkhorn sweeps of the cold start, by dtype (see _ReducedDual.start).
 #: They run in float32 either way, while a quasi-Newton iteration costs ~1.5x more in
-#: float64: there two more sweeps pay for the iteration they save (3 -> 2 on the benchmark).
-_SWEEPS = {torch.float64: 7, torch.float32: 5}
+#: float64: there one more sweep pays for the iteration it saves (3 -> 2 on the benchmark).
+_SWEEPS = {torch.float64: 6, torch.float32: 5}
 
 
 def _symv(sym: Tensor, x: Tensor) -> Tensor:
