@@ -13,6 +13,8 @@ no library ships a batched, synchronisation-free quasi-Newton.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -42,8 +44,10 @@ def inverse_pd(neg_hess: Tensor) -> Tensor:
     ridge = 16 * torch.finfo(neg_hess.dtype).eps * diag.abs() + tiny
     factor, info = torch.linalg.cholesky_ex(neg_hess + torch.diag_embed(ridge))
     inv = torch.cholesky_inverse(factor)
-    ok = (info == 0) & torch.isfinite(inv).flatten(-2).all(-1)
-    jacobi = torch.diag_embed(1 / (diag.abs() + tiny))
+    # One non-finite entry makes the sum non-finite (a sum that merely overflows also
+    # falls back, which is harmless): ten times cheaper than isfinite().all() per matrix.
+    ok = (info == 0) & torch.isfinite(inv.sum((-2, -1)))
+    jacobi = torch.diag_embed((diag.abs() + tiny).reciprocal_())
     return torch.where(ok.view(-1, 1, 1), inv, jacobi)
 
 
@@ -52,8 +56,8 @@ def bfgs_update(hinv: Tensor, d: Tensor, s: Tensor, grad: Tensor, new_grad: Tens
     """BFGS update of inverse curvature estimates and of the next ascent direction.
 
     For maximising a concave function (Nocedal and Wright, eq. 6.17, with ``y`` the
-    gradient decrease). Uses one (k, k) product per iteration, ``h_new_grad``, which the
-    caller forms anyway: ``hinv y = d_step - h_new_grad`` follows from ``d = hinv grad``.
+    gradient decrease). ``hinv y = d - h_new_grad`` follows from ``d = hinv grad``; the
+    next direction is one more (k, k) product, with the updated matrix.
 
     Args:
         hinv: (B, k, k) estimate of the inverse of minus the Hessian at the current point.
@@ -77,19 +81,22 @@ def bfgs_update(hinv: Tensor, d: Tensor, s: Tensor, grad: Tensor, new_grad: Tens
     """
     y = grad - new_grad
     hy = d - h_new_grad  # hinv @ y without another (k, k) product
-    sy = torch.linalg.vecdot(s, y)
-    safe = accepted & (sy > 1e3 * torch.finfo(s.dtype).eps * s.norm(dim=-1) * y.norm(dim=-1))
-    rho = torch.where(safe, 1 / torch.where(safe, sy, 1), 0).unsqueeze(-1)
-    coef = rho * (1 + rho * torch.linalg.vecdot(y, hy).unsqueeze(-1))
+    # The four dot products in one batched (2, k) x (k, 3) product: on CPU the update's
+    # time is the count of small operations, not their arithmetic.
+    dots = torch.bmm(torch.stack([s, y], dim=-2), torch.stack([s, y, hy], dim=-1))
+    ss, sy, _, _, yy, yhy = dots.flatten(-2).unsqueeze(-1).unbind(-2)
+    safe = accepted.unsqueeze(-1) & (sy > 1e3 * torch.finfo(s.dtype).eps * ss.sqrt() * yy.sqrt())
+    rho = torch.where(safe, sy, math.inf).reciprocal_()  # 0 where the update is skipped
+    coef = rho * (1 + rho * yhy)
+    rho_hy = rho * hy
     # hinv + coef s s^T - rho (hy s^T + s hy^T) = hinv + s (coef s - rho hy)^T - rho hy s^T
     # One batched rank-2 product (broadcast addcmul is ~10x slower here on CPU).
-    left = torch.stack([s, -rho * hy], dim=-1)
-    right = torch.stack([coef * s - rho * hy, s], dim=-2)
+    left = torch.stack([s, -rho_hy], dim=-1)
+    right = torch.stack([coef * s - rho_hy, s], dim=-2)
     hinv = torch.baddbmm(hinv, left, right)
-    # The same update applied to new_grad gives the next direction at no (k, k) cost.
-    s_g = torch.linalg.vecdot(s, new_grad).unsqueeze(-1)
-    hy_g = torch.linalg.vecdot(hy, new_grad).unsqueeze(-1)
-    new_d = h_new_grad + s * (coef * s_g - rho * hy_g) - rho * hy * s_g
+    # The next direction hinv @ new_grad, as new_grad^T hinv (hinv is symmetric): a row
+    # vector times a matrix is several times faster in MKL than the other way round.
+    new_d = torch.bmm(new_grad.unsqueeze(-2), hinv).squeeze(-2)
     return hinv, torch.where(accepted.unsqueeze(-1), new_d, d)
 
 
@@ -126,4 +133,5 @@ def accept_step(value: Tensor, trial_value: Tensor, slope: Tensor, trial_slope: 
     armijo = change >= ARMIJO * step * slope
     noise = 16 * torch.finfo(value.dtype).eps * (value.abs() + trial_value.abs())
     flat = (change.abs() <= noise) & (trial_slope >= -0.5 * slope)
-    return torch.isfinite(trial_value) & (armijo | (trial_slope >= 0) | flat)
+    finite = trial_value.abs() < math.inf  # False for NaN too; cheaper than isfinite
+    return finite & (armijo | (trial_slope >= 0) | flat)

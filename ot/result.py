@@ -22,7 +22,8 @@ class OTResult:
             ``log["logu"]``: ``plan = exp(log_u[:, :, None] + log_K + log_v[:, None, :])``;
             ``-inf`` on zero-mass rows. Pass ``(log_u, log_v)`` back as ``warm_start``.
         log_v: (B, k) or None. Log-domain column scaling, POT's ``log["logv"]``.
-        n_iter: iterations run, each one pass over the (B, n, k) costs.
+        n_iter: iterations run, each one pass over the (B, n, k) costs (for the UOT
+            solver, quasi-Newton iterations after its cold start's sweeps: may be 0).
         err_a: (B,) max-norm optimality residual of the row marginal, in mass units. For an
             exact row constraint it is the violation ``max |plan 1 - a|``; for a relaxed one
             the distance of ``plan 1`` to the mass the dual potential asks for (zero at the

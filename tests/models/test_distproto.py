@@ -76,7 +76,8 @@ def test_losses_follow_the_paper(tiny_config, batch):
     torch.testing.assert_close(
         outputs["loss/ortho"], 0.01 * orthogonality_loss(arch.global_prototypes.weight[0]).detach()
     )
-    assert outputs["ot/converged"] == 1.0 and outputs["ot/n_iter"] >= 1
+    # n_iter counts quasi-Newton iterations: 0 where the cold start's sweeps already meet tol.
+    assert outputs["ot/converged"] == 1.0 and outputs["ot/n_iter"] >= 0
 
 
 def test_ortho_loss_is_zero_for_orthonormal_prototypes_and_positive_otherwise(tiny_config, batch):
