@@ -19,6 +19,7 @@ relink: setup
 
 lint: relink
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # mypy reads the installed link tree, where the folders are laid out as `protorec.*`.
 typecheck: relink

@@ -27,8 +27,13 @@ from protorec.models.watch.ratio import (
     watch_ratios_from_columns,
 )
 
-DEFAULT_TSV = (Path(__file__).resolve().parents[2] / "shared" / "data" / "kuairand"
-               / "kuairand27k_likehate_kcore15.tsv")
+DEFAULT_TSV = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "kuairand"
+    / "kuairand27k_likehate_kcore15.tsv"
+)
 
 
 def main() -> None:
@@ -42,15 +47,18 @@ def main() -> None:
 
     t0 = time.perf_counter()
     table = pacsv.read_csv(
-        args.tsv, parse_options=pacsv.ParseOptions(delimiter="\t"),
+        args.tsv,
+        parse_options=pacsv.ParseOptions(delimiter="\t"),
         convert_options=pacsv.ConvertOptions(include_columns=["play_time_ms", "duration_ms"]),
     )
     ratios = watch_ratios_from_columns(
         table.column("play_time_ms").to_numpy().astype(np.float64),
         table.column("duration_ms").to_numpy().astype(np.float64),
     )
-    print(f"read {ratios.rows_in} rows in {time.perf_counter() - t0:.2f} s; "
-          f"{ratios.ratio.size} with a watch ratio; excluded {ratios.excluded}")
+    print(
+        f"read {ratios.rows_in} rows in {time.perf_counter() - t0:.2f} s; "
+        f"{ratios.ratio.size} with a watch ratio; excluded {ratios.excluded}"
+    )
 
     for seed in range(args.seeds):
         cfg = HVQVAEConfig(epochs=args.epochs, seed=seed, sampling=WatchRatioConfig(seed=seed))
@@ -62,26 +70,36 @@ def main() -> None:
         t_fit = time.perf_counter() - t0
         usage = codebook_usage(model, samples)
         mean_ratio = model.credible_prototypes().mean_ratio.view(cfg.num_clusters, -1)
-        fresh = sample_watch_ratio_vectors(ratios, cfg.sampling, cfg.num_clusters,
-                                           edges_ms=model.bucket_edges_ms.numpy(),
-                                           seed=seed + 1000)
+        fresh = sample_watch_ratio_vectors(
+            ratios,
+            cfg.sampling,
+            cfg.num_clusters,
+            edges_ms=model.bucket_edges_ms.numpy(),
+            seed=seed + 1000,
+        )
         t0 = time.perf_counter()
         _, report = refit(model, fresh)
         t_refit = time.perf_counter() - t0
         live = ~report.revived
-        print(f"\nseed {seed}: {samples.vectors.shape[0]} vectors of {samples.vectors.shape[1]}"
-              f", sampling {t_sample:.2f} s, fit {cfg.epochs} epochs {t_fit:.2f} s, refit "
-              f"{cfg.refit_epochs} epochs {t_refit:.2f} s")
-        print(f"  codes used {usage.used_codes}/{cfg.num_codes}, perplexity "
-              f"{usage.perplexity():.1f}, per cluster "
-              f"{[round(p, 1) for p in usage.cluster_perplexity()]}, per bucket "
-              f"{[round(p, 1) for p in usage.bucket_perplexity()]}")
+        print(
+            f"\nseed {seed}: {samples.vectors.shape[0]} vectors of {samples.vectors.shape[1]}"
+            f", sampling {t_sample:.2f} s, fit {cfg.epochs} epochs {t_fit:.2f} s, refit "
+            f"{cfg.refit_epochs} epochs {t_refit:.2f} s"
+        )
+        print(
+            f"  codes used {usage.used_codes}/{cfg.num_codes}, perplexity "
+            f"{usage.perplexity():.1f}, per cluster "
+            f"{[round(p, 1) for p in usage.cluster_perplexity()]}, per bucket "
+            f"{[round(p, 1) for p in usage.bucket_perplexity()]}"
+        )
         for c, row in enumerate(mean_ratio.tolist()):
             print(f"  cluster {c} decoded mean ratios: {sorted(round(x, 2) for x in row)}")
-        print(f"  refit: identity kept {report.identity_kept}, revived {int(report.revived.sum())}"
-              f", movement / spacing max {report.relative_movement[live].max():.3f} median "
-              f"{np.median(report.relative_movement[live]):.3f}, decoded ratio movement max "
-              f"{report.ratio_movement[live].max():.3f}")
+        print(
+            f"  refit: identity kept {report.identity_kept}, revived {int(report.revived.sum())}"
+            f", movement / spacing max {report.relative_movement[live].max():.3f} median "
+            f"{np.median(report.relative_movement[live]):.3f}, decoded ratio movement max "
+            f"{report.ratio_movement[live].max():.3f}"
+        )
         if args.png_dir is not None and seed == 0:
             paths = plot_bucket_histograms(model, samples, args.png_dir)
             print(f"  wrote {', '.join(str(p) for p in paths)}")

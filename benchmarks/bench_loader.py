@@ -25,8 +25,9 @@ from protorec.pipeline.job_config import ProtorecConfig, load_config
 from protorec.pipeline.loader import ContractLoader
 
 
-def _day_table(config: ProtorecConfig, day: dt.date, n: int, first_id: int,
-               rng: np.random.Generator) -> pa.Table:
+def _day_table(
+    config: ProtorecConfig, day: dt.date, n: int, first_id: int, rng: np.random.Generator
+) -> pa.Table:
     t0 = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
     cols = {
         "user_id": first_id + np.arange(n, dtype=np.int64),
@@ -84,8 +85,10 @@ def main() -> None:
         loader = ContractLoader(config, days, out)
         scan_s = time.perf_counter() - t0
         feats = config.features
-        print(f"rows={loader.num_rows:,} ({args.days} days) batch_size={config.loader.batch_size} "
-              f"sparse={len(feats.sparse)} dense={len(feats.dense)} batches/pass={len(loader)}")
+        print(
+            f"rows={loader.num_rows:,} ({args.days} days) batch_size={config.loader.batch_size} "
+            f"sparse={len(feats.sparse)} dense={len(feats.dense)} batches/pass={len(loader)}"
+        )
         print(f"scan metadata : {scan_s * 1000:.1f} ms")
         for shuffle in (True, False):
             loader = ContractLoader(config, days, out, shuffle=shuffle)

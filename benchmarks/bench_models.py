@@ -51,15 +51,20 @@ def _batch(config: ProtorecConfig, n: int, g: torch.Generator) -> Batch:
     """Random ids in every table, scenarios uniform, clicks at a 30% rate."""
     ids = [torch.randint(f.num_embeddings, (n,), generator=g) for f in config.features.sparse]
     sparse = KeyedJaggedTensor.from_lengths_sync(
-        keys=[f.name for f in config.features.sparse], values=torch.cat(ids),
+        keys=[f.name for f in config.features.sparse],
+        values=torch.cat(ids),
         lengths=torch.ones(n * len(ids), dtype=torch.int32),
     )
     nan = torch.full((n,), float("nan"))
     return Batch(
-        dense=torch.randn(n, len(config.features.dense), generator=g), sparse=sparse,
+        dense=torch.randn(n, len(config.features.dense), generator=g),
+        sparse=sparse,
         scenario=torch.randint(len(config.data.scenarios), (n,), generator=g),
-        click=(torch.rand(n, generator=g) < 0.3).float(), watch_ms=nan, duration_ms=nan,
-        user_id=ids[0], day=torch.zeros(n, dtype=torch.long),
+        click=(torch.rand(n, generator=g) < 0.3).float(),
+        watch_ms=nan,
+        duration_ms=nan,
+        user_id=ids[0],
+        day=torch.zeros(n, dtype=torch.long),
     )
 
 
@@ -89,8 +94,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     base = to_dict(load_config(args.config))
     print(f"batch={args.batch} steps={args.steps} threads={args.threads} config={args.config}")
-    print(f"{'model':<20}{'dense params':>14}{'table params':>14}{'step ms (median)':>18}"
-          f"{'mean':>8}{'OT solver':>11}{'transport':>11}{'OT iters':>10}")
+    print(
+        f"{'model':<20}{'dense params':>14}{'table params':>14}{'step ms (median)':>18}"
+        f"{'mean':>8}{'OT solver':>11}{'transport':>11}{'OT iters':>10}"
+    )
     step_ms = {}
     for variant in args.models:
         name, overrides = VARIANTS[variant]
@@ -133,8 +140,10 @@ def main() -> None:
         ot_share = f"{(solver.seconds + balanced.seconds) / total:.1%}" if transport else "-"
         tr_share = f"{transport.seconds / total:.1%}" if transport else "-"
         it = f"{statistics.mean(iters):.1f}" if iters else "-"
-        print(f"{variant:<20}{dense_params:>14,}{table_params:>14,}{median:>18.1f}"
-              f"{total / len(times) * 1e3:>8.1f}{ot_share:>11}{tr_share:>11}{it:>10}")
+        print(
+            f"{variant:<20}{dense_params:>14,}{table_params:>14,}{median:>18.1f}"
+            f"{total / len(times) * 1e3:>8.1f}{ot_share:>11}{tr_share:>11}{it:>10}"
+        )
     if "mmoe" in step_ms:
         for variant in ("distproto", "gpdnet", "distproto_balanced"):
             if variant in step_ms:

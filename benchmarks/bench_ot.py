@@ -67,8 +67,9 @@ def bench_uot(args: argparse.Namespace) -> None:
         ref = solve_uot(C, a, b, tau_a=tau_a, tau_b=tau_b, tol=1e-12, check_every=1).plan
         pot = {}
         for method in ("sinkhorn", "sinkhorn_stabilized"):
-            t, plans = best_time(partial(pot_loop, C, a, b, tau_a, tau_b, method),
-                                 max(1, args.repeat // 2), "cpu")
+            t, plans = best_time(
+                partial(pot_loop, C, a, b, tau_a, tau_b, method), max(1, args.repeat // 2), "cpu"
+            )
             pot[method] = t
             err = rel_err(torch.from_numpy(np.stack(plans)), ref)
             print(f"  {name:15s} POT {method:20s} loop: {t * 1e3:8.1f} ms  err {err:.1e}")
@@ -77,37 +78,66 @@ def bench_uot(args: argparse.Namespace) -> None:
             Cd, ad, bd = (x.to(args.device, dtype) for x in (C, a, b))
             solve = partial(solve_uot, Cd, ad, bd, tau_a=tau_a, tau_b=tau_b)
             for tol, every in ((1e-5, 1), (1e-6, 1), (1e-6, 5)):
-                t, res = best_time(partial(solve, tol=tol, check_every=every), args.repeat,
-                                   args.device)
-                print(f"  {name:15s} ours {str(dtype)[6:]:7s} tol={tol:.0e} check_every={every}: "
-                      f"{t * 1e3:6.1f} ms  {res.n_iter:2d} it  err {rel_err(res.plan, ref):.1e}"
-                      f"  x{pot_best / t:5.1f} vs best POT loop")
+                t, res = best_time(
+                    partial(solve, tol=tol, check_every=every), args.repeat, args.device
+                )
+                print(
+                    f"  {name:15s} ours {str(dtype)[6:]:7s} tol={tol:.0e} check_every={every}: "
+                    f"{t * 1e3:6.1f} ms  {res.n_iter:2d} it  err {rel_err(res.plan, ref):.1e}"
+                    f"  x{pot_best / t:5.1f} vs best POT loop"
+                )
             # Training: the next step's costs move a little; warm-start from this step.
             cold = solve(tol=1e-6, check_every=1)
             nudged = Cd + 1e-3 * torch.rand_like(Cd)
-            t, res = best_time(partial(solve_uot, nudged, ad, bd, tau_a=tau_a, tau_b=tau_b,
-                                       tol=1e-6, check_every=1, warm_start=cold),
-                               args.repeat, args.device)
-            print(f"  {name:15s} ours {str(dtype)[6:]:7s} warm-started next step:       "
-                  f"{t * 1e3:6.1f} ms  {res.n_iter:2d} it  x{pot_best / t:5.1f}")
+            t, res = best_time(
+                partial(
+                    solve_uot,
+                    nudged,
+                    ad,
+                    bd,
+                    tau_a=tau_a,
+                    tau_b=tau_b,
+                    tol=1e-6,
+                    check_every=1,
+                    warm_start=cold,
+                ),
+                args.repeat,
+                args.device,
+            )
+            print(
+                f"  {name:15s} ours {str(dtype)[6:]:7s} warm-started next step:       "
+                f"{t * 1e3:6.1f} ms  {res.n_iter:2d} it  x{pot_best / t:5.1f}"
+            )
 
 
 def pot_loop(C, a, b, tau_a, tau_b, method):
     """POT's entropic UOT, one call per problem, at its default stopThr=1e-6."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "reg_type = entropy overwrites c"
-        return [ot.unbalanced.sinkhorn_unbalanced(
-            a[i].numpy(), b[i].numpy(), C[i].numpy(), 0.05, (tau_a, tau_b),
-            reg_type="entropy", method=method, stopThr=1e-6) for i in range(C.shape[0])]
+        return [
+            ot.unbalanced.sinkhorn_unbalanced(
+                a[i].numpy(),
+                b[i].numpy(),
+                C[i].numpy(),
+                0.05,
+                (tau_a, tau_b),
+                reg_type="entropy",
+                method=method,
+                stopThr=1e-6,
+            )
+            for i in range(C.shape[0])
+        ]
 
 
-def path_objective(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, lam: float
-                   ) -> tuple[float, float]:
+def path_objective(
+    C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, lam: float
+) -> tuple[float, float]:
     """POT's regularisation path on one problem: (seconds, objective of its plan)."""
     n, k = C.shape
     start = time.perf_counter()
-    t, _, _ = ot.regpath.regularization_path(b.numpy(), a.numpy(), C.numpy().T,
-                                             reg=1 / (2 * lam), semi_relaxed=True)
+    t, _, _ = ot.regpath.regularization_path(
+        b.numpy(), a.numpy(), C.numpy().T, reg=1 / (2 * lam), semi_relaxed=True
+    )
     seconds = time.perf_counter() - start
     plan = torch.from_numpy(t.reshape(k, n).T.copy())[None]
     return seconds, float(l2_semirelaxed_objective(plan, C[None], b[None], lam))
@@ -119,21 +149,31 @@ def bench_l2(args: argparse.Namespace) -> None:
     for lam in args.lam:
         seconds, best = path_objective(C[0], a[0], b[0], lam)
         Cd, ad, bd = (x.to(args.device) for x in (C, a, b))
-        t, res = best_time(partial(solve_l2_semirelaxed, Cd, ad, bd, lam, tol=1e-8,
-                                   check_every=1), args.repeat, args.device)
+        t, res = best_time(
+            partial(solve_l2_semirelaxed, Cd, ad, bd, lam, tol=1e-8, check_every=1),
+            args.repeat,
+            args.device,
+        )
         ours = float(l2_semirelaxed_objective(res.plan.cpu(), C, b, lam))
-        print(f"  128 x 64 lam={lam:g}: POT path {seconds:6.2f} s | ours {t * 1e3:6.2f} ms "
-              f"({res.n_iter} it), objective - path's: {(ours - best) / best:+.1e} relative"
-              f"  x{seconds / t:6.0f}")
+        print(
+            f"  128 x 64 lam={lam:g}: POT path {seconds:6.2f} s | ours {t * 1e3:6.2f} ms "
+            f"({res.n_iter} it), objective - path's: {(ours - best) / best:+.1e} relative"
+            f"  x{seconds / t:6.0f}"
+        )
     B, n, k, lam = 16, 512, 64, args.lam[0]
     C, a, b = problems(B, n, k, seed=2)
     Cd, ad, bd = (x.to(args.device) for x in (C, a, b))
     for every in (1, 5):
-        t, res = best_time(partial(solve_l2_semirelaxed, Cd, ad, bd, lam, tol=1e-8,
-                                   check_every=every), args.repeat, args.device)
+        t, res = best_time(
+            partial(solve_l2_semirelaxed, Cd, ad, bd, lam, tol=1e-8, check_every=every),
+            args.repeat,
+            args.device,
+        )
         gap = res.gap.cpu() / l2_semirelaxed_objective(res.plan.cpu(), C, b, lam)
-        print(f"  {B} x {n} x {k} lam={lam:g} check_every={every}: ours {t * 1e3:6.1f} ms "
-              f"({res.n_iter} it), max certified relative gap {float(gap.max()):.1e}")
+        print(
+            f"  {B} x {n} x {k} lam={lam:g} check_every={every}: ours {t * 1e3:6.1f} ms "
+            f"({res.n_iter} it), max certified relative gap {float(gap.max()):.1e}"
+        )
     ours = l2_semirelaxed_objective(res.plan.cpu().double(), C, b, lam)
     # POT's other L2 solvers cannot keep T 1 = a exact; the closest, L-BFGS-B with a large
     # L2 penalty on the rows (POT's half-squared L2: reg_m = 2 lam for our column term),
@@ -141,19 +181,31 @@ def bench_l2(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     for i in range(2):
         plan = ot.unbalanced.lbfgsb_unbalanced(
-            a[i].numpy(), b[i].numpy(), C[i].numpy(), reg=0.0, reg_m=(1e6, 2 * lam),
-            regm_div="l2", numItermax=10_000, stopThr=1e-12)
-        obj = float(l2_semirelaxed_objective(torch.from_numpy(plan)[None], C[i:i + 1],
-                                             b[i:i + 1], lam))
+            a[i].numpy(),
+            b[i].numpy(),
+            C[i].numpy(),
+            reg=0.0,
+            reg_m=(1e6, 2 * lam),
+            regm_div="l2",
+            numItermax=10_000,
+            stopThr=1e-12,
+        )
+        obj = float(
+            l2_semirelaxed_objective(torch.from_numpy(plan)[None], C[i : i + 1], b[i : i + 1], lam)
+        )
         viol = float(np.abs(plan.sum(1) - a[i].numpy()).max())
-        print(f"    POT lbfgsb_unbalanced (rows penalised 1e6), problem {i}: objective - ours "
-              f"{(obj - float(ours[i])) / float(ours[i]):+.1e} relative, |T1 - a| {viol:.1e}")
+        print(
+            f"    POT lbfgsb_unbalanced (rows penalised 1e6), problem {i}: objective - ours "
+            f"{(obj - float(ours[i])) / float(ours[i]):+.1e} relative, |T1 - a| {viol:.1e}"
+        )
     per = (time.perf_counter() - start) / 2
     print(f"    ... {per:.1f} s per problem, ~{per * B:.0f} s for the loop of {B}")
     if args.path_512:
         seconds, best = path_objective(C[0], a[0], b[0], lam)
-        print(f"    POT path, problem 0: {seconds:.0f} s (~{seconds * B / 60:.0f} min for {B}), "
-              f"objective - ours {(best - float(ours[0])) / float(ours[0]):+.1e} relative")
+        print(
+            f"    POT path, problem 0: {seconds:.0f} s (~{seconds * B / 60:.0f} min for {B}), "
+            f"objective - ours {(best - float(ours[0])) / float(ours[0]):+.1e} relative"
+        )
 
 
 def main() -> None:
@@ -161,12 +213,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--lam", type=float, nargs="+", default=[10.0, 100.0])
-    parser.add_argument("--path-512", action="store_true",
-                        help="also time POT's path on one 512 x 64 problem (minutes)")
+    parser.add_argument(
+        "--path-512",
+        action="store_true",
+        help="also time POT's path on one 512 x 64 problem (minutes)",
+    )
     parser.add_argument("--skip-uot", action="store_true")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, POT {ot.__version__}, device {args.device}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"torch {torch.__version__}, POT {ot.__version__}, device {args.device}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     if not args.skip_uot:
         bench_uot(args)
     bench_l2(args)

@@ -58,26 +58,47 @@ def reference_model(name: str, config: ProtorecConfig, dim: int) -> torch.nn.Mod
     model = config.model
     tower = [{"dims": list(model.tower.hidden)}]
     if name == "shared_bottom":
-        return SharedBottom(features, ["classification"],
-                            {"dims": list(model.shared_bottom.hidden)}, tower)
+        return SharedBottom(
+            features, ["classification"], {"dims": list(model.shared_bottom.hidden)}, tower
+        )
     if name == "mmoe":
-        return MMOE(features, ["classification"], model.mmoe.num_experts,
-                    {"dims": list(model.mmoe.expert_hidden)}, tower)
+        return MMOE(
+            features,
+            ["classification"],
+            model.mmoe.num_experts,
+            {"dims": list(model.mmoe.expert_hidden)},
+            tower,
+        )
     if name == "ple":
-        return PLE(features, ["classification"], model.ple.num_layers,
-                   max(1, model.ple.num_task_experts), model.ple.num_shared_experts,
-                   {"dims": list(model.ple.expert_hidden)}, tower)
+        return PLE(
+            features,
+            ["classification"],
+            model.ple.num_layers,
+            max(1, model.ple.num_task_experts),
+            model.ple.num_shared_experts,
+            {"dims": list(model.ple.expert_hidden)},
+            tower,
+        )
     raise ValueError(f"torch-rechub has no {name!r} here (shared_bottom, mmoe, ple)")
 
 
-def train_reference(name: str, config: ProtorecConfig, dataset: str, train: str, test: str,
-                    epochs: int, seed: int, dim: int) -> dict:
+def train_reference(
+    name: str,
+    config: ProtorecConfig,
+    dataset: str,
+    train: str,
+    test: str,
+    epochs: int,
+    seed: int,
+    dim: int,
+) -> dict:
     """Train torch-rechub's ``name`` on protorec's training rows; metrics on ``test``."""
     torch.manual_seed(seed)
     model = reference_model(name, config, dim)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = ContractLoader(config, train, dataset_dir=dataset, rank=0, world_size=1,
-                            progress=False)
+    loader = ContractLoader(
+        config, train, dataset_dir=dataset, rank=0, world_size=1, progress=False
+    )
     t0, samples = time.perf_counter(), 0
     for epoch in range(epochs):
         loader.set_epoch(epoch)
@@ -92,8 +113,9 @@ def train_reference(name: str, config: ProtorecConfig, dataset: str, train: str,
     rate = samples / (time.perf_counter() - t0)
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
-    test_loader = ContractLoader(config, test, dataset_dir=dataset, rank=0, world_size=1,
-                                 shuffle=False, progress=False)
+    test_loader = ContractLoader(
+        config, test, dataset_dir=dataset, rank=0, world_size=1, shuffle=False, progress=False
+    )
     with torch.no_grad():
         for batch in test_loader:
             cols = {"click_prob": model(_inputs(config, batch)).squeeze(1)}
@@ -120,8 +142,10 @@ def _row(side: str, model: str, epochs: int, runs: list[dict]) -> str:
         return run["overall"][key]
 
     rate = statistics.mean(r["train"]["samples_per_s"] for r in runs)
-    return (f"| {side} | {model} | {epochs} | {stat('auc')} | {stat('logloss')} | "
-            f"{stat('worst')} | {rate:,.0f} |")
+    return (
+        f"| {side} | {model} | {epochs} | {stat('auc')} | {stat('logloss')} | "
+        f"{stat('worst')} | {rate:,.0f} |"
+    )
 
 
 def main() -> None:
@@ -134,8 +158,14 @@ def main() -> None:
     parser.add_argument("--epochs", default="1,2", help="comma-separated epoch counts")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--ref-dim", type=int, default=16, help="reference embedding dim")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="protorec config override (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="protorec config override (repeatable)",
+    )
     parser.add_argument("--skip", choices=["protorec", "reference"], default=None)
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
     args = parser.parse_args()
@@ -144,11 +174,14 @@ def main() -> None:
 
     base = apply_overrides(load_config(args.config), [parse_override(s) for s in args.overrides])
     ctx = init_distributed("cpu")
-    lines = [f"protorec ({' '.join(args.overrides) or 'shipped defaults'}) vs torch-rechub "
-             f"(Adam 1e-3, dim {args.ref_dim}); train {args.train}, scored on {args.test}, "
-             f"seeds {args.seeds}", "",
-             "| side | model | epochs | AUC | logloss | worst-scenario AUC | samples/s |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"protorec ({' '.join(args.overrides) or 'shipped defaults'}) vs torch-rechub "
+        f"(Adam 1e-3, dim {args.ref_dim}); train {args.train}, scored on {args.test}, "
+        f"seeds {args.seeds}",
+        "",
+        "| side | model | epochs | AUC | logloss | worst-scenario AUC | samples/s |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     print("\n".join(lines), flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     try:
@@ -160,15 +193,29 @@ def main() -> None:
                     runs = []
                     for seed in seeds:
                         config = variant_config(base, name)
-                        config = dataclasses.replace(config, train=dataclasses.replace(
-                            config.train, epochs=epochs, seed=seed))
+                        config = dataclasses.replace(
+                            config,
+                            train=dataclasses.replace(config.train, epochs=epochs, seed=seed),
+                        )
                         if side == "protorec":
-                            runs.append(train_and_evaluate(config, args.dataset, args.train,
-                                                           args.test, ctx, progress=False))
+                            runs.append(
+                                train_and_evaluate(
+                                    config, args.dataset, args.train, args.test, ctx, progress=False
+                                )
+                            )
                         else:
-                            runs.append(train_reference(name, config, args.dataset,
-                                                        args.train, args.test, epochs, seed,
-                                                        args.ref_dim))
+                            runs.append(
+                                train_reference(
+                                    name,
+                                    config,
+                                    args.dataset,
+                                    args.train,
+                                    args.test,
+                                    epochs,
+                                    seed,
+                                    args.ref_dim,
+                                )
+                            )
                     lines.append(_row(side, name, epochs, runs))
                     print(lines[-1], flush=True)
     finally:

@@ -64,12 +64,12 @@ def bench_loader(config: ProtorecConfig, days: str, data: Path, passes: int) -> 
     return rates
 
 
-def bench_model(config: ProtorecConfig, days: str, data: Path, passes: int, ctx
-                ) -> list[float]:
+def bench_model(config: ProtorecConfig, days: str, data: Path, passes: int, ctx) -> list[float]:
     """Samples/s of full training passes (loader construction and iteration included)."""
     torch.manual_seed(config.train.seed)
-    sharded = shard_model(build_model(config, ebc_device="meta"), ctx, config.train,
-                          config.loader.batch_size)
+    sharded = shard_model(
+        build_model(config, ebc_device="meta"), ctx, config.train, config.loader.batch_size
+    )
     rates = []
     for epoch in range(passes):
         t0 = time.perf_counter()
@@ -83,8 +83,9 @@ def profile_model(config: ProtorecConfig, days: str, data: Path, ctx, steps: int
     """Print torch.profiler's operators by self CPU time over ``steps`` training steps."""
     from torch.profiler import ProfilerActivity, profile
 
-    sharded = shard_model(build_model(config, ebc_device="meta"), ctx, config.train,
-                          config.loader.batch_size)
+    sharded = shard_model(
+        build_model(config, ebc_device="meta"), ctx, config.train, config.loader.batch_size
+    )
     batches = list(_loader(config, days, data, 0))
     train_pass(sharded, batches[:20], ctx, config.train, progress=False)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -94,8 +95,11 @@ def profile_model(config: ProtorecConfig, days: str, data: Path, ctx, steps: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mmoe,distproto",
-                        help="model variants (pipeline/variants.py), comma-separated")
+    parser.add_argument(
+        "--models",
+        default="mmoe,distproto",
+        help="model variants (pipeline/variants.py), comma-separated",
+    )
     parser.add_argument("--rows-per-day", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=2)
     parser.add_argument("--passes", type=int, default=2)
@@ -123,22 +127,25 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
             data = Path(tmp) / "data"
-            simulate(data, start, args.days, base.simulator, base.data.scenarios,
-                     progress=False)
+            simulate(data, start, args.days, base.simulator, base.data.scenarios, progress=False)
             rows = args.rows_per_day * args.days
             if args.profile:
-                profile_model(variant_config(base, args.profile), days, data, ctx,
-                              args.profile_steps)
+                profile_model(
+                    variant_config(base, args.profile), days, data, ctx, args.profile_steps
+                )
                 return
-            print(f"{rows:,} simulated rows per pass, batch {args.batch}, "
-                  f"{torch.get_num_threads()} threads, one process, {args.passes} passes\n")
+            print(
+                f"{rows:,} simulated rows per pass, batch {args.batch}, "
+                f"{torch.get_num_threads()} threads, one process, {args.passes} passes\n"
+            )
             print("| what | samples/s per pass | median |")
             print("|---|---|---:|")
             results = {"loader alone": bench_loader(base, days, data, args.passes)}
             _print_row("loader alone", results["loader alone"])
             for name in args.models.split(","):
-                results[name] = bench_model(variant_config(base, name), days, data,
-                                            args.passes, ctx)
+                results[name] = bench_model(
+                    variant_config(base, name), days, data, args.passes, ctx
+                )
                 _print_row(name, results[name])
     finally:
         shutdown_distributed()

@@ -17,8 +17,18 @@ from protorec.pipeline.provenance import package_version
 from protorec.pipeline.quiet import quiet_third_party_warnings
 
 #: Job modules, in the order `protorec --help` lists them.
-JOBS = ("simulate", "ingest", "train", "tune", "evaluate", "predict", "compare", "daily",
-        "plan", "report")
+JOBS = (
+    "simulate",
+    "ingest",
+    "train",
+    "tune",
+    "evaluate",
+    "predict",
+    "compare",
+    "daily",
+    "plan",
+    "report",
+)
 
 #: Exit status of a command whose reader went away (``protorec report | head``): 128 +
 #: SIGPIPE, as a shell reports a program that the signal ended.
@@ -30,15 +40,15 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         default = action.default
-        if default is None or default is False or default == [] or "default" in (action.help
-                                                                                 or ""):
+        if default is None or default is False or default == [] or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="protorec", description=__doc__.splitlines()[0],
-                                     formatter_class=DefaultsFormatter)
+    parser = argparse.ArgumentParser(
+        prog="protorec", description=__doc__.splitlines()[0], formatter_class=DefaultsFormatter
+    )
     parser.add_argument("--version", action="version", version=f"protorec {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in JOBS:

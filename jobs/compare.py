@@ -25,23 +25,43 @@ def add_parser(subparsers) -> None:
         "compare", help="train and evaluate several model variants over seeds, side by side"
     )
     p.add_argument("--config", default="simulator", help="YAML file or a name in configs/")
-    p.add_argument("--models", required=True, metavar="A,B,...",
-                   help="comma-separated model variants (pipeline/variants.py), e.g. "
-                        "shared_bottom,mmoe,ple,star,distproto,gpdnet")
+    p.add_argument(
+        "--models",
+        required=True,
+        metavar="A,B,...",
+        help="comma-separated model variants (pipeline/variants.py), e.g. "
+        "shared_bottom,mmoe,ple,star,distproto,gpdnet",
+    )
     p.add_argument("--train", required=True, metavar="A..B", help="training days")
     p.add_argument("--test", required=True, metavar="C..D", help="evaluation days")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model (train.seed)")
     p.add_argument("--out", default="compare", help="directory of the runs and tables")
     p.add_argument("--dataset", help="contract data set (default: the config's data.dataset)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key for every run (YAML value); repeatable")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="auto: CUDA when torch sees a device, else CPU")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key for every run (YAML value); repeatable",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: CUDA when torch sees a device, else CPU",
+    )
     p.add_argument("--progress", action="store_true", help="progress bars of the passes")
-    p.add_argument("--quiet", action="store_true", help="no bar of the runs done and their "
-                   "ETA (shown by default when stderr is a terminal)")
-    p.add_argument("--report-only", action="store_true",
-                   help="train nothing: write the tables of the runs finished in --out")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no bar of the runs done and their ETA (shown by default when stderr is a terminal)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: write the tables of the runs finished in --out",
+    )
     add_threads_argument(p)
     p.set_defaults(func=run)
 
@@ -62,9 +82,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         # torchrun passes Ctrl-C to every rank: one line from rank 0 is enough.
         if os.environ.get("RANK", "0") == "0":
-            print(f"\nprotorec compare: interrupted; {_finished(args)} runs finished and kept "
-                  f"in {Path(args.out, 'runs')}: run the same command again to resume",
-                  file=sys.stderr)
+            print(
+                f"\nprotorec compare: interrupted; {_finished(args)} runs finished and kept "
+                f"in {Path(args.out, 'runs')}: run the same command again to resume",
+                file=sys.stderr,
+            )
         return EXIT_INTERRUPTED
 
 
@@ -88,22 +110,36 @@ def _compare(args: argparse.Namespace) -> int:
 
     # force: importing torchrec has configured the root logger already. TorchRec and
     # fbgemm log every planning and kernel choice at INFO: INFO for protorec's lines only.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
-                        force=True)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", force=True
+    )
     logging.getLogger("protorec").setLevel(logging.INFO)
     config = apply_overrides(load_config(args.config), [parse_override(s) for s in args.overrides])
     variants = [v.strip() for v in args.models.split(",") if v.strip()]
     dataset = args.dataset or config.data.dataset
     # --report-only reads the test days (the oracle's figures), not the training days.
-    check_days(dataset, [("--test", args.test)] if args.report_only
-               else [("--train", args.train), ("--test", args.test)])
+    check_days(
+        dataset,
+        [("--test", args.test)]
+        if args.report_only
+        else [("--train", args.train), ("--test", args.test)],
+    )
     set_threads(args.threads)
     ctx = init_distributed(args.device)
     try:
-        summary = run_compare(config, variants, args.seeds, dataset, args.train, args.test,
-                              args.out, ctx, progress=args.progress,
-                              train=not args.report_only,
-                              runs_bar=not args.quiet and sys.stderr.isatty())
+        summary = run_compare(
+            config,
+            variants,
+            args.seeds,
+            dataset,
+            args.train,
+            args.test,
+            args.out,
+            ctx,
+            progress=args.progress,
+            train=not args.report_only,
+            runs_bar=not args.quiet and sys.stderr.isatty(),
+        )
         if summary is not None:
             print(summary_markdown(summary))
     finally:

@@ -30,8 +30,9 @@ OUTCOMES = {
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("daily", help="the daily job on N processes (torchrun), "
-                              "exiting with its status")
+    p = subparsers.add_parser(
+        "daily", help="the daily job on N processes (torchrun), exiting with its status"
+    )
     p.add_argument("--config", default="simulator", help="YAML file or a name in configs/")
     p.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the day to train")
     p.add_argument("--workdir", required=True, help="checkpoints, exports and run records")
@@ -39,14 +40,21 @@ def add_parser(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="retrain a date that is already done")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
-                   help="processes on this node (one per GPU on CUDA)")
+    p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes on this node (one per GPU on CUDA)",
+    )
     p.add_argument("--nnodes", type=int, default=1, metavar="N", help="nodes of the job")
     p.add_argument("--node-rank", type=int, default=0, metavar="R", help="this node's rank")
-    p.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
-                   help="the c10d rendezvous, required with --nnodes > 1")
-    p.add_argument("--rdzv-id", help="rendezvous id shared by the nodes (default: "
-                   "protorec-DATE)")
+    p.add_argument(
+        "--rdzv-endpoint",
+        metavar="HOST:PORT",
+        help="the c10d rendezvous, required with --nnodes > 1",
+    )
+    p.add_argument("--rdzv-id", help="rendezvous id shared by the nodes (default: protorec-DATE)")
     p.set_defaults(func=run)
 
 
@@ -54,21 +62,37 @@ def launch_command(args: argparse.Namespace) -> list[str]:
     """The torchrun command line for ``args`` (the daily job's flags passed on)."""
     if args.nproc_per_node < 1 or args.nnodes < 1:
         raise ValueError("--nproc-per-node and --nnodes must be >= 1")
-    launcher = [sys.executable, "-m", "torch.distributed.run",
-                f"--nproc-per-node={args.nproc_per_node}"]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={args.nproc_per_node}",
+    ]
     if args.nnodes == 1:
         launcher.append("--standalone")
     else:
         if not args.rdzv_endpoint:
-            raise ValueError(f"--rdzv-endpoint (host:port) is required with --nnodes "
-                             f"{args.nnodes}")
-        launcher += [f"--nnodes={args.nnodes}", f"--node-rank={args.node_rank}",
-                     "--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv_endpoint}",
-                     f"--rdzv-id={args.rdzv_id or 'protorec-' + args.date}"]
+            raise ValueError(f"--rdzv-endpoint (host:port) is required with --nnodes {args.nnodes}")
+        launcher += [
+            f"--nnodes={args.nnodes}",
+            f"--node-rank={args.node_rank}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={args.rdzv_endpoint}",
+            f"--rdzv-id={args.rdzv_id or 'protorec-' + args.date}",
+        ]
     spec = importlib.util.find_spec("protorec.jobs.train_daily")
     assert spec is not None and spec.origin is not None  # this package's own module
-    job = [spec.origin, "--config", args.config, "--date", args.date, "--workdir",
-           args.workdir, "--device", args.device]
+    job = [
+        spec.origin,
+        "--config",
+        args.config,
+        "--date",
+        args.date,
+        "--workdir",
+        args.workdir,
+        "--device",
+        args.device,
+    ]
     if args.dataset:
         job += ["--dataset", args.dataset]
     job += ["--force"] * args.force + ["--quiet"] * args.quiet
@@ -87,18 +111,23 @@ def run(args: argparse.Namespace) -> int:
     os.close(fd)
     try:
         # torchrun forwards SIGINT/SIGTERM to the workers; the job's logs pass through.
-        returncode = subprocess.run(command, env={**os.environ, STATUS_FILE_ENV: status_file}
-                                    ).returncode
+        returncode = subprocess.run(
+            command, env={**os.environ, STATUS_FILE_ENV: status_file}
+        ).returncode
         with open(status_file) as f:
             text = f.read().strip()
     finally:
         os.unlink(status_file)
     if text:
         status = int(text)
-        print(f"protorec daily: {args.date}: {OUTCOMES.get(status, 'status')} "
-              f"(exit {status})", file=sys.stderr)
+        print(
+            f"protorec daily: {args.date}: {OUTCOMES.get(status, 'status')} (exit {status})",
+            file=sys.stderr,
+        )
         return status
-    print(f"protorec daily: {args.date}: failed (torchrun exit {returncode}; the log above "
-          "says why); rerunning the same command resumes from the last checkpoint (exit 1)",
-          file=sys.stderr)
+    print(
+        f"protorec daily: {args.date}: failed (torchrun exit {returncode}; the log above "
+        "says why); rerunning the same command resumes from the last checkpoint (exit 1)",
+        file=sys.stderr,
+    )
     return 1

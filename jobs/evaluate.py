@@ -18,20 +18,33 @@ from protorec.pipeline.threads import add_threads_argument
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="evaluate an exported model on days A..B",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate an exported model on days A..B",
+        description=__doc__.splitlines()[0],
+    )
     p.add_argument("--model", required=True, metavar="PATH", help="export directory")
-    p.add_argument("--dataset", metavar="DIR", help="contract data set (default: the "
-                   "config's data.dataset)")
+    p.add_argument(
+        "--dataset", metavar="DIR", help="contract data set (default: the config's data.dataset)"
+    )
     # The old name, kept so that existing scripts run; it says to use --dataset.
     p.add_argument("--data", dest="data_deprecated", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--dates", required=True, metavar="A..B", help="days to evaluate")
     p.add_argument("--out", metavar="FILE", help="also write the metrics JSON here")
-    p.add_argument("--config", help="read the data with this config's data and loader "
-                   "sections (default: the export's own config); its features and "
-                   "scenarios must be the export's")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of the evaluation config (YAML value); repeatable")
+    p.add_argument(
+        "--config",
+        help="read the data with this config's data and loader "
+        "sections (default: the export's own config); its features and "
+        "scenarios must be the export's",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the evaluation config (YAML value); repeatable",
+    )
     p.add_argument("--progress", action="store_true", help="progress bar of the read")
     add_threads_argument(p)
     p.set_defaults(func=run)
@@ -66,8 +79,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     # force: importing torchrec has configured the root logger already. TorchRec and
     # fbgemm log every planning and kernel choice at INFO: INFO for protorec's lines only.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
-                        force=True)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", force=True
+    )
     logging.getLogger("protorec").setLevel(logging.INFO)
     if args.data_deprecated:
         print("protorec evaluate: --data is deprecated, use --dataset", file=sys.stderr)
@@ -76,25 +90,36 @@ def _evaluate(args: argparse.Namespace) -> int:
         other = load_config(args.config)
         # The model's tables and towers are fixed by the export: only where and how the
         # data is read may change.
-        for section, a, b in (("features", config.features, other.features),
-                              ("data.scenarios", config.data.scenarios, other.data.scenarios)):
+        for section, a, b in (
+            ("features", config.features, other.features),
+            ("data.scenarios", config.data.scenarios, other.data.scenarios),
+        ):
             if a != b:
-                raise ConfigError(args.config, section,
-                                  f"differs from the export's ({args.model}): the model "
-                                  "cannot read these inputs")
+                raise ConfigError(
+                    args.config,
+                    section,
+                    f"differs from the export's ({args.model}): the model cannot read these inputs",
+                )
         config = dataclasses.replace(config, data=other.data, loader=other.loader)
     config = apply_overrides(config, [parse_override(s) for s in args.overrides])
     dataset = args.dataset or args.data_deprecated or config.data.dataset
     check_days(dataset, [("--dates", args.dates)])
     _, model = load_export(args.model)
     set_threads(args.threads)
-    logging.getLogger(__name__).info("evaluating %s (%s) on %s of %s", args.model,
-                                     config.model.name, args.dates, dataset)
+    logging.getLogger(__name__).info(
+        "evaluating %s (%s) on %s of %s", args.model, config.model.name, args.dates, dataset
+    )
     metrics = evaluate_model(config, model, dataset, args.dates, progress=args.progress)
     metrics["model"] = {"path": str(Path(args.model).resolve()), "name": config.model.name}
     # An export is evaluated in this one process, on every row of the days.
-    metrics["computed_on"] = computed_on(dataset, args.dates, metrics["overall"]["samples"],
-                                         "every row of the days", config.model.name, 1)
+    metrics["computed_on"] = computed_on(
+        dataset,
+        args.dates,
+        metrics["overall"]["samples"],
+        "every row of the days",
+        config.model.name,
+        1,
+    )
     print(f"\n{config.model.name} ({args.model}) on {args.dates}:")
     print(metrics_markdown(metrics))
     print(oov_summary(metrics["loader"]["test"]))

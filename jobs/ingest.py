@@ -31,15 +31,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="protorec YAML config (default: the source's)")
     p.add_argument("--out", type=Path, default=None, help="data set folder (default data.dataset)")
     p.add_argument(
-        "--side-tables", type=Path, default=None,
+        "--side-tables",
+        type=Path,
+        default=None,
         help="kuairand: folder of user_features_pure.csv and video_features_basic_pure.csv",
     )
     p.add_argument(
-        "--tab", type=int, default=None,
+        "--tab",
+        type=int,
+        default=None,
         help="kuairand: scenario code for files without a 'tab' column",
     )
     p.add_argument(
-        "--replace", action="store_true",
+        "--replace",
+        action="store_true",
         help="replace days already published (default: leave them, quarantine the new rows)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
@@ -58,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
     from protorec.pipeline.job_config import CONFIG_DIR, load_config
 
     if args.source == "parquet" and not args.config:
-        print("protorec ingest: parquet needs --config (its data.scenarios and "
-              "ingest.parquet section describe your data)", file=sys.stderr)
+        print(
+            "protorec ingest: parquet needs --config (its data.scenarios and "
+            "ingest.parquet section describe your data)",
+            file=sys.stderr,
+        )
         return 2
     try:
         config = load_config(args.config or CONFIG_DIR / f"{args.source}.yaml")
@@ -67,8 +75,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"protorec ingest: {exc}", file=sys.stderr)
         return 2
     if args.source != "kuairand" and (args.side_tables or args.tab is not None):
-        print("protorec ingest: --side-tables and --tab are for kuairand (parquet: "
-              "ingest.parquet.side_tables in the config)", file=sys.stderr)
+        print(
+            "protorec ingest: --side-tables and --tab are for kuairand (parquet: "
+            "ingest.parquet.side_tables in the config)",
+            file=sys.stderr,
+        )
         return 2
     if args.source == "open_bandit" and len(args.inputs) != 1:
         print("protorec ingest: open_bandit takes one policy folder", file=sys.stderr)

@@ -22,12 +22,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", default="simulator", help="YAML file or a name in configs/")
     p.add_argument("--world-size", type=int, required=True, help="ranks of the target")
     p.add_argument("--local-world-size", type=int, help="ranks per node (default: all)")
-    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
-                   help="the target's devices")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="the target's devices")
     p.add_argument("--hbm-gb", type=float, help="device memory per rank, GiB")
     p.add_argument("--batch-size", type=int, help="per-rank batch (default: loader's)")
-    p.add_argument("--table-rows", type=_table_rows, action="append", default=[],
-                   metavar="NAME=ROWS", help="override a sparse feature's table size")
+    p.add_argument(
+        "--table-rows",
+        type=_table_rows,
+        action="append",
+        default=[],
+        metavar="NAME=ROWS",
+        help="override a sparse feature's table size",
+    )
     p.set_defaults(func=run)
 
 
@@ -45,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     unknown = set(overrides) - {f.name for f in config.features.sparse}
     if unknown:
         raise SystemExit(f"plan: --table-rows names unknown feature(s) {sorted(unknown)}")
-    sparse = [dataclasses.replace(f, num_embeddings=overrides.get(f.name, f.num_embeddings))
-              for f in config.features.sparse]
+    sparse = [
+        dataclasses.replace(f, num_embeddings=overrides.get(f.name, f.num_embeddings))
+        for f in config.features.sparse
+    ]
     config = dataclasses.replace(
         config, features=dataclasses.replace(config.features, sparse=sparse)
     )
@@ -55,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("torchrec.distributed.planner.stats").setLevel(logging.INFO)
     topology_args = {"hbm_cap": int(args.hbm_gb * 1024**3)} if args.hbm_gb else {}
     topology = Topology(
-        world_size=args.world_size, compute_device=args.device,
-        local_world_size=args.local_world_size, **topology_args,
+        world_size=args.world_size,
+        compute_device=args.device,
+        local_world_size=args.local_world_size,
+        **topology_args,
     )
     planner = EmbeddingShardingPlanner(
         topology=topology, batch_size=args.batch_size or config.loader.batch_size

@@ -39,12 +39,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # force: importing torchrec has configured the root logger already. TorchRec and
     # fbgemm log every planning and kernel choice at INFO: INFO for protorec's lines only.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
-                        force=True)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", force=True
+    )
     log = logging.getLogger("protorec")
     log.setLevel(logging.INFO)
     config, model = load_export(args.model)
     rows = predict_to_parquet(config, model, reader, args.out, progress=not args.quiet)
-    log.info("%s (%s): %d rows of %s scored into %s", args.model, config.model.name, rows,
-             args.dates, args.out)
+    log.info(
+        "%s (%s): %d rows of %s scored into %s",
+        args.model,
+        config.model.name,
+        rows,
+        args.dates,
+        args.out,
+    )
     return 0

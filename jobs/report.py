@@ -7,8 +7,11 @@ import sys
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("report", help="per-day, per-scenario metrics and drift of a workdir",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "report",
+        help="per-day, per-scenario metrics and drift of a workdir",
+        description=__doc__.splitlines()[0],
+    )
     p.add_argument("--workdir", required=True, help="the daily job's work directory")
     p.set_defaults(func=run)
 
@@ -20,8 +23,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         table = daily_table(args.workdir)
     except FileNotFoundError as exc:
-        print(f"protorec report: --workdir: {exc} (the daily job writes one per day: "
-              "jobs/train_daily.py --workdir DIR --date YYYY-MM-DD)", file=sys.stderr)
+        print(
+            f"protorec report: --workdir: {exc} (the daily job writes one per day: "
+            "jobs/train_daily.py --workdir DIR --date YYYY-MM-DD)",
+            file=sys.stderr,
+        )
         return 2
     print(table)
     return 0

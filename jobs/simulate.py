@@ -26,9 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="folder with KuaiRand's user_features_pure.csv and video_features_basic_pure.csv",
     )
-    p.add_argument(
-        "--config", default="simulator", help="YAML file or a name in configs/"
-    )
+    p.add_argument("--config", default="simulator", help="YAML file or a name in configs/")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-day lines")
     p.set_defaults(func=run)
 

@@ -21,17 +21,38 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dataset", help="contract data set (default: the config's data.dataset)")
     p.add_argument("--train", required=True, metavar="A..B", help="training days")
     p.add_argument("--test", required=True, metavar="C..D", help="evaluation days")
-    p.add_argument("--model", help="a model variant (pipeline/variants.py): a model.name, "
-                   "gpdnet, a DistProto ablation, a watch-time head")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (YAML value), after --model; repeatable")
+    p.add_argument(
+        "--model",
+        help="a model variant (pipeline/variants.py): a model.name, "
+        "gpdnet, a DistProto ablation, a watch-time head",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (YAML value), after --model; repeatable",
+    )
     p.add_argument("--out", help="write the metrics JSON here")
-    p.add_argument("--export", metavar="DIR", help="also export the trained model to DIR "
-                   "(the daily job's export: `protorec evaluate --model DIR` scores it)")
-    p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard events of the "
-                   "run to DIR (needs the tensorboard package): tensorboard --logdir DIR")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="auto: CUDA when torch sees a device, else CPU")
+    p.add_argument(
+        "--export",
+        metavar="DIR",
+        help="also export the trained model to DIR "
+        "(the daily job's export: `protorec evaluate --model DIR` scores it)",
+    )
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="write TensorBoard events of the "
+        "run to DIR (needs the tensorboard package): tensorboard --logdir DIR",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: CUDA when torch sees a device, else CPU",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_argument(p)
     p.set_defaults(func=run)
@@ -57,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
 
     # force: importing torchrec has configured the root logger already. TorchRec and
     # fbgemm log every planning and kernel choice at INFO: INFO for protorec's lines only.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
-                        force=True)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", force=True
+    )
     logging.getLogger("protorec").setLevel(logging.INFO)
     try:
         config = load_config(args.config)
@@ -76,8 +98,14 @@ def run(args: argparse.Namespace) -> int:
     ctx = init_distributed(args.device)
     try:
         metrics = train_and_evaluate(
-            config, dataset, args.train, args.test, ctx, progress=not args.quiet,
-            export_dir=args.export, tensorboard_dir=args.tensorboard,
+            config,
+            dataset,
+            args.train,
+            args.test,
+            ctx,
+            progress=not args.quiet,
+            export_dir=args.export,
+            tensorboard_dir=args.tensorboard,
         )
         if ctx.is_main:
             oracle = oracle_metrics(config, dataset, args.test)

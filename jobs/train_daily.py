@@ -31,8 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="checkpoints, exports and run records")
     p.add_argument("--dataset", help="contract data set (default: the config's data.dataset)")
     p.add_argument("--force", action="store_true", help="retrain a date that is already done")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="auto: CUDA when torch sees a device, else CPU")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: CUDA when torch sees a device, else CPU",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_argument(p)
     return p
@@ -44,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_third_party_warnings()
     _tag_rank(int(os.environ.get("RANK", "0")))
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s [rank %(rank)s] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s [rank %(rank)s] %(name)s: %(message)s",
+    )
     # TorchRec and fbgemm log every plan and pipeline fill at INFO: protorec's own lines only.
     logging.getLogger("protorec").setLevel(logging.INFO)
 
@@ -59,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         days = days_of("--date", args.date)
         if len(days) != 1:
-            raise InputError("--date", args.date, "is a range: the daily job trains one day "
-                             "(YYYY-MM-DD)")
+            raise InputError(
+                "--date", args.date, "is a range: the daily job trains one day (YYYY-MM-DD)"
+            )
         config = load_config(args.config)
         # A missing day is not checked here: it is exit status 4 (data not landed yet).
         check_dataset(args.dataset or config.data.dataset)
@@ -76,8 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         shutdown_distributed()
         return 2
     try:
-        return run_day(config, days[0], args.workdir, ctx, dataset=args.dataset,
-                       force=args.force, progress=not args.quiet)
+        return run_day(
+            config,
+            days[0],
+            args.workdir,
+            ctx,
+            dataset=args.dataset,
+            force=args.force,
+            progress=not args.quiet,
+        )
     finally:
         shutdown_distributed()
 

@@ -76,8 +76,9 @@ def scenario_towers(
     """
     return nn.ModuleDict(
         {
-            task: ScenarioMLP(in_features, [*config.hidden, 1], num_scenarios,
-                              activation_on_last=False)
+            task: ScenarioMLP(
+                in_features, [*config.hidden, 1], num_scenarios, activation_on_last=False
+            )
             for task in tasks
         }
     )
@@ -215,7 +216,10 @@ class DenseArch(nn.Module):
         diagnostics: dict[str, Tensor] = {}
         if self.click_weight > 0:
             losses["click"] = self.click_weight * click_loss(
-                out["click_logit"], batch.click, batch.scenario, self.num_scenarios,
+                out["click_logit"],
+                batch.click,
+                batch.scenario,
+                self.num_scenarios,
                 self.task_loss,
             )
         head = self.watch_head
@@ -223,9 +227,9 @@ class DenseArch(nn.Module):
             terms, diagnostics = head.losses(out["watch_logit"], batch)
             losses.update({name: self.watch_weight * value for name, value in terms.items()})
         if self.l2_weight > 0:
-            losses["l2"] = self.l2_weight * torch.stack(
-                [p.square().sum() for p in self.l2_parameters()]
-            ).sum()
+            losses["l2"] = (
+                self.l2_weight * torch.stack([p.square().sum() for p in self.l2_parameters()]).sum()
+            )
         return losses, diagnostics
 
     def l2_parameters(self) -> list[nn.Parameter]:
@@ -236,7 +240,9 @@ class DenseArch(nn.Module):
     # None, so nothing outside models/ asks which model it holds.
 
     def prototype_report(
-        self, encode: Callable[[Batch], dict[str, Tensor]], batches: Iterable[Batch],
+        self,
+        encode: Callable[[Batch], dict[str, Tensor]],
+        batches: Iterable[Batch],
         scenario_names: list[str] | None = None,
     ) -> PrototypeReport | None:
         """Prototype usage of ``batches``; None for a model without prototypes.
@@ -246,8 +252,12 @@ class DenseArch(nn.Module):
         return None
 
     def reseed_prototypes(
-        self, dead_global: list[int], dead_scenario: dict[int, list[int]],
-        outputs: dict[str, Tensor], scenario: Tensor, generator: torch.Generator,
+        self,
+        dead_global: list[int],
+        dead_scenario: dict[int, list[int]],
+        outputs: dict[str, Tensor],
+        scenario: Tensor,
+        generator: torch.Generator,
     ) -> None:
         """Move the named dead prototypes onto rows' encodings; no-op without prototypes.
 
@@ -282,7 +292,9 @@ class RecModel(nn.Module):
     """
 
     def __init__(
-        self, embedding_bag_collection: EmbeddingBagCollection, dense_arch: DenseArch,
+        self,
+        embedding_bag_collection: EmbeddingBagCollection,
+        dense_arch: DenseArch,
         id_maps: dict[str, ManagedIds] | None = None,
     ) -> None:
         super().__init__()
@@ -295,7 +307,8 @@ class RecModel(nn.Module):
         # returns its keys grouped by rank, so the order must not be taken from its output
         # (it once was: a model trained on 2 ranks then scored differently on 1).
         self.feature_names: list[str] = [
-            name for table in embedding_bag_collection.embedding_bag_configs()
+            name
+            for table in embedding_bag_collection.embedding_bag_configs()
             for name in table.feature_names
         ]
 
@@ -334,5 +347,6 @@ class RecModel(nn.Module):
         Computed in eval mode from each row alone.
         """
         with eval_mode(self):
-            return self.dense_arch.predict(self.pooled(batch.sparse), batch.dense,
-                                           batch.scenario, batch.duration_ms)
+            return self.dense_arch.predict(
+                self.pooled(batch.sparse), batch.dense, batch.scenario, batch.duration_ms
+            )

@@ -140,8 +140,14 @@ def plot_bucket_histograms(
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         rows = samples.bucket_ratios[b]
-        ax.hist(rows, bins=bins, range=(0.0, max_ratio), density=True, color="0.75",
-                label=f"watch ratio ({rows.size} rows)")
+        ax.hist(
+            rows,
+            bins=bins,
+            range=(0.0, max_ratio),
+            density=True,
+            color="0.75",
+            label=f"watch ratio ({rows.size} rows)",
+        )
         ax.set_xlabel("watch ratio (watch / duration)")
         ax.set_ylabel("density")
         counts = report.counts[b].flatten().double()
@@ -149,20 +155,33 @@ def plot_bucket_histograms(
         top = ax.twinx()
         top.hlines(share, low, high, colors=colours, linewidth=1.5)
         used = share > 0
-        top.scatter(centre[used], share[used], c=[colours[i] for i in np.flatnonzero(used)],
-                    zorder=3, label="decoded prototype (mean, usage)")
-        top.scatter(centre[~used], share[~used], facecolors="none",
-                    edgecolors=[colours[i] for i in np.flatnonzero(~used)], zorder=3,
-                    label="unused here")
+        top.scatter(
+            centre[used],
+            share[used],
+            c=[colours[i] for i in np.flatnonzero(used)],
+            zorder=3,
+            label="decoded prototype (mean, usage)",
+        )
+        top.scatter(
+            centre[~used],
+            share[~used],
+            facecolors="none",
+            edgecolors=[colours[i] for i in np.flatnonzero(~used)],
+            zorder=3,
+            label="unused here",
+        )
         top.set_ylabel("share of the bucket's sampled vectors")
         top.set_ylim(bottom=0)
         ax.set_xlim(0.0, max_ratio)
-        ax.set_title(f"bucket {b}: {_bucket_label(report.edges_ms, b)}, "
-                     f"code perplexity {report.bucket_perplexity()[b]:.1f}")
+        ax.set_title(
+            f"bucket {b}: {_bucket_label(report.edges_ms, b)}, "
+            f"code perplexity {report.bucket_perplexity()[b]:.1f}"
+        )
         handles, labels = ax.get_legend_handles_labels()
         more_handles, more_labels = top.get_legend_handles_labels()
-        top.legend(handles + more_handles, labels + more_labels, loc="upper right",
-                   fontsize="small")
+        top.legend(
+            handles + more_handles, labels + more_labels, loc="upper right", fontsize="small"
+        )
         path = out / f"bucket_{b}.png"
         fig.savefig(path, dpi=100)
         paths.append(path)

@@ -315,14 +315,18 @@ class ProWTPConfig:
 
     def __post_init__(self) -> None:
         if self.dim < 1 or any(w < 1 for w in self.regressor_hidden):
-            raise ValueError(f"dim and regressor_hidden widths must be >= 1, got {self.dim}, "
-                             f"{self.regressor_hidden}")
+            raise ValueError(
+                f"dim and regressor_hidden widths must be >= 1, got {self.dim}, "
+                f"{self.regressor_hidden}"
+            )
         for name in ("temperature", "ot_lambda", "ot_tol"):
             if not 0 < getattr(self, name) < float("inf"):
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         if self.ot_max_iter < 1 or self.ot_check_every < 1:
-            raise ValueError(f"ot_max_iter and ot_check_every must be >= 1, got "
-                             f"{self.ot_max_iter}, {self.ot_check_every}")
+            raise ValueError(
+                f"ot_max_iter and ot_check_every must be >= 1, got "
+                f"{self.ot_max_iter}, {self.ot_check_every}"
+            )
         for name in ("assign_weight", "compact_weight", "task_weight", "infer_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

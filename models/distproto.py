@@ -89,8 +89,11 @@ class DistProtoNet(ScenarioNet):
         inputs = feature_input(sparse_dim, dense_dim, num_scenarios, config.input)
         if cfg.extractor == "mmoe":
             extractor: nn.Module = ScenarioGatedMMoE(
-                inputs.out_features, config.mmoe.num_experts, config.mmoe.expert_hidden,
-                num_scenarios, len(tasks),
+                inputs.out_features,
+                config.mmoe.num_experts,
+                config.mmoe.expert_hidden,
+                num_scenarios,
+                len(tasks),
             )
         else:  # Table 2's "single encoder": one MLP of the experts' widths, no gates.
             extractor = SharedBottom(inputs.out_features, config.mmoe.expert_hidden, len(tasks))
@@ -130,8 +133,13 @@ class DistProtoNet(ScenarioNet):
         if self.tower_input in ("prototypes", "both"):
             parts += [self._mixture(zg_hat, self.global_prototypes.normalized()[0])]
             # without scenario prototypes (the ablation), z_s is read as it is
-            parts += [zs_hat if self.scenario_prototypes is None else self._mixture(
-                zs_hat.unsqueeze(1), self.scenario_prototypes.normalized()[scenario]).squeeze(1)]
+            parts += [
+                zs_hat
+                if self.scenario_prototypes is None
+                else self._mixture(
+                    zs_hat.unsqueeze(1), self.scenario_prototypes.normalized()[scenario]
+                ).squeeze(1)
+            ]
         z = torch.cat(parts, dim=-1).unsqueeze(1).expand(-1, self.num_tasks, -1)
         out = self.heads(torch.cat([h, z], dim=-1), scenario)
         out["z_g"] = z_g
@@ -140,8 +148,9 @@ class DistProtoNet(ScenarioNet):
 
     def _mixture(self, z_hat: Tensor, prototypes: Tensor) -> Tensor:
         """``softmax(cos(z, P) / t) P^``: (..., n, d) unit z against (..., K, d) unit P."""
-        weights = torch.softmax(z_hat @ prototypes.transpose(-1, -2) / self.assign_temperature,
-                                dim=-1)
+        weights = torch.softmax(
+            z_hat @ prototypes.transpose(-1, -2) / self.assign_temperature, dim=-1
+        )
         return weights @ prototypes
 
 
@@ -198,8 +207,9 @@ class DistProtoArch(DenseArch):
         self.config = config.distproto
         cfg = self.config
         # Prototype columns of the batched problems: the larger of K_g and K_s.
-        self.num_columns = max(cfg.num_global_prototypes,
-                               cfg.num_scenario_prototypes if cfg.scenario_prototypes else 0)
+        self.num_columns = max(
+            cfg.num_global_prototypes, cfg.num_scenario_prototypes if cfg.scenario_prototypes else 0
+        )
 
     @property
     def global_prototypes(self) -> PrototypeSets:
@@ -244,16 +254,20 @@ class DistProtoArch(DenseArch):
         width = self.num_columns
         columns = torch.arange(width, device=z_g.device)
         k_g = cfg.num_global_prototypes
-        costs = [F.pad(cosine_cost(layout.pad(z_g), self.global_prototypes.weight),
-                       (0, width - k_g))]
+        costs = [
+            F.pad(cosine_cost(layout.pad(z_g), self.global_prototypes.weight), (0, width - k_g))
+        ]
         cols = [(columns < k_g).expand(S, -1)]
         # The paper's one global problem over the batch, split by scenario: its rows weigh
         # n_s / B, as their mass would there; each scenario problem weighs one.
         weight = [layout.counts.to(z_g.dtype) / scenario.shape[0]]
         if self.scenario_prototypes is not None:
             k_s = cfg.num_scenario_prototypes
-            costs.append(F.pad(cosine_cost(layout.pad(z_s), self.scenario_prototypes.weight),
-                               (0, width - k_s)))
+            costs.append(
+                F.pad(
+                    cosine_cost(layout.pad(z_s), self.scenario_prototypes.weight), (0, width - k_s)
+                )
+            )
             cols.append((columns < k_s).expand(S, -1))
             weight.append((layout.counts > 0).to(z_g.dtype))
         cost = torch.cat(costs)
@@ -274,16 +288,24 @@ class DistProtoArch(DenseArch):
                 self.global_prototypes.weight[0]
             )
         if cfg.gpd:
-            losses["proto_ce"] = cfg.gpd_weight * (align.weight * plan_cross_entropy(
-                align.cost, align.plan, align.row_mask, align.col_mask, cfg.gpd_temperature
-            )).sum()
+            losses["proto_ce"] = (
+                cfg.gpd_weight
+                * (
+                    align.weight
+                    * plan_cross_entropy(
+                        align.cost, align.plan, align.row_mask, align.col_mask, cfg.gpd_temperature
+                    )
+                ).sum()
+            )
         device = align.cost.device
         diagnostics["ot/n_iter"] = torch.tensor(float(align.result.n_iter), device=device)
         diagnostics["ot/converged"] = torch.tensor(float(align.result.converged), device=device)
         return losses, diagnostics
 
     def prototype_report(
-        self, encode: Callable[[Batch], dict[str, Tensor]], batches: Iterable[Batch],
+        self,
+        encode: Callable[[Batch], dict[str, Tensor]],
+        batches: Iterable[Batch],
         scenario_names: list[str] | None = None,
     ) -> PrototypeReport:
         """Run the transport on ``batches`` (no training) and sum each prototype's plan mass.
@@ -298,7 +320,8 @@ class DistProtoArch(DenseArch):
         global_usage = torch.zeros(S, k_g, dtype=torch.float64)
         scenario_usage = (
             torch.zeros(S, k_s, dtype=torch.float64)
-            if self.scenario_prototypes is not None else None
+            if self.scenario_prototypes is not None
+            else None
         )
         for batch in batches:
             out = encode(batch)
@@ -310,13 +333,18 @@ class DistProtoArch(DenseArch):
                 scenario_usage += plan[S:, :, :k_s].sum(1)
         prototypes = self.global_prototypes.normalized()[0].detach().double().cpu()
         names = scenario_names or [str(s) for s in range(S)]
-        return PrototypeReport(names, rows, global_usage, scenario_usage,
-                               prototypes @ prototypes.t())
+        return PrototypeReport(
+            names, rows, global_usage, scenario_usage, prototypes @ prototypes.t()
+        )
 
     @torch.no_grad()
     def reseed_prototypes(
-        self, dead_global: list[int], dead_scenario: dict[int, list[int]],
-        outputs: dict[str, Tensor], scenario: Tensor, generator: torch.Generator,
+        self,
+        dead_global: list[int],
+        dead_scenario: dict[int, list[int]],
+        outputs: dict[str, Tensor],
+        scenario: Tensor,
+        generator: torch.Generator,
     ) -> None:
         """Move each dead prototype onto a seeded draw of the candidate rows' encodings.
 
@@ -333,5 +361,8 @@ class DistProtoArch(DenseArch):
         reseed(self.global_prototypes.weight.data[0], dead_global, outputs["z_g"])
         if self.scenario_prototypes is not None:
             for s, dead in dead_scenario.items():
-                reseed(self.scenario_prototypes.weight.data[s], dead,
-                       outputs["z_s"][scenario.cpu() == s])
+                reseed(
+                    self.scenario_prototypes.weight.data[s],
+                    dead,
+                    outputs["z_s"][scenario.cpu() == s],
+                )

@@ -91,14 +91,14 @@ class HVQVAEConfig:
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
         if not self.attention_temperature > 0:
-            raise ValueError(f"attention_temperature must be > 0, got "
-                             f"{self.attention_temperature}")
+            raise ValueError(f"attention_temperature must be > 0, got {self.attention_temperature}")
         for name in ("learning_rate", "refit_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.dead_code_threshold < 1:
-            raise ValueError(f"dead_code_threshold must be in [0, 1), got "
-                             f"{self.dead_code_threshold}")
+            raise ValueError(
+                f"dead_code_threshold must be in [0, 1), got {self.dead_code_threshold}"
+            )
         if self.init_noise < 0:
             raise ValueError(f"init_noise must be >= 0, got {self.init_noise}")
 
@@ -206,8 +206,10 @@ class HVQVAE(nn.Module):
         if bucket_edges_ms is not None:
             edges = torch.as_tensor(bucket_edges_ms, dtype=torch.float64).clone()
             if edges.shape != (config.sampling.num_buckets - 1,):
-                raise ValueError(f"bucket_edges_ms has shape {tuple(edges.shape)}, expected "
-                                 f"({config.sampling.num_buckets - 1},)")
+                raise ValueError(
+                    f"bucket_edges_ms has shape {tuple(edges.shape)}, expected "
+                    f"({config.sampling.num_buckets - 1},)"
+                )
         self.register_buffer("bucket_edges_ms", edges)
 
     def encode(self, w: Tensor) -> Tensor:
@@ -333,11 +335,15 @@ class RefitReport:
 def _check_samples(model: HVQVAE, samples: WatchRatioSamples) -> Tensor:
     cfg = model.config
     if samples.vectors.shape[1] != cfg.sampling.sample_length:
-        raise ValueError(f"samples have length {samples.vectors.shape[1]}, the model reads "
-                         f"sampling.sample_length = {cfg.sampling.sample_length}")
+        raise ValueError(
+            f"samples have length {samples.vectors.shape[1]}, the model reads "
+            f"sampling.sample_length = {cfg.sampling.sample_length}"
+        )
     if samples.num_buckets != cfg.sampling.num_buckets:
-        raise ValueError(f"samples have {samples.num_buckets} duration buckets, the model "
-                         f"has sampling.num_buckets = {cfg.sampling.num_buckets}")
+        raise ValueError(
+            f"samples have {samples.num_buckets} duration buckets, the model "
+            f"has sampling.num_buckets = {cfg.sampling.num_buckets}"
+        )
     return torch.as_tensor(samples.vectors, dtype=torch.float32)
 
 
@@ -355,8 +361,14 @@ def _init_codebook_from_peaks(
             if pool.numel() == 0:  # a component with no weight in any bucket
                 pool = torch.arange(w.shape[0])
             replace = pool.numel() < cfg.num_prototypes
-            pick = pool[torch.multinomial(torch.ones(pool.numel()), cfg.num_prototypes,
-                                          replacement=replace, generator=generator)]
+            pick = pool[
+                torch.multinomial(
+                    torch.ones(pool.numel()),
+                    cfg.num_prototypes,
+                    replacement=replace,
+                    generator=generator,
+                )
+            ]
             model.codebook[c] = e[pick] + noise * torch.randn(
                 cfg.num_prototypes, cfg.dim, generator=generator
             )
@@ -408,8 +420,9 @@ def _revive_dead_codes(
             weight = torch.where(members, error, 0.0) if members.any() else error
             slots = c * cfg.num_prototypes + torch.nonzero(dead_by_cluster[c]).flatten()
             replace = slots.numel() > int((weight > 0).sum())
-            pick = torch.multinomial(weight, slots.numel(), replacement=replace,
-                                     generator=generator)
+            pick = torch.multinomial(
+                weight, slots.numel(), replacement=replace, generator=generator
+            )
             flat[slots] = e[pick]
         state = optimizer.state.get(model.codebook, {})
         for key in ("exp_avg", "exp_avg_sq"):
@@ -446,9 +459,17 @@ def _train(
             counts = torch.bincount(model.codes(w), minlength=cfg.num_codes)
             dead = torch.zeros_like(revived)
         loss, reconstruction, codebook, commitment = (sums / steps).tolist()
-        history.append(EpochStats(loss, reconstruction, codebook, commitment,
-                                  used_codes=int((counts > 0).sum()),
-                                  perplexity=perplexity(counts), revived=int(dead.sum())))
+        history.append(
+            EpochStats(
+                loss,
+                reconstruction,
+                codebook,
+                commitment,
+                used_codes=int((counts > 0).sum()),
+                perplexity=perplexity(counts),
+                revived=int(dead.sum()),
+            )
+        )
     model.eval()
     return history, revived
 
@@ -468,8 +489,10 @@ def fit(samples: WatchRatioSamples, config: HVQVAEConfig) -> tuple[HVQVAE, list[
         the model (in eval mode) and one :class:`EpochStats` per epoch.
     """
     if samples.peak.size and samples.peak.max() >= config.num_clusters:
-        raise ValueError(f"samples come from {samples.peak.max() + 1} mixture peaks; sample "
-                         f"them with num_peaks = num_clusters = {config.num_clusters}")
+        raise ValueError(
+            f"samples come from {samples.peak.max() + 1} mixture peaks; sample "
+            f"them with num_peaks = num_clusters = {config.num_clusters}"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = HVQVAE(config, torch.as_tensor(samples.edges_ms))
@@ -549,14 +572,17 @@ def refit(
     if np.isnan(edges).any():
         raise ValueError("previous model has no bucket edges: fit it, or load its state dict")
     if not np.allclose(edges, samples.edges_ms):
-        raise ValueError(f"samples were bucketed with edges {samples.edges_ms.tolist()}, the "
-                         f"previous model with {edges.tolist()}: pre-process with "
-                         "edges_ms=previous.bucket_edges_ms.numpy()")
+        raise ValueError(
+            f"samples were bucketed with edges {samples.edges_ms.tolist()}, the "
+            f"previous model with {edges.tolist()}: pre-process with "
+            "edges_ms=previous.bucket_edges_ms.numpy()"
+        )
     model = copy.deepcopy(previous)
     w = _check_samples(model, samples)
     generator = torch.Generator().manual_seed(cfg.seed)
-    history, revived = _train(model, w, cfg.refit_epochs if epochs is None else epochs,
-                              cfg.refit_learning_rate, generator)
+    history, revived = _train(
+        model, w, cfg.refit_epochs if epochs is None else epochs, cfg.refit_learning_rate, generator
+    )
     old = previous.codebook.detach()
     cluster_assignment, code_assignment = match_codebooks(
         old, model.codebook.detach(), revived.view(cfg.num_clusters, cfg.num_prototypes)

@@ -56,7 +56,8 @@ class InferenceModule(nn.Module):
         for table in model.sparse_arch.embedding_bag_configs():
             weight = model.sparse_arch.embedding_bags[table.name].weight.detach()
             self.bags[table.name] = nn.EmbeddingBag.from_pretrained(
-                weight, freeze=True, mode=pooling_type_to_str(table.pooling))
+                weight, freeze=True, mode=pooling_type_to_str(table.pooling)
+            )
             table_of.update(dict.fromkeys(table.feature_names, table.name))
         self.tables = [table_of[name] for name in self.feature_names]
         self.dense_arch: DenseArch = model.dense_arch
@@ -64,8 +65,15 @@ class InferenceModule(nn.Module):
         if head is not None:
             check_fitted(head)  # the traced program cannot check it (see check_fitted)
 
-    def forward(self, values: list[Tensor], offsets: list[Tensor], dense: Tensor,
-                scenario: Tensor, duration_ms: Tensor) -> dict[str, Tensor]:
-        pooled = torch.cat([self.bags[table](v, o)
-                            for table, v, o in zip(self.tables, values, offsets)], dim=1)
+    def forward(
+        self,
+        values: list[Tensor],
+        offsets: list[Tensor],
+        dense: Tensor,
+        scenario: Tensor,
+        duration_ms: Tensor,
+    ) -> dict[str, Tensor]:
+        pooled = torch.cat(
+            [self.bags[table](v, o) for table, v, o in zip(self.tables, values, offsets)], dim=1
+        )
         return self.dense_arch.predict(pooled, dense, scenario, duration_ms)

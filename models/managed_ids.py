@@ -39,8 +39,13 @@ class IdUpdate:
     reset_rows: np.ndarray
 
     def as_dict(self) -> dict[str, int]:
-        return {"rows_used": self.rows_used, "admitted": self.admitted,
-                "evicted": self.evicted, "overflow": self.overflow, "seen": self.seen}
+        return {
+            "rows_used": self.rows_used,
+            "admitted": self.admitted,
+            "evicted": self.evicted,
+            "overflow": self.overflow,
+            "seen": self.seen,
+        }
 
 
 class ManagedIds(nn.Module):
@@ -70,8 +75,9 @@ class ManagedIds(nn.Module):
         self.evict_after_days = evict_after_days
         self.oov_row = num_embeddings - 1
         self.register_buffer("raw", torch.full((num_embeddings - 1,), FREE, dtype=torch.int64))
-        self.register_buffer("last_seen", torch.full((num_embeddings - 1,), FREE,
-                                                     dtype=torch.int64))
+        self.register_buffer(
+            "last_seen", torch.full((num_embeddings - 1,), FREE, dtype=torch.int64)
+        )
         self._index: tuple[np.ndarray, np.ndarray] | None = None
 
     def _sorted(self) -> tuple[np.ndarray, np.ndarray]:
@@ -134,6 +140,11 @@ class ManagedIds(nn.Module):
         self.raw.copy_(torch.from_numpy(raw))
         self.last_seen.copy_(torch.from_numpy(last))
         self._index = None
-        return IdUpdate(rows_used=int(np.count_nonzero(raw != FREE)), admitted=take,
-                        evicted=len(evicted), overflow=len(new) - take, seen=len(uniq),
-                        reset_rows=np.union1d(evicted, admitted_rows))
+        return IdUpdate(
+            rows_used=int(np.count_nonzero(raw != FREE)),
+            admitted=take,
+            evicted=len(evicted),
+            overflow=len(new) - take,
+            seen=len(uniq),
+            reset_rows=np.union1d(evicted, admitted_rows),
+        )

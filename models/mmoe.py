@@ -36,8 +36,11 @@ class MMoENet(ScenarioNet):
     ) -> None:
         inputs = feature_input(sparse_dim, dense_dim, num_scenarios, config.input)
         backbone = ScenarioGatedMMoE(
-            inputs.out_features, config.mmoe.num_experts, config.mmoe.expert_hidden,
-            num_scenarios, len(tasks),
+            inputs.out_features,
+            config.mmoe.num_experts,
+            config.mmoe.expert_hidden,
+            num_scenarios,
+            len(tasks),
         )
         towers = scenario_towers(backbone.out_features, num_scenarios, config.tower, tasks)
         super().__init__(inputs, backbone, towers)

@@ -39,8 +39,13 @@ class PLE(nn.Module):
         widths = [in_features] + [self.out_features] * (config.num_layers - 1)
         self.layers = nn.ModuleList(
             CGCLayer(
-                width, config.num_shared_experts, config.num_scenario_experts,
-                config.num_task_experts, config.expert_hidden, num_scenarios, num_tasks,
+                width,
+                config.num_shared_experts,
+                config.num_scenario_experts,
+                config.num_task_experts,
+                config.expert_hidden,
+                num_scenarios,
+                num_tasks,
                 shared_output=i < config.num_layers - 1,
             )
             for i, width in enumerate(widths)

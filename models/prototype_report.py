@@ -78,13 +78,15 @@ def plot_prototype_report(report: PrototypeReport, path: str | Path) -> Path:
         dead.append(int(PrototypeReport.dead(usage).sum()))
     ax = axes[-1]
     image = ax.imshow(report.global_cosine.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_title(f"global prototypes: cosine (max off-diagonal "
-                 f"{report.max_off_diagonal_cosine():.2f})")
+    ax.set_title(
+        f"global prototypes: cosine (max off-diagonal {report.max_off_diagonal_cosine():.2f})"
+    )
     ax.set_xlabel("prototype")
     ax.set_ylabel("prototype")
     fig.colorbar(image, ax=ax)
-    fig.suptitle(f"rows per scenario: {report.rows.tolist()}; "
-                 f"dead (share < 0.1/K) per panel: {dead}")
+    fig.suptitle(
+        f"rows per scenario: {report.rows.tolist()}; dead (share < 0.1/K) per panel: {dead}"
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=80)

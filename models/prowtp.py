@@ -126,17 +126,26 @@ class ProWTPHead(WatchHead):
 
     credible_prototypes: Tensor
 
-    def __init__(self, in_features: int, num_scenarios: int, hidden: list[int],
-                 scale_ms: float, config: ProWTPConfig, hvqvae: HVQVAEConfig) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        num_scenarios: int,
+        hidden: list[int],
+        scale_ms: float,
+        config: ProWTPConfig,
+        hvqvae: HVQVAEConfig,
+    ) -> None:
         super().__init__(in_features, num_scenarios, hidden, config.dim, scale_ms)
         self.config = config
         self.num_scenarios = num_scenarios
         self.projection = nn.Linear(hvqvae.dim, config.dim, bias=False)  # W_p
-        self.regressor = MLP(config.dim, [*config.regressor_hidden, 1],
-                             activation_on_last=False)  # g
+        self.regressor = MLP(
+            config.dim, [*config.regressor_hidden, 1], activation_on_last=False
+        )  # g
         self.hvqvae = HVQVAE(hvqvae).requires_grad_(False)
-        self.register_buffer("credible_prototypes",
-                             torch.full((hvqvae.num_codes, hvqvae.dim), float("nan")))
+        self.register_buffer(
+            "credible_prototypes", torch.full((hvqvae.num_codes, hvqvae.dim), float("nan"))
+        )
 
     def is_fitted(self) -> bool:
         return not bool(self.credible_prototypes.isnan().any())
@@ -167,19 +176,29 @@ class ProWTPHead(WatchHead):
         if np.isnan(edges).any():
             samples = sample_watch_ratio_vectors(ratios, cfg.sampling, num_peaks=cfg.num_clusters)
             fitted, history = fit(samples, cfg)
-            log.info("HVQ-VAE fitted on %d vectors: %d of %d codes used, perplexity %.1f",
-                     samples.vectors.shape[0], history[-1].used_codes, cfg.num_codes,
-                     history[-1].perplexity)
+            log.info(
+                "HVQ-VAE fitted on %d vectors: %d of %d codes used, perplexity %.1f",
+                samples.vectors.shape[0],
+                history[-1].used_codes,
+                cfg.num_codes,
+                history[-1].perplexity,
+            )
         else:
-            samples = sample_watch_ratio_vectors(ratios, cfg.sampling,
-                                                 num_peaks=cfg.num_clusters, edges_ms=edges)
+            samples = sample_watch_ratio_vectors(
+                ratios, cfg.sampling, num_peaks=cfg.num_clusters, edges_ms=edges
+            )
             fitted, report = refit(previous, samples)
-            log.info("HVQ-VAE refitted: identities kept %s, median relative movement %.3f",
-                     report.identity_kept, float(np.median(report.relative_movement)))
-        codes = torch.bincount(fitted.codes(torch.as_tensor(samples.vectors)),
-                               minlength=cfg.num_codes)
-        log.info("credible prototypes: usage perplexity %.1f of %d", perplexity(codes),
-                 cfg.num_codes)
+            log.info(
+                "HVQ-VAE refitted: identities kept %s, median relative movement %.3f",
+                report.identity_kept,
+                float(np.median(report.relative_movement)),
+            )
+        codes = torch.bincount(
+            fitted.codes(torch.as_tensor(samples.vectors)), minlength=cfg.num_codes
+        )
+        log.info(
+            "credible prototypes: usage perplexity %.1f of %d", perplexity(codes), cfg.num_codes
+        )
         self.hvqvae.load_state_dict(fitted.state_dict())
         self.set_prototypes(fitted.credible_prototypes().vectors)
         return report
@@ -193,8 +212,10 @@ class ProWTPHead(WatchHead):
         """P = normalize(W_p p), the projected unit prototypes, (C K, d)."""
         # Not under torch.export (no branch on a buffer's values): checked before tracing.
         if not torch.compiler.is_exporting() and not self.is_fitted():
-            raise RuntimeError("ProWTP head has no credible prototypes yet: call "
-                               "protorec.pipeline.refresh.refresh_watch_head first")
+            raise RuntimeError(
+                "ProWTP head has no credible prototypes yet: call "
+                "protorec.pipeline.refresh.refresh_watch_head first"
+            )
         return F.normalize(self.projection(self.credible_prototypes), dim=-1)
 
     def assignment(self, h: Tensor, prototypes: Tensor) -> Tensor:
@@ -215,18 +236,26 @@ class ProWTPHead(WatchHead):
         layout = ScenarioLayout.from_scenario(scenario, self.num_scenarios)
         cost = 1 - layout.pad(h.detach()) @ prototypes.detach().T  # (S, n, CK)
         a = uniform_masses(layout.mask).to(cost.dtype)
-        b = torch.full(cost.shape[::2], 1 / prototypes.shape[0], dtype=cost.dtype,
-                       device=cost.device)
-        result = solve_l2_semirelaxed(cost, a, b, cfg.ot_lambda, max_iter=cfg.ot_max_iter,
-                                      tol=cfg.ot_tol, check_every=cfg.ot_check_every)
+        b = torch.full(
+            cost.shape[::2], 1 / prototypes.shape[0], dtype=cost.dtype, device=cost.device
+        )
+        result = solve_l2_semirelaxed(
+            cost,
+            a,
+            b,
+            cfg.ot_lambda,
+            max_iter=cfg.ot_max_iter,
+            tol=cfg.ot_tol,
+            check_every=cfg.ot_check_every,
+        )
         normalised = result.plan * layout.counts.to(cost.dtype).view(-1, 1, 1)
-        soft_labels = torch.zeros(h.shape[0], prototypes.shape[0], dtype=h.dtype,
-                                  device=h.device)
+        soft_labels = torch.zeros(h.shape[0], prototypes.shape[0], dtype=h.dtype, device=h.device)
         soft_labels[layout.index[layout.mask]] = normalised[layout.mask].to(h.dtype)
         return ProWTPAlignment(soft_labels, result.plan, layout.mask, result)
 
-    def loss_terms(self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor,
-                   scenario: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def loss_terms(
+        self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor, scenario: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         cfg = self.config
         h = F.normalize(raw, dim=-1)
         prototypes = self.prototypes()
@@ -235,25 +264,29 @@ class ProWTPHead(WatchHead):
         logits = h @ prototypes.T / cfg.temperature
         terms = {
             "watch": cfg.task_weight * F.mse_loss(self.regress(align.soft_labels @ prototypes), t),
-            "watch_assign": cfg.assign_weight * -(
-                align.soft_labels * torch.log_softmax(logits, dim=-1)).sum(-1).mean(),
-            "watch_infer": cfg.infer_weight * F.mse_loss(
-                self.regress(torch.softmax(logits, dim=-1) @ prototypes), t),
+            "watch_assign": cfg.assign_weight
+            * -(align.soft_labels * torch.log_softmax(logits, dim=-1)).sum(-1).mean(),
+            "watch_infer": cfg.infer_weight
+            * F.mse_loss(self.regress(torch.softmax(logits, dim=-1) @ prototypes), t),
         }
         if cfg.compact_weight > 0 and h.shape[0] >= 2:
             m = max(2, round(cfg.compact_sample * h.shape[0]))
             sample = torch.randperm(h.shape[0], device=h.device)[:m]
             terms["watch_compact"] = cfg.compact_weight * compact_loss(
-                h[sample], align.soft_labels[sample], cfg.temperature)
+                h[sample], align.soft_labels[sample], cfg.temperature
+            )
         res = align.result
         device = raw.device
-        diagnostics = {"prowtp/ot_n_iter": torch.tensor(float(res.n_iter), device=device),
-                       "prowtp/ot_converged": torch.tensor(float(res.converged), device=device),
-                       "prowtp/ot_err_a": res.err_a.detach().amax().to(raw.dtype)}
+        diagnostics = {
+            "prowtp/ot_n_iter": torch.tensor(float(res.n_iter), device=device),
+            "prowtp/ot_converged": torch.tensor(float(res.converged), device=device),
+            "prowtp/ot_err_a": res.err_a.detach().amax().to(raw.dtype),
+        }
         return terms, diagnostics
 
     def predict_ms(self, raw: Tensor, duration_ms: Tensor) -> Tensor:
         h = F.normalize(raw, dim=-1)
         prototypes = self.prototypes()
         return self.regress(self.assignment(h, prototypes) @ prototypes).clamp_min(0) * (
-            self.scale_ms)
+            self.scale_ms
+        )

@@ -51,9 +51,11 @@ WATCH_HEADS: dict[str, Callable[[int, int, ModelConfig], WatchHead]] = {
     "wlr": lambda d, s, c: WLRHead(d, s, c.watch.hidden, c.watch.scale_ms),
     "d2q": lambda d, s, c: D2QHead(d, s, c.watch.hidden, c.watch.scale_ms, c.watch.d2q),
     "tpm": lambda d, s, c: TPMHead(d, s, c.watch.hidden, c.watch.scale_ms, c.watch.tpm),
-    "prowtp": lambda d, s, c: ProWTPHead(d, s, c.watch.hidden, c.watch.scale_ms, c.watch.prowtp,
-                                         c.hvqvae),
+    "prowtp": lambda d, s, c: ProWTPHead(
+        d, s, c.watch.hidden, c.watch.scale_ms, c.watch.prowtp, c.hvqvae
+    ),
 }
+
 
 def build_watch_head(in_features: int, num_scenarios: int, config: ModelConfig) -> WatchHead:
     """The head ``config.watch.head`` names, reading task representations of width in_features.

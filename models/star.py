@@ -116,8 +116,11 @@ class StarNet(ScenarioNet):
         towers = nn.ModuleDict(
             {
                 task: StarTower(
-                    backbone.out_features, num_scenarios, config.tower.hidden,
-                    config.star.aux_hidden, config.input.scenario_dim,
+                    backbone.out_features,
+                    num_scenarios,
+                    config.tower.hidden,
+                    config.star.aux_hidden,
+                    config.input.scenario_dim,
                 )
                 for task in tasks
             }

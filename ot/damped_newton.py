@@ -51,8 +51,15 @@ def inverse_pd(neg_hess: Tensor) -> Tensor:
     return torch.where(ok.view(-1, 1, 1), inv, jacobi)
 
 
-def bfgs_update(hinv: Tensor, d: Tensor, s: Tensor, grad: Tensor, new_grad: Tensor,
-                h_new_grad: Tensor, accepted: Tensor) -> tuple[Tensor, Tensor]:
+def bfgs_update(
+    hinv: Tensor,
+    d: Tensor,
+    s: Tensor,
+    grad: Tensor,
+    new_grad: Tensor,
+    h_new_grad: Tensor,
+    accepted: Tensor,
+) -> tuple[Tensor, Tensor]:
     """BFGS update of inverse curvature estimates and of the next ascent direction.
 
     For maximising a concave function (Nocedal and Wright, eq. 6.17, with ``y`` the
@@ -100,8 +107,9 @@ def bfgs_update(hinv: Tensor, d: Tensor, s: Tensor, grad: Tensor, new_grad: Tens
     return hinv, torch.where(accepted.unsqueeze(-1), new_d, d)
 
 
-def accept_step(value: Tensor, trial_value: Tensor, slope: Tensor, trial_slope: Tensor,
-                step: Tensor) -> Tensor:
+def accept_step(
+    value: Tensor, trial_value: Tensor, slope: Tensor, trial_slope: Tensor, step: Tensor
+) -> Tensor:
     """Which problems accept a trial step ``x + step * d`` of a concave maximisation.
 
     Accept where Armijo's sufficient increase holds, or where the directional derivative

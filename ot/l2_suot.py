@@ -46,16 +46,19 @@ _TO_BOUNDARY = 0.99
 _START_SLACK = 1.0
 
 
-def _check(C: Tensor, a: Tensor, b: Tensor, lam: float, max_iter: int, tol: float,
-           check_every: int) -> None:
+def _check(
+    C: Tensor, a: Tensor, b: Tensor, lam: float, max_iter: int, tol: float, check_every: int
+) -> None:
     """Raise ValueError naming the first argument that breaks the solver's contract."""
     check_problem(C, a, b, max_iter, tol, check_every)
     if not (lam > 0 and math.isfinite(lam)):
         raise ValueError(f"lam must be finite and > 0, got {lam}")
     infeasible = ((a > 0).any(-1) & ~(b > 0).any(-1)).nonzero().flatten()
     if len(infeasible):
-        raise ValueError(f"T 1 = a is infeasible in problems {infeasible.tolist()}: row mass "
-                         "but no column with mass (zero-mass columns are padding)")
+        raise ValueError(
+            f"T 1 = a is infeasible in problems {infeasible.tolist()}: row mass "
+            "but no column with mass (zero-mass columns are padding)"
+        )
 
 
 class _InteriorPoint:
@@ -89,11 +92,15 @@ class _InteriorPoint:
 
     def dual_objective(self, f: Tensor, g: Tensor) -> Tensor:
         """Dual objective sum a f - <g, b> - |g|^2 / (4 lam), a lower bound when S >= 0."""
-        return (torch.linalg.vecdot(self.a, f) - torch.linalg.vecdot(g, self.b)
-                - g.square().sum(-1) / (4 * self.lam))
+        return (
+            torch.linalg.vecdot(self.a, f)
+            - torch.linalg.vecdot(g, self.b)
+            - g.square().sum(-1) / (4 * self.lam)
+        )
 
-    def step(self, T: Tensor, S: Tensor, done: Tensor
-             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def step(
+        self, T: Tensor, S: Tensor, done: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """One Mehrotra predictor-corrector step: (dT, dS, df, alpha, refused).
 
         alpha is 0 where done and where the step came out non-finite (refused, (B,) bool).
@@ -133,8 +140,12 @@ class _InteriorPoint:
         mu = torch.linalg.vecdot(T.flatten(1), S.flatten(1)) / self.n_valid
         dT, dS, _ = direction(-T)  # affine-scaling predictor
         alpha = max_step(dT, dS).clamp(max=1.0).view(-1, 1, 1)
-        mu_aff = torch.linalg.vecdot(torch.addcmul(T, alpha, dT).flatten(1),
-                                     torch.addcmul(S, alpha, dS).flatten(1)) / self.n_valid
+        mu_aff = (
+            torch.linalg.vecdot(
+                torch.addcmul(T, alpha, dT).flatten(1), torch.addcmul(S, alpha, dS).flatten(1)
+            )
+            / self.n_valid
+        )
         sigma_mu = (mu_aff / mu).clamp(max=1.0).pow(3).mul_(mu).view(-1, 1, 1)
         target = torch.addcmul(sigma_mu, dT, dS, value=-1).div_(S).sub_(T)
         if self.padded:
@@ -147,9 +158,16 @@ class _InteriorPoint:
         return dT, dS, df, alpha, refused
 
 
-def solve_l2_semirelaxed(C: Tensor, a: Tensor, b: Tensor, lam: float, max_iter: int = 100,
-                         tol: float = 1e-8, check_every: int = 5,
-                         warm_start: OTResult | Tensor | None = None) -> OTResult:
+def solve_l2_semirelaxed(
+    C: Tensor,
+    a: Tensor,
+    b: Tensor,
+    lam: float,
+    max_iter: int = 100,
+    tol: float = 1e-8,
+    check_every: int = 5,
+    warm_start: OTResult | Tensor | None = None,
+) -> OTResult:
     r"""Exact plans of ProWTP's semi-relaxed L2 OT (eq. 8) for a batch of problems.
 
     Solves :math:`\min_{T\ge0,\,T1=a} \langle T,C\rangle + \lambda\|T^\top1-b\|^2` for each
@@ -232,14 +250,26 @@ def solve_l2_semirelaxed(C: Tensor, a: Tensor, b: Tensor, lam: float, max_iter: 
         gap = l2_semirelaxed_objective(plan, C, b, lam) - dual
         err_a = (plan.sum(-1) - a).abs().amax(-1)
         err_b = (-slack.amin(-1)).clamp_min(0).amax(-1)
-        message = (f"converged in {n_iter} interior-point iterations" if converged else
-                   f"max_iter={max_iter} reached before a relative duality gap of {tol:g}")
+        message = (
+            f"converged in {n_iter} interior-point iterations"
+            if converged
+            else f"max_iter={max_iter} reached before a relative duality gap of {tol:g}"
+        )
         if int(n_bad):
             message += f"; {int(n_bad)} non-finite steps refused (kept the last finite iterate)"
-        return OTResult(plan=plan.to(out_dtype), log_u=None, log_v=None, n_iter=n_iter,
-                        err_a=err_a.to(out_dtype), err_b=err_b.to(out_dtype),
-                        converged=converged, message=message, f=f.to(out_dtype),
-                        g=g.to(out_dtype), gap=gap.to(out_dtype))
+        return OTResult(
+            plan=plan.to(out_dtype),
+            log_u=None,
+            log_v=None,
+            n_iter=n_iter,
+            err_a=err_a.to(out_dtype),
+            err_b=err_b.to(out_dtype),
+            converged=converged,
+            message=message,
+            f=f.to(out_dtype),
+            g=g.to(out_dtype),
+            gap=gap.to(out_dtype),
+        )
 
 
 def l2_semirelaxed_objective(plan: Tensor, C: Tensor, b: Tensor, lam: float) -> Tensor:

@@ -50,8 +50,9 @@ class OTResult:
     gap: Tensor | None = None
 
 
-def check_problem(C: Tensor, a: Tensor, b: Tensor, max_iter: int, tol: float,
-                  check_every: int) -> None:
+def check_problem(
+    C: Tensor, a: Tensor, b: Tensor, max_iter: int, tol: float, check_every: int
+) -> None:
     """Raise ValueError naming what breaks the contract every solver shares.
 
     Shapes (C (B, n, k), a (B, n), b (B, k)), one float dtype and device, finite costs,
@@ -62,21 +63,31 @@ def check_problem(C: Tensor, a: Tensor, b: Tensor, max_iter: int, tol: float,
         raise ValueError(f"C must be (B, n, k), got shape {tuple(C.shape)}")
     B, n, k = C.shape
     if a.shape != (B, n) or b.shape != (B, k):
-        raise ValueError(f"a must be (B, n) = {(B, n)} and b (B, k) = {(B, k)} for C of shape "
-                         f"{tuple(C.shape)}; got a {tuple(a.shape)}, b {tuple(b.shape)}")
+        raise ValueError(
+            f"a must be (B, n) = {(B, n)} and b (B, k) = {(B, k)} for C of shape "
+            f"{tuple(C.shape)}; got a {tuple(a.shape)}, b {tuple(b.shape)}"
+        )
     if C.dtype not in (torch.float32, torch.float64) or a.dtype != C.dtype or b.dtype != C.dtype:
-        raise ValueError(f"C, a, b must share dtype float32 or float64; got {C.dtype}, "
-                         f"{a.dtype}, {b.dtype}")
+        raise ValueError(
+            f"C, a, b must share dtype float32 or float64; got {C.dtype}, {a.dtype}, {b.dtype}"
+        )
     if a.device != C.device or b.device != C.device:
         raise ValueError(f"C, a, b must be on one device; got {C.device}, {a.device}, {b.device}")
     if max_iter < 0 or check_every < 1 or not tol > 0:
-        raise ValueError(f"need max_iter >= 0, check_every >= 1, tol > 0; got {max_iter}, "
-                         f"{check_every}, {tol}")
+        raise ValueError(
+            f"need max_iter >= 0, check_every >= 1, tol > 0; got {max_iter}, {check_every}, {tol}"
+        )
     # A NaN or inf anywhere makes the sum non-finite: one reduction pass instead of four.
-    bad = torch.stack([~torch.isfinite(C.sum()), ~(torch.isfinite(a) & (a >= 0)).all(),
-                       ~(torch.isfinite(b) & (b >= 0)).all()]).tolist()
+    bad = torch.stack(
+        [
+            ~torch.isfinite(C.sum()),
+            ~(torch.isfinite(a) & (a >= 0)).all(),
+            ~(torch.isfinite(b) & (b >= 0)).all(),
+        ]
+    ).tolist()
     bad[0] = bad[0] and not bool(torch.isfinite(C).all())  # the sum may just overflow
-    for flag, name in zip(bad, ("C must be finite", "a must be finite and >= 0",
-                                "b must be finite and >= 0")):
+    for flag, name in zip(
+        bad, ("C must be finite", "a must be finite and >= 0", "b must be finite and >= 0")
+    ):
         if flag:
             raise ValueError(name)

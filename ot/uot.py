@@ -130,8 +130,16 @@ class _ReducedDual:
     count of small tensor operations, not the two passes over the kernel.
     """
 
-    def __init__(self, C: Tensor, a: Tensor, b: Tensor, eps: float, tau_a: float,
-                 tau_b: float, reg_type: RegType) -> None:
+    def __init__(
+        self,
+        C: Tensor,
+        a: Tensor,
+        b: Tensor,
+        eps: float,
+        tau_a: float,
+        tau_b: float,
+        reg_type: RegType,
+    ) -> None:
         self.C, self.eps, self.tau_a, self.tau_b = C, eps, tau_a, tau_b
         self.phi_a, self.phi_b = _phi(tau_a, eps), _phi(tau_b, eps)
         self.drift = _DRIFT[C.dtype]
@@ -161,8 +169,12 @@ class _ReducedDual:
         In base 2 (exponents scaled by log2(e), folded into the add): torch's exp2 is 2.3x
         (float64) to 3.3x (float32) faster than its exp on CPU, for the same rounding.
         """
-        torch.add(((v + self.col_shift) * _LOG2E).unsqueeze(-2), self.C,
-                  alpha=-_LOG2E / self.eps, out=self.kernel)
+        torch.add(
+            ((v + self.col_shift) * _LOG2E).unsqueeze(-2),
+            self.C,
+            alpha=-_LOG2E / self.eps,
+            out=self.kernel,
+        )
         m2 = self.kernel.amax(-1, keepdim=True)
         m2 = torch.where(torch.isfinite(m2), m2, torch.zeros_like(m2))
         self.kernel.sub_(m2).exp2_()
@@ -255,9 +267,17 @@ class _ReducedDual:
         else:
             value = value - (self.tau_b / self.eps) * p.beta.sum(-1)
         grad = p.beta - p.c
-        return torch.cat([value.unsqueeze(-1), grad.abs().amax(-1, keepdim=True),
-                          (v - self.v_abs).abs().amax(-1, keepdim=True), grad, v, p.log_q],
-                         dim=-1), p
+        return torch.cat(
+            [
+                value.unsqueeze(-1),
+                grad.abs().amax(-1, keepdim=True),
+                (v - self.v_abs).abs().amax(-1, keepdim=True),
+                grad,
+                v,
+                p.log_q,
+            ],
+            dim=-1,
+        ), p
 
     def unpack(self, state: Tensor) -> tuple[Tensor, ...]:
         """(value, max |grad|, drift, grad, v, log q) views of a packed state."""
@@ -302,8 +322,9 @@ class _ReducedDual:
             done = gmax <= thresh
             if n_iter % check_every == 0 or n_iter >= max_iter:
                 # The only host synchronisation: every check_every iterations.
-                flags = torch.stack([done.all(), (done | (step < _MIN_STEP)).all(),
-                                     dev.amax() > half_drift]).tolist()
+                flags = torch.stack(
+                    [done.all(), (done | (step < _MIN_STEP)).all(), dev.amax() > half_drift]
+                ).tolist()
                 converged, stalled = flags[0], flags[1] and not flags[0]
                 if converged or stalled or n_iter >= max_iter:
                     break
@@ -321,17 +342,27 @@ class _ReducedDual:
             s = t.masked_fill_(done, 0) * d
             trial, _ = self.evaluate(v + s)
             trial_value, _, _, trial_grad, _, _ = self.unpack(trial)
-            ok = accept_step(value, trial_value, torch.linalg.vecdot(grad, d).unsqueeze(-1),
-                             torch.linalg.vecdot(trial_grad, d).unsqueeze(-1), t)
+            ok = accept_step(
+                value,
+                trial_value,
+                torch.linalg.vecdot(grad, d).unsqueeze(-1),
+                torch.linalg.vecdot(trial_grad, d).unsqueeze(-1),
+                t,
+            )
             rejected_nonfinite += (trial_value.abs() < math.inf).logical_not_().sum()
-            hinv, d = bfgs_update(hinv, d, s, grad, trial_grad, _symv(hinv, trial_grad),
-                                  ok.squeeze(-1))
+            hinv, d = bfgs_update(
+                hinv, d, s, grad, trial_grad, _symv(hinv, trial_grad), ok.squeeze(-1)
+            )
             cur = torch.where(ok, trial, cur)
             step = torch.where(ok, 1.0, step * 0.5)
             n_iter += 1
-        message = (f"converged in {n_iter} quasi-Newton iterations" if converged else
-                   f"line search stalled after {n_iter} iterations: stopped at last finite "
-                   "iterate" if stalled else f"max_iter={max_iter} reached before tol={tol:g}")
+        message = (
+            f"converged in {n_iter} quasi-Newton iterations"
+            if converged
+            else f"line search stalled after {n_iter} iterations: stopped at last finite iterate"
+            if stalled
+            else f"max_iter={max_iter} reached before tol={tol:g}"
+        )
         if tol_used > tol:
             message += f" (tol {tol:g} raised to {tol_used:.1g}, the {v.dtype} resolution)"
         n_bad = int(rejected_nonfinite)
@@ -339,8 +370,9 @@ class _ReducedDual:
             message += f"; {n_bad} non-finite trial steps rejected (kept the last finite iterate)"
         return self._result(v, self.unpack(cur)[5], n_iter, converged, message)
 
-    def _result(self, v: Tensor, log_q: Tensor, n_iter: int, converged: bool,
-                message: str) -> OTResult:
+    def _result(
+        self, v: Tensor, log_q: Tensor, n_iter: int, converged: bool, message: str
+    ) -> OTResult:
         """Plan, potentials and residuals at the final iterate."""
         u = log_q - self.m - self.row_ref if self.kl else log_q - self.m
         u = torch.where(self.row_ok, u, -math.inf)
@@ -359,20 +391,40 @@ class _ReducedDual:
         err_a = (plan.sum(-1) - row_target).abs().amax(-1)
         err_b = (plan.sum(-2) - col_target).abs().amax(-1)
         log_v = torch.where(self.col_ok, v, -math.inf)
-        return OTResult(plan=plan, log_u=u, log_v=log_v, n_iter=n_iter, err_a=err_a,
-                        err_b=err_b, converged=converged, message=message,
-                        f=self.eps * u, g=self.eps * log_v)
+        return OTResult(
+            plan=plan,
+            log_u=u,
+            log_v=log_v,
+            n_iter=n_iter,
+            err_a=err_a,
+            err_b=err_b,
+            converged=converged,
+            message=message,
+            f=self.eps * u,
+            g=self.eps * log_v,
+        )
 
 
-def _check(C: Tensor, a: Tensor, b: Tensor, eps: float, tau_a: float, tau_b: float,
-           reg_type: str, max_iter: int, tol: float, check_every: int) -> None:
+def _check(
+    C: Tensor,
+    a: Tensor,
+    b: Tensor,
+    eps: float,
+    tau_a: float,
+    tau_b: float,
+    reg_type: str,
+    max_iter: int,
+    tol: float,
+    check_every: int,
+) -> None:
     """Raise ValueError naming the first argument that breaks the solver's contract."""
     check_problem(C, a, b, max_iter, tol, check_every)
     if not eps > 0 or math.isinf(eps):
         raise ValueError(f"eps must be finite and > 0, got {eps}")
     if not (tau_a > 0 and tau_b > 0):
-        raise ValueError(f"tau_a and tau_b must be > 0 (math.inf for an exact marginal), "
-                         f"got {tau_a}, {tau_b}")
+        raise ValueError(
+            f"tau_a and tau_b must be > 0 (math.inf for an exact marginal), got {tau_a}, {tau_b}"
+        )
     if math.isinf(tau_a) and math.isinf(tau_b):
         raise ValueError("tau_a = tau_b = inf is balanced OT: relax at least one marginal")
     if reg_type not in ("entropy", "kl"):
@@ -381,16 +433,26 @@ def _check(C: Tensor, a: Tensor, b: Tensor, eps: float, tau_a: float, tau_b: flo
         if math.isinf(tau):
             infeasible = ((mass > 0).any(-1) & ~(other > 0).any(-1)).nonzero().flatten()
             if len(infeasible):
-                raise ValueError(f"exact marginal {side} is infeasible in problems "
-                                 f"{infeasible.tolist()}: mass on side {side} but none on "
-                                 f"the other side")
+                raise ValueError(
+                    f"exact marginal {side} is infeasible in problems "
+                    f"{infeasible.tolist()}: mass on side {side} but none on "
+                    f"the other side"
+                )
 
 
-def solve_uot(C: Tensor, a: Tensor, b: Tensor, eps: float = 0.05, tau_a: float = 1.0,
-                 tau_b: float = 1.0, reg_type: RegType = "entropy", max_iter: int = 1000,
-                 tol: float = 1e-6, check_every: int = 5,
-                 warm_start: OTResult | tuple[Tensor | None, Tensor | None] | None = None,
-                 ) -> OTResult:
+def solve_uot(
+    C: Tensor,
+    a: Tensor,
+    b: Tensor,
+    eps: float = 0.05,
+    tau_a: float = 1.0,
+    tau_b: float = 1.0,
+    reg_type: RegType = "entropy",
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    check_every: int = 5,
+    warm_start: OTResult | tuple[Tensor | None, Tensor | None] | None = None,
+) -> OTResult:
     r"""Entropic unbalanced OT plans for a batch of problems (DistProto's UOT, eq. in 3.3).
 
     Solves, for each problem b of the batch, :math:`\min_{T\ge0} \langle T,C\rangle +
@@ -452,27 +514,45 @@ def solve_uot(C: Tensor, a: Tensor, b: Tensor, eps: float = 0.05, tau_a: float =
         solver = _ReducedDual(C, a, b, eps, tau_a, tau_b, reg_type)
         if log_v0 is not None:
             if log_v0.shape != b.shape:
-                raise ValueError(f"warm start potentials of shape {tuple(log_v0.shape)} do "
-                                 f"not match the {'rows' if transpose else 'columns'} "
-                                 f"{tuple(b.shape)}")
+                raise ValueError(
+                    f"warm start potentials of shape {tuple(log_v0.shape)} do "
+                    f"not match the {'rows' if transpose else 'columns'} "
+                    f"{tuple(b.shape)}"
+                )
             v0 = log_v0.detach().to(C.dtype)
             v0 = torch.where(torch.isfinite(v0) & solver.col_ok, v0, 0)
         else:
             v0 = solver.start()
         res = solver.solve(v0, max_iter, tol, check_every)
     if transpose:
-        res = OTResult(plan=res.plan.transpose(-2, -1), log_u=res.log_v, log_v=res.log_u,
-                       n_iter=res.n_iter, err_a=res.err_b, err_b=res.err_a,
-                       converged=res.converged, message=res.message, f=res.g, g=res.f)
+        res = OTResult(
+            plan=res.plan.transpose(-2, -1),
+            log_u=res.log_v,
+            log_v=res.log_u,
+            n_iter=res.n_iter,
+            err_a=res.err_b,
+            err_b=res.err_a,
+            converged=res.converged,
+            message=res.message,
+            f=res.g,
+            g=res.f,
+        )
     return res
 
 
-def solve_semirelaxed_uot(C: Tensor, a: Tensor, b: Tensor, eps: float = 0.05,
-                         tau: float = 1.0, exact: Literal["a", "b"] = "a",
-                         reg_type: RegType = "entropy", max_iter: int = 1000,
-                         tol: float = 1e-6, check_every: int = 5,
-                         warm_start: OTResult | tuple[Tensor | None, Tensor | None] | None = None,
-                         ) -> OTResult:
+def solve_semirelaxed_uot(
+    C: Tensor,
+    a: Tensor,
+    b: Tensor,
+    eps: float = 0.05,
+    tau: float = 1.0,
+    exact: Literal["a", "b"] = "a",
+    reg_type: RegType = "entropy",
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    check_every: int = 5,
+    warm_start: OTResult | tuple[Tensor | None, Tensor | None] | None = None,
+) -> OTResult:
     r"""Entropic semi-relaxed UOT: one marginal exact, the other KL-penalised with weight tau.
 
     :func:`solve_uot` with ``tau_a = inf`` (``exact="a"``: :math:`T1 = a`, the columns
@@ -487,13 +567,31 @@ def solve_semirelaxed_uot(C: Tensor, a: Tensor, b: Tensor, eps: float = 0.05,
     if exact not in ("a", "b"):
         raise ValueError(f"exact must be 'a' or 'b', got {exact!r}")
     tau_a, tau_b = (math.inf, tau) if exact == "a" else (tau, math.inf)
-    return solve_uot(C, a, b, eps=eps, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type,
-                        max_iter=max_iter, tol=tol, check_every=check_every,
-                        warm_start=warm_start)
+    return solve_uot(
+        C,
+        a,
+        b,
+        eps=eps,
+        tau_a=tau_a,
+        tau_b=tau_b,
+        reg_type=reg_type,
+        max_iter=max_iter,
+        tol=tol,
+        check_every=check_every,
+        warm_start=warm_start,
+    )
 
 
-def uot_objective(plan: Tensor, C: Tensor, a: Tensor, b: Tensor, eps: float, tau_a: float,
-                  tau_b: float, reg_type: RegType = "entropy") -> Tensor:
+def uot_objective(
+    plan: Tensor,
+    C: Tensor,
+    a: Tensor,
+    b: Tensor,
+    eps: float,
+    tau_a: float,
+    tau_b: float,
+    reg_type: RegType = "entropy",
+) -> Tensor:
     r"""Primal objective of :func:`solve_uot` for given plans (exact marginals excluded).
 
     Args:

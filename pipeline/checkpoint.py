@@ -113,7 +113,7 @@ def verify_checkpoint(directory: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("complete") is not True:
         raise CheckpointError(f"{path}: not complete")
     if "files" not in meta:
-        raise CheckpointError(f"{path}: has no manifest (\"files\"): refused unverified")
+        raise CheckpointError(f'{path}: has no manifest ("files"): refused unverified')
     try:
         verify(directory, meta, META)
     except ManifestError as exc:
@@ -169,8 +169,12 @@ class WarmStart:
         return bool(self.initialised or self.skipped or self.renamed)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"loaded": self.loaded, "initialised": self.initialised,
-                "skipped": self.skipped, "renamed": self.renamed}
+        return {
+            "loaded": self.loaded,
+            "initialised": self.initialised,
+            "skipped": self.skipped,
+            "renamed": self.renamed,
+        }
 
 
 def _shape(stored: Any) -> tuple[int, ...]:
@@ -182,12 +186,13 @@ def _source_key(key: str, rename: dict[str, str]) -> str:
     """The checkpoint key a model key is read from: ``rename`` maps old prefix -> new."""
     for old, new in rename.items():
         if key == new or key.startswith(new + "."):
-            return old + key[len(new):]
+            return old + key[len(new) :]
     return key
 
 
-def warm_start_checkpoint(sharded: ShardedModel, directory: str | Path,
-                          rename: dict[str, str] | None = None) -> WarmStart:
+def warm_start_checkpoint(
+    sharded: ShardedModel, directory: str | Path, rename: dict[str, str] | None = None
+) -> WarmStart:
     """Load what still matches from a good checkpoint of a possibly different model.
 
     A model state key is loaded when the checkpoint holds it (under its ``rename``d
@@ -207,8 +212,9 @@ def warm_start_checkpoint(sharded: ShardedModel, directory: str | Path,
     for old in rename:
         prefix = f"model.{old}"
         if not any(k == prefix or k.startswith(prefix + ".") for k in saved):
-            raise CheckpointError(f"daily.warm_start_rename: {old!r} names no tensor of "
-                                  f"checkpoint {directory}")
+            raise CheckpointError(
+                f"daily.warm_start_rename: {old!r} names no tensor of checkpoint {directory}"
+            )
     state = _state(sharded)
     report = WarmStart()
     model_part: dict[str, Any] = {}
@@ -222,8 +228,9 @@ def warm_start_checkpoint(sharded: ShardedModel, directory: str | Path,
         claimed.add(f"model.{source}")
         shape = _shape(stored)
         if isinstance(value, torch.Tensor) and tuple(value.size()) != shape:
-            report.initialised[key] = f"shape {list(shape)} in the checkpoint, " \
-                                      f"{list(value.size())} now"
+            report.initialised[key] = (
+                f"shape {list(shape)} in the checkpoint, {list(value.size())} now"
+            )
             continue
         model_part[source] = value
         report.loaded += 1
@@ -237,15 +244,16 @@ def warm_start_checkpoint(sharded: ShardedModel, directory: str | Path,
         for name, value in entries.items():
             flat = f"optim.state.{source}.{name}"
             stored = saved.get(flat)
-            if stored is not None and (not isinstance(value, torch.Tensor)
-                                       or tuple(value.size()) == _shape(stored)):
+            if stored is not None and (
+                not isinstance(value, torch.Tensor) or tuple(value.size()) == _shape(stored)
+            ):
                 optim_part.setdefault(source, {})[name] = value
-    report.skipped = sorted(k[len("model."):] for k in saved
-                            if k.startswith("model.") and k not in claimed)
+    report.skipped = sorted(
+        k[len("model.") :] for k in saved if k.startswith("model.") and k not in claimed
+    )
     # DCP loads in place into the tensors it is given, so naming today's tensors by
     # their checkpoint keys loads renamed modules; the full dicts are then re-applied.
-    dcp.load({"model": model_part, "optim": {"state": optim_part}},
-             checkpoint_id=str(directory))
+    dcp.load({"model": model_part, "optim": {"state": optim_part}}, checkpoint_id=str(directory))
     sharded.dmp.load_state_dict(state["model"])
     sharded.optimizer.load_state_dict(state["optim"])
     return report
@@ -261,7 +269,8 @@ def find_latest(root: str | Path, before: str | None = None) -> Path | None:
     if not root.is_dir():
         return None
     names = sorted(
-        p.name for p in root.iterdir()
+        p.name
+        for p in root.iterdir()
         if p.is_dir() and not p.name.startswith(".") and (before is None or p.name < before)
     )
     for name in reversed(names):

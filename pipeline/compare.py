@@ -49,10 +49,8 @@ from protorec.pipeline.variants import VARIANTS, apply_overrides, variant_config
 log = logging.getLogger(__name__)
 
 #: Figures of the ``overall`` block aggregated over seeds: (key, Markdown header).
-CLICK_FIGURES = (("auc", "AUC"), ("gauc", "GAUC"), ("ndcg@10", "NDCG@10"),
-                 ("logloss", "logloss"))
-WATCH_FIGURES = (("mae", "MAE (ms)"), ("rmse", "RMSE (ms)"), ("xauc", "XAUC"),
-                 ("xgauc", "XGAUC"))
+CLICK_FIGURES = (("auc", "AUC"), ("gauc", "GAUC"), ("ndcg@10", "NDCG@10"), ("logloss", "logloss"))
+WATCH_FIGURES = (("mae", "MAE (ms)"), ("rmse", "RMSE (ms)"), ("xauc", "XAUC"), ("xgauc", "XGAUC"))
 
 
 @dataclass(frozen=True)
@@ -150,12 +148,17 @@ SAME_ENVIRONMENT = ("world_size", "device")
 
 def run_environment(ctx: DistContext) -> dict[str, Any]:
     """Where a run ran: world size, torch threads per process, device type, code version."""
-    return {"world_size": ctx.world_size, "torch_threads": torch.get_num_threads(),
-            "device": ctx.device.type, "code_version": code_version()}
+    return {
+        "world_size": ctx.world_size,
+        "torch_threads": torch.get_num_threads(),
+        "device": ctx.device.type,
+        "code_version": code_version(),
+    }
 
 
-def check_same_environment(variant: str, records: Sequence[dict],
-                           here: dict[str, Any] | None = None) -> None:
+def check_same_environment(
+    variant: str, records: Sequence[dict], here: dict[str, Any] | None = None
+) -> None:
     """Refuse to average ``variant``'s runs when they differ in :data:`SAME_ENVIRONMENT`.
 
     Records without an ``environment`` (written before protorec recorded it) are not
@@ -174,13 +177,20 @@ def check_same_environment(variant: str, records: Sequence[dict],
     for field in SAME_ENVIRONMENT:
         values = {r["environment"][field] for r in known} | ({here[field]} if here else set())
         if len(values) > 1:
-            where = [f"runs/{Run(r['variant'], r['seed']).run_id}.json "
-                     f"({field} {r['environment'][field]})" for r in known]
+            where = [
+                f"runs/{Run(r['variant'], r['seed']).run_id}.json "
+                f"({field} {r['environment'][field]})"
+                for r in known
+            ]
             if here:
                 where.append(f"this compare ({field} {here[field]})")
-            raise ConfigError(variant, field, f"its runs differ ({', '.join(where)}): not "
-                              "averaged; redo them alike (delete the odd ones and resume) "
-                              "or use another --out")
+            raise ConfigError(
+                variant,
+                field,
+                f"its runs differ ({', '.join(where)}): not "
+                "averaged; redo them alike (delete the odd ones and resume) "
+                "or use another --out",
+            )
 
 
 def aggregate(records: Sequence[dict], oracle: dict | None, settings: dict) -> dict:
@@ -210,14 +220,19 @@ def aggregate(records: Sequence[dict], oracle: dict | None, settings: dict) -> d
         models[variant] = {
             "seeds": [r["seed"] for r in runs],
             "scenarios": list(runs[0]["metrics"]["per_scenario"]),
-            "figures": {k: {**mean_std([f.get(k) for f in per_run]),
-                            "values": [f.get(k) for f in per_run]} for k in keys},
+            "figures": {
+                k: {**mean_std([f.get(k) for f in per_run]), "values": [f.get(k) for f in per_run]}
+                for k in keys
+            },
         }
     return {
         "settings": settings,
         "models": models,
-        "oracle": None if oracle is None else {
-            "figures": _metrics_figures(oracle), "metrics": oracle,
+        "oracle": None
+        if oracle is None
+        else {
+            "figures": _metrics_figures(oracle),
+            "metrics": oracle,
         },
     }
 
@@ -250,7 +265,8 @@ def summary_markdown(summary: dict) -> str:
         "and evaluation of one run."
         + (" Of oracle lift: (AUC - 0.5) / (oracle AUC - 0.5)." if lift else ""),
         "",
-        "| model | seeds | AUC | " + ("of oracle lift | " if lift else "")
+        "| model | seeds | AUC | "
+        + ("of oracle lift | " if lift else "")
         + "GAUC | NDCG@10 | logloss | worst-scenario AUC | train samples/s | wall s / run |",
         "|---|---:|---:|" + ("---:|" if lift else "") + "---:|---:|---:|---:|---:|---:|",
     ]
@@ -261,8 +277,11 @@ def summary_markdown(summary: dict) -> str:
             auc = f.get("overall.auc", {}).get("mean")
             share = "n/a" if auc is None else f"{(auc - 0.5) / (oracle_auc - 0.5):.1%}"
             cells.insert(1, share)
-        cells += [_cell(f.get("worst_scenario_auc"), "{:.4f}"),
-                  _cell(f.get("samples_per_s"), "{:.0f}"), _cell(f.get("wall_s"), "{:.0f}")]
+        cells += [
+            _cell(f.get("worst_scenario_auc"), "{:.4f}"),
+            _cell(f.get("samples_per_s"), "{:.0f}"),
+            _cell(f.get("wall_s"), "{:.0f}"),
+        ]
         lines.append(f"| {variant} | {len(m['seeds'])} | " + " | ".join(cells) + " |")
     if oracle is not None:
         cells = [_oracle_cell(oracle, f"overall.{k}", "{:.4f}") for k, _ in CLICK_FIGURES]
@@ -270,9 +289,13 @@ def summary_markdown(summary: dict) -> str:
             cells.insert(1, "100%")
         cells.append(_oracle_cell(oracle, "worst_scenario_auc", "{:.4f}"))
         lines.append("| oracle | - | " + " | ".join(cells) + " | - | - |")
-    lines += ["", "Per-scenario AUC:", "",
-              "| model | " + " | ".join(scenarios) + " |",
-              "|---|" + "---:|" * len(scenarios)]
+    lines += [
+        "",
+        "Per-scenario AUC:",
+        "",
+        "| model | " + " | ".join(scenarios) + " |",
+        "|---|" + "---:|" * len(scenarios),
+    ]
     for variant, m in models.items():
         cells = [_cell(m["figures"].get(f"per_scenario.{s}.auc"), "{:.4f}") for s in scenarios]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
@@ -281,16 +304,24 @@ def summary_markdown(summary: dict) -> str:
         lines.append("| oracle | " + " | ".join(cells) + " |")
     watch_models = {v: m for v, m in models.items() if "overall.xauc" in m["figures"]}
     if watch_models:
-        lines += ["", "Watch time (rows where it is observed):", "",
-                  "| model | " + " | ".join(h for _, h in WATCH_FIGURES) + " |",
-                  "|---|" + "---:|" * len(WATCH_FIGURES)]
+        lines += [
+            "",
+            "Watch time (rows where it is observed):",
+            "",
+            "| model | " + " | ".join(h for _, h in WATCH_FIGURES) + " |",
+            "|---|" + "---:|" * len(WATCH_FIGURES),
+        ]
         for variant, m in watch_models.items():
-            cells = [_cell(m["figures"].get(f"overall.{k}"), "{:.1f}" if "ms" in h else "{:.4f}")
-                     for k, h in WATCH_FIGURES]
+            cells = [
+                _cell(m["figures"].get(f"overall.{k}"), "{:.1f}" if "ms" in h else "{:.4f}")
+                for k, h in WATCH_FIGURES
+            ]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         if oracle is not None and "overall.xauc" in oracle["figures"]:
-            cells = [_oracle_cell(oracle, f"overall.{k}", "{:.1f}" if "ms" in h else "{:.4f}")
-                     for k, h in WATCH_FIGURES]
+            cells = [
+                _oracle_cell(oracle, f"overall.{k}", "{:.1f}" if "ms" in h else "{:.4f}")
+                for k, h in WATCH_FIGURES
+            ]
             lines.append("| oracle | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -319,8 +350,9 @@ def plot_scenario_auc(summary: dict, path: Path) -> None:
         highs.append(np.nanmax(means + stds))
     if oracle is not None:
         values = np.array([oracle["figures"].get(g) or np.nan for g in groups], dtype=float)
-        ax.hlines(values, x - 0.42, x + 0.42, colors="black", linewidths=2, label="oracle",
-                  zorder=3)
+        ax.hlines(
+            values, x - 0.42, x + 0.42, colors="black", linewidths=2, label="oracle", zorder=3
+        )
         lows.append(np.nanmin(values))
         highs.append(np.nanmax(values))
     if lows and all(math.isfinite(v) for v in lows + highs):
@@ -338,8 +370,11 @@ def plot_scenario_auc(summary: dict, path: Path) -> None:
 
 
 def _settings(dataset: str | Path, train_days: str, test_days: str) -> dict:
-    return {"dataset": str(Path(dataset).resolve()), "train_days": train_days,
-            "test_days": test_days}
+    return {
+        "dataset": str(Path(dataset).resolve()),
+        "train_days": train_days,
+        "test_days": test_days,
+    }
 
 
 def load_runs(out: Path) -> list[dict]:
@@ -347,8 +382,7 @@ def load_runs(out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
 
 
-def pending_runs(out: Path, base: ProtorecConfig, runs: Sequence[Run], settings: dict
-                 ) -> list[Run]:
+def pending_runs(out: Path, base: ProtorecConfig, runs: Sequence[Run], settings: dict) -> list[Run]:
     """The runs still to do; a finished one must match this compare's data and config.
 
     Raises:
@@ -359,8 +393,11 @@ def pending_runs(out: Path, base: ProtorecConfig, runs: Sequence[Run], settings:
     for record in load_runs(out):
         other = {k: record[k] for k in settings}
         if other != settings:
-            raise ConfigError(str(out), f"runs/{record['variant']}__seed{record['seed']}",
-                              f"made with {other}, not {settings}: use another --out")
+            raise ConfigError(
+                str(out),
+                f"runs/{record['variant']}__seed{record['seed']}",
+                f"made with {other}, not {settings}: use another --out",
+            )
         done[(record["variant"], record["seed"])] = record
     todo: list[Run] = []
     for run in runs:
@@ -370,9 +407,12 @@ def pending_runs(out: Path, base: ProtorecConfig, runs: Sequence[Run], settings:
             continue
         diff = config_differences(finished["config"], to_dict(run_config(base, run)))
         if diff:
-            raise ConfigError(str(out), f"runs/{run.run_id}",
-                              f"finished with another config ({', '.join(diff[:5])} differ): "
-                              "use another --out, or delete that run to redo it")
+            raise ConfigError(
+                str(out),
+                f"runs/{run.run_id}",
+                f"finished with another config ({', '.join(diff[:5])} differ): "
+                "use another --out, or delete that run to redo it",
+            )
     return todo
 
 
@@ -432,18 +472,29 @@ def run_compare(
         if train:
             finished = load_runs(out)
             for variant in dict.fromkeys(r.variant for r in todo):
-                check_same_environment(variant, [r for r in finished if r["variant"] == variant],
-                                       here=run_environment(ctx))
+                check_same_environment(
+                    variant,
+                    [r for r in finished if r["variant"] == variant],
+                    here=run_environment(ctx),
+                )
         skipped = [r.run_id for r in runs if r not in todo]
-        log.info("compare: %d runs (%d variants x %d seeds) into %s", len(runs),
-                 len(variants), seeds, out)
+        log.info(
+            "compare: %d runs (%d variants x %d seeds) into %s",
+            len(runs),
+            len(variants),
+            seeds,
+            out,
+        )
         if not train:
-            log.info("report only: %d of them finished, %d not trained", len(skipped),
-                     len(todo))
+            log.info("report only: %d of them finished, %d not trained", len(skipped), len(todo))
             todo = []
         elif skipped:
-            log.info("resume: %d runs already finished in %s, skipped: %s", len(skipped),
-                     out, ", ".join(skipped))
+            log.info(
+                "resume: %d runs already finished in %s, skipped: %s",
+                len(skipped),
+                out,
+                ", ".join(skipped),
+            )
     if ctx.world_size > 1:
         # Rank 0's view of the finished runs decides for all (nodes may not share a disk).
         box = [todo]
@@ -451,8 +502,12 @@ def run_compare(
         todo = box[0]
     assert todo is not None
     # The log lines go above the bar instead of breaking it.
-    with logging_redirect_tqdm(), tqdm(total=len(todo), desc="compare", unit="run",
-                                       disable=not (runs_bar and ctx.is_main)) as bar:
+    with (
+        logging_redirect_tqdm(),
+        tqdm(
+            total=len(todo), desc="compare", unit="run", disable=not (runs_bar and ctx.is_main)
+        ) as bar,
+    ):
         for i, run in enumerate(todo, 1):
             config = run_config(base, run)
             # Another compare into the same OUT (several can share the work) may have
@@ -462,25 +517,48 @@ def run_compare(
                 dist.broadcast_object_list(done, src=0)
             if done[0]:
                 if ctx.is_main:
-                    log.info("run %d/%d: %s seed %d finished meanwhile by another compare, "
-                             "skipped", i, len(todo), run.variant, run.seed)
+                    log.info(
+                        "run %d/%d: %s seed %d finished meanwhile by another compare, skipped",
+                        i,
+                        len(todo),
+                        run.variant,
+                        run.seed,
+                    )
                 bar.update()
                 continue
             if ctx.is_main:
                 log.info("run %d/%d: %s seed %d", i, len(todo), run.variant, run.seed)
             t0 = time.perf_counter()
-            metrics = train_and_evaluate(config, dataset, train_days, test_days, ctx,
-                                         progress=progress)
+            metrics = train_and_evaluate(
+                config, dataset, train_days, test_days, ctx, progress=progress
+            )
             wall = time.perf_counter() - t0
             if ctx.is_main:
                 path = out / "runs" / f"{run.run_id}.json"
-                _write_json(path, {"variant": run.variant, "seed": run.seed, "wall_s": wall,
-                                   **settings, "environment": run_environment(ctx),
-                                   "config": to_dict(config), "metrics": metrics})
-                log.info("run %d/%d done in %.0f s: %s seed %d AUC %.4f, worst-scenario AUC "
-                         "%.4f; wrote %s", i, len(todo), wall, run.variant, run.seed,
-                         metrics["overall"]["auc"] or float("nan"),
-                         metrics["worst_scenario_auc"] or float("nan"), path)
+                _write_json(
+                    path,
+                    {
+                        "variant": run.variant,
+                        "seed": run.seed,
+                        "wall_s": wall,
+                        **settings,
+                        "environment": run_environment(ctx),
+                        "config": to_dict(config),
+                        "metrics": metrics,
+                    },
+                )
+                log.info(
+                    "run %d/%d done in %.0f s: %s seed %d AUC %.4f, worst-scenario AUC "
+                    "%.4f; wrote %s",
+                    i,
+                    len(todo),
+                    wall,
+                    run.variant,
+                    run.seed,
+                    metrics["overall"]["auc"] or float("nan"),
+                    metrics["worst_scenario_auc"] or float("nan"),
+                    path,
+                )
             bar.update()
     if not ctx.is_main:
         return None

@@ -162,4 +162,3 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), "", f"not valid YAML: {exc}") from None
     return from_dict(cls, data, source=str(path))
-

@@ -181,8 +181,9 @@ def split_valid(
     bad = table.filter(pa.array(~ok))
     bad_reasons = np.asarray(REASONS, dtype=object)[reason[~ok]]
     bad = bad.append_column("reason", pa.array(bad_reasons.tolist(), type=pa.string()))
-    report = ValidationReport(rows_in=table.num_rows, rows_kept=kept.num_rows,
-                              quarantined=reason_counts(reason))
+    report = ValidationReport(
+        rows_in=table.num_rows, rows_kept=kept.num_rows, quarantined=reason_counts(reason)
+    )
     return kept, bad, report
 
 

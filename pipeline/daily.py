@@ -132,8 +132,11 @@ class Workdir:
         """
         if not self.checkpoints.is_dir():
             return None
-        names = sorted(p.name for p in self.checkpoints.iterdir()
-                       if _DATE.match(p.name) and p.name < day.isoformat())
+        names = sorted(
+            p.name
+            for p in self.checkpoints.iterdir()
+            if _DATE.match(p.name) and p.name < day.isoformat()
+        )
         for name in reversed(names):
             if not (self.root / "exports" / name / EXPORT_MANIFEST).is_file():
                 continue
@@ -171,16 +174,22 @@ def _scenario_names(config: ProtorecConfig) -> list[str]:
     return [config.data.scenario_name(i) for i in range(len(config.data.scenarios))]
 
 
-def evaluate(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConfig,
-             ctx: DistContext) -> dict:
+def evaluate(
+    sharded: ShardedModel, loader: ContractLoader, config: ProtorecConfig, ctx: DistContext
+) -> dict:
     """compute_metrics of the sharded model on ``loader``'s rows (every rank gets them)."""
     preds = predict_pass(sharded, loader, ctx)
     has_watch = "watch_pred_ms" in preds
-    return compute_metrics(preds["click"], preds["click_prob"], preds["scenario"],
-                           preds["user_id"], preds["day"],
-                           watch_ms=preds["watch_ms"] if has_watch else None,
-                           pred_watch_ms=preds.get("watch_pred_ms"),
-                           scenario_names=_scenario_names(config))
+    return compute_metrics(
+        preds["click"],
+        preds["click_prob"],
+        preds["scenario"],
+        preds["user_id"],
+        preds["day"],
+        watch_ms=preds["watch_ms"] if has_watch else None,
+        pred_watch_ms=preds.get("watch_pred_ms"),
+        scenario_names=_scenario_names(config),
+    )
 
 
 def _day_columns(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict | None:
@@ -196,12 +205,12 @@ def _day_columns(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict | 
     table = reader.read(["scenario", "click", "watch_ms", "duration_ms"], valid)
     codes = {c: i for i, c in enumerate(config.data.scenarios)}
     scenario = np.vectorize(codes.__getitem__, otypes=[np.int64])(
-        table.column("scenario").to_numpy())
+        table.column("scenario").to_numpy()
+    )
     watch = table.column("watch_ms").to_numpy(zero_copy_only=False).astype(np.float64)
     duration = table.column("duration_ms").to_numpy(zero_copy_only=False).astype(np.float64)
     ratio = watch / duration
-    return {"scenario": scenario, "click": table.column("click").to_numpy(),
-            "ratio": ratio}
+    return {"scenario": scenario, "click": table.column("click").to_numpy(), "ratio": ratio}
 
 
 def _quarantined(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict[str, int]:
@@ -231,15 +240,19 @@ def drift(config: ProtorecConfig, dataset: Path, day: dt.date) -> dict[str, dict
     for s, name in enumerate(_scenario_names(config)):
         rows = today["scenario"] == s
         ratio = today["ratio"][rows]
-        entry = {"rows": float(rows.sum()),
-                 "label_rate": float(today["click"][rows].mean()) if rows.any() else float("nan"),
-                 "watch_ratio_shift": float("nan"), "rows_day_before": float("nan")}
+        entry = {
+            "rows": float(rows.sum()),
+            "label_rate": float(today["click"][rows].mean()) if rows.any() else float("nan"),
+            "watch_ratio_shift": float("nan"),
+            "rows_day_before": float("nan"),
+        }
         if before is not None:
             prev_rows = before["scenario"] == s
             prev = before["ratio"][prev_rows]
             entry["rows_day_before"] = float(prev_rows.sum())
-            entry["watch_ratio_shift"] = watch_ratio_shift(ratio[np.isfinite(ratio)],
-                                                           prev[np.isfinite(prev)])
+            entry["watch_ratio_shift"] = watch_ratio_shift(
+                ratio[np.isfinite(ratio)], prev[np.isfinite(prev)]
+            )
         out[name] = entry
     return out
 
@@ -252,8 +265,7 @@ def vanished_scenarios(per_scenario: dict[str, dict[str, float]]) -> list[str]:
     ...                     "new": {"rows": 0.0, "rows_day_before": float("nan")}})
     ['live']
     """
-    return [name for name, d in per_scenario.items()
-            if d["rows"] == 0 and d["rows_day_before"] > 0]
+    return [name for name, d in per_scenario.items() if d["rows"] == 0 and d["rows_day_before"] > 0]
 
 
 def _prototype_mass(sharded: ShardedModel, loader: ContractLoader) -> np.ndarray | None:
@@ -276,9 +288,15 @@ def _maybe_fault(ctx: DistContext, step: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_day(config: ProtorecConfig, day: dt.date, workdir: str | Path, ctx: DistContext,
-            dataset: str | Path | None = None, force: bool = False,
-            progress: bool = True) -> int:
+def run_day(
+    config: ProtorecConfig,
+    day: dt.date,
+    workdir: str | Path,
+    ctx: DistContext,
+    dataset: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> int:
     """Train, gate and publish ``day``; return the job's exit status (see EXIT_*).
 
     Rank 0 holds the work directory's lock for the whole run (``pipeline/workdir_lock.py``);
@@ -309,19 +327,33 @@ def run_day(config: ProtorecConfig, day: dt.date, workdir: str | Path, ctx: Dist
             lock.release()
 
 
-def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext,
-             dataset: str | Path | None, force: bool, progress: bool) -> int:
+def _run_day(
+    config: ProtorecConfig,
+    day: dt.date,
+    wd: Workdir,
+    ctx: DistContext,
+    dataset: str | Path | None,
+    force: bool,
+    progress: bool,
+) -> int:
     """:func:`run_day` under the work directory's lock."""
     started = time.time()
     dataset = Path(dataset if dataset is not None else config.data.dataset)
     record = wd.read_record(day)
     if record is not None and not force:
-        log.info("%s already done (%s, %s): nothing changed; --force retrains it",
-                 day, record["status"], wd.record(day))
+        log.info(
+            "%s already done (%s, %s): nothing changed; --force retrains it",
+            day,
+            record["status"],
+            wd.record(day),
+        )
         return int(record["exit_status"])
     if not day_files(dataset, day):
-        log.error("%s: no partition %s: the day's data has not landed; nothing changed",
-                  day, partition_dir(dataset, day))
+        log.error(
+            "%s: no partition %s: the day's data has not landed; nothing changed",
+            day,
+            partition_dir(dataset, day),
+        )
         return EXIT_NO_DATA
     daily = config.daily
     valid, invalid = _check_day(config, dataset, day)
@@ -333,14 +365,29 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
         dist.barrier()
 
     torch.manual_seed(config.train.seed)
-    sharded = shard_model(build_model(config, ebc_device="meta"), ctx, config.train,
-                          config.loader.batch_size)
+    sharded = shard_model(
+        build_model(config, ebc_device="meta"), ctx, config.train, config.loader.batch_size
+    )
     id_maps = sharded.module.managed_id_maps()  # read at each pass: today's admissions count
-    train_loader = ContractLoader(config, [day], dataset, split="train", valid=valid,
-                                  holdout_fraction=daily.holdout_fraction, id_maps=id_maps)
-    holdout = ContractLoader(config, [day], dataset, split="holdout", shuffle=False,
-                             valid=valid, holdout_fraction=daily.holdout_fraction,
-                             id_maps=id_maps)
+    train_loader = ContractLoader(
+        config,
+        [day],
+        dataset,
+        split="train",
+        valid=valid,
+        holdout_fraction=daily.holdout_fraction,
+        id_maps=id_maps,
+    )
+    holdout = ContractLoader(
+        config,
+        [day],
+        dataset,
+        split="holdout",
+        shuffle=False,
+        valid=valid,
+        holdout_fraction=daily.holdout_fraction,
+        id_maps=id_maps,
+    )
 
     partial = read_meta(wd.partial(day))
     if partial is not None:
@@ -348,8 +395,14 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
         epoch, start_batch = meta["epoch"], meta["batches_done"]
         warm_from, baseline = meta["warm_from"], meta["baseline"]
         refresh = meta["refresh"]
-        log.info("%s: resuming from %s at epoch %d, batch %d of %d", day, wd.partial(day),
-                 epoch, start_batch, len(train_loader))
+        log.info(
+            "%s: resuming from %s at epoch %d, batch %d of %d",
+            day,
+            wd.partial(day),
+            epoch,
+            start_batch,
+            len(train_loader),
+        )
     else:
         epoch = start_batch = 0
         previous = wd.previous_good(day)
@@ -364,28 +417,45 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
                 # Yesterday's model on today's held-out rows: what the gate compares with.
                 baseline = evaluate(sharded, holdout, config, ctx)
             else:
-                log.warning("%s: the model changed since %s: the gate has no baseline "
-                            "today (a half-initialised model is not yesterday's)",
-                            day, previous)
+                log.warning(
+                    "%s: the model changed since %s: the gate has no baseline "
+                    "today (a half-initialised model is not yesterday's)",
+                    day,
+                    previous,
+                )
         else:
-            log.info("%s: cold start (no published checkpoint before this date in %s)",
-                     day, wd.checkpoints)
+            log.info(
+                "%s: cold start (no published checkpoint before this date in %s)",
+                day,
+                wd.checkpoints,
+            )
         refresh = _refresh(sharded, train_loader, config, day, dataset)
         if warm is not None:
             refresh["warm_start"] = warm.as_dict()
 
     def save_partial(batches_done: int, at_epoch: int) -> None:
-        save_checkpoint(sharded, wd.partial(day), {
-            "date": day.isoformat(), "epoch": at_epoch, "batches_done": batches_done,
-            "warm_from": warm_from, "baseline": baseline, "refresh": refresh,
-            "world_size": ctx.world_size,
-        })
+        save_checkpoint(
+            sharded,
+            wd.partial(day),
+            {
+                "date": day.isoformat(),
+                "epoch": at_epoch,
+                "batches_done": batches_done,
+                "warm_from": warm_from,
+                "baseline": baseline,
+                "refresh": refresh,
+                "world_size": ctx.world_size,
+            },
+        )
 
     resumed_at = {"epoch": epoch, "batch": start_batch} if partial is not None else None
     steps = samples = 0
     seconds = 0.0
-    board = (TensorBoardLog(wd.root / "tensorboard" / day.isoformat())
-             if daily.tensorboard and ctx.is_main else None)
+    board = (
+        TensorBoardLog(wd.root / "tensorboard" / day.isoformat())
+        if daily.tensorboard and ctx.is_main
+        else None
+    )
     for e in range(epoch, config.train.epochs):
         first = start_batch if e == epoch else 0
         train_loader.set_epoch(e, first)
@@ -397,25 +467,42 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
                 save_partial(done, e)
             _maybe_fault(ctx, done)
 
-        stats = train_pass(sharded, train_loader, ctx, config.train,
-                           len(train_loader) - first, on_step=on_step, progress=progress,
-                           tensorboard=board, step_offset=e * len(train_loader) + first)
-        steps, samples, seconds = steps + stats.steps, samples + stats.samples, \
-            seconds + stats.seconds
+        stats = train_pass(
+            sharded,
+            train_loader,
+            ctx,
+            config.train,
+            len(train_loader) - first,
+            on_step=on_step,
+            progress=progress,
+            tensorboard=board,
+            step_offset=e * len(train_loader) + first,
+        )
+        steps, samples, seconds = (
+            steps + stats.steps,
+            samples + stats.samples,
+            seconds + stats.seconds,
+        )
         if e + 1 < config.train.epochs:
             save_partial(0, e + 1)
 
     metrics = evaluate(sharded, holdout, config, ctx)
     # OOV ids per table and filled values, of the last training pass and the hold-out
-    metrics["loader"] = {"train": train_loader.stats.all_reduce().as_dict(),
-                         "holdout": holdout.stats.all_reduce().as_dict()}
+    metrics["loader"] = {
+        "train": train_loader.stats.all_reduce().as_dict(),
+        "holdout": holdout.stats.all_reduce().as_dict(),
+    }
     if board is not None:
         board.evaluation(config.train.epochs * len(train_loader), metrics, prefix="holdout")
         board.close()
     metrics["computed_on"] = computed_on(
-        dataset, day.isoformat(), metrics["overall"]["samples"],
+        dataset,
+        day.isoformat(),
+        metrics["overall"]["samples"],
         f"hold-out: {daily.holdout_fraction:.0%} of the day's rows, not trained on",
-        config.model.name, ctx.world_size)
+        config.model.name,
+        ctx.world_size,
+    )
     gate = decide(metrics, baseline, daily.max_auc_drop, daily.min_gate_rows)
     status = "exported" if gate.passed else "refused"
     log.info("%s: gate %s: %s", day, "passed" if gate.passed else "REFUSED", gate.reason)
@@ -424,23 +511,46 @@ def _run_day(config: ProtorecConfig, day: dt.date, wd: Workdir, ctx: DistContext
     # place (a kill between the two leaves the day unfinished, and its rerun redoes both).
     if gate.passed:
         export_model(sharded, config, wd.export(day), metrics)
-    save_checkpoint(sharded, wd.checkpoint(day), {
-        "date": day.isoformat(), "status": status, "warm_from": warm_from,
-        "world_size": ctx.world_size,
-    })
+    save_checkpoint(
+        sharded,
+        wd.checkpoint(day),
+        {
+            "date": day.isoformat(),
+            "status": status,
+            "warm_from": warm_from,
+            "world_size": ctx.world_size,
+        },
+    )
     record = None
     if ctx.is_main:
-        record = _finish(config, wd, dataset, day, status, gate, metrics, baseline, refresh,
-                         warm_from, resumed_at, mass, steps, samples, seconds, started,
-                         invalid=invalid)
+        record = _finish(
+            config,
+            wd,
+            dataset,
+            day,
+            status,
+            gate,
+            metrics,
+            baseline,
+            refresh,
+            warm_from,
+            resumed_at,
+            mass,
+            steps,
+            samples,
+            seconds,
+            started,
+            invalid=invalid,
+        )
     record = broadcast_from_rank0(record)
     if dist.is_initialized():
         dist.barrier()
     return int(record["exit_status"])
 
 
-def _check_day(config: ProtorecConfig, dataset: Path, day: dt.date
-               ) -> tuple[np.ndarray | None, ValidationReport]:
+def _check_day(
+    config: ProtorecConfig, dataset: Path, day: dt.date
+) -> tuple[np.ndarray | None, ValidationReport]:
     """The day's rows checked by the contract's rules before any work (ingest's rules).
 
     Returns the mask of valid rows (None when the day cannot be used: it is logged why)
@@ -450,26 +560,48 @@ def _check_day(config: ProtorecConfig, dataset: Path, day: dt.date
     try:
         reasons = DayReader(dataset, [day]).invalid_reasons(config.data.scenarios)
     except ContractError as exc:
-        log.error("%s: the day's partition cannot be read: %s; nothing changed (exit %d)",
-                  day, exc, EXIT_BAD_DATA)
+        log.error(
+            "%s: the day's partition cannot be read: %s; nothing changed (exit %d)",
+            day,
+            exc,
+            EXIT_BAD_DATA,
+        )
         return None, ValidationReport(rows_in=-1)
-    report = ValidationReport(rows_in=len(reasons), rows_kept=int((reasons < 0).sum()),
-                              quarantined=reason_counts(reasons))
+    report = ValidationReport(
+        rows_in=len(reasons), rows_kept=int((reasons < 0).sum()), quarantined=reason_counts(reasons)
+    )
     why = ", ".join(f"{k} {v}" for k, v in sorted(report.quarantined.items()))
     if report.rows_in == 0:
-        log.error("%s: the partition %s holds no rows; nothing changed (exit %d)",
-                  day, partition_dir(dataset, day), EXIT_NO_DATA)
+        log.error(
+            "%s: the partition %s holds no rows; nothing changed (exit %d)",
+            day,
+            partition_dir(dataset, day),
+            EXIT_NO_DATA,
+        )
         return None, report
     if report.bad_share > config.daily.max_invalid_share:
-        log.error("%s: %d of %d rows break the data contract (%s), more than "
-                  "daily.max_invalid_share %.2f: fix the partition %s; nothing changed "
-                  "(exit %d)", day, report.rows_quarantined, report.rows_in, why,
-                  config.daily.max_invalid_share, partition_dir(dataset, day), EXIT_BAD_DATA)
+        log.error(
+            "%s: %d of %d rows break the data contract (%s), more than "
+            "daily.max_invalid_share %.2f: fix the partition %s; nothing changed "
+            "(exit %d)",
+            day,
+            report.rows_quarantined,
+            report.rows_in,
+            why,
+            config.daily.max_invalid_share,
+            partition_dir(dataset, day),
+            EXIT_BAD_DATA,
+        )
         return None, report
     if report.rows_quarantined:
-        log.warning("%s: %d of %d rows break the data contract and are left out of "
-                    "training and evaluation: %s", day, report.rows_quarantined,
-                    report.rows_in, why)
+        log.warning(
+            "%s: %d of %d rows break the data contract and are left out of "
+            "training and evaluation: %s",
+            day,
+            report.rows_quarantined,
+            report.rows_in,
+            why,
+        )
     return reasons < 0, report
 
 
@@ -483,8 +615,13 @@ def _log_warm_start(day: dt.date, warm: WarmStart) -> None:
         log.info("%s: warm start: %s loaded from %s", day, key, source)
 
 
-def _refresh(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConfig,
-             day: dt.date, dataset: Path) -> dict:
+def _refresh(
+    sharded: ShardedModel,
+    loader: ContractLoader,
+    config: ProtorecConfig,
+    day: dt.date,
+    dataset: Path,
+) -> dict:
     """Before training: the watch head's statistics and codebook, then dead prototypes.
 
     The watch head (``pipeline/refresh.py``) fits D2Q / TPM tables once and refits
@@ -495,8 +632,9 @@ def _refresh(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConf
     """
     out: dict = {"codebook": None}
     # Today's new ids get rows before anything reads the training rows through the map.
-    ids = refresh_id_maps(sharded, config.features, loader.reader, loader.rows, day,
-                          config.train.seed)
+    ids = refresh_id_maps(
+        sharded, config.features, loader.reader, loader.rows, day, config.train.seed
+    )
     if ids:
         out["ids"] = ids
         for name, counts in ids.items():
@@ -512,46 +650,78 @@ def _refresh(sharded: ShardedModel, loader: ContractLoader, config: ProtorecConf
             "max_relative_movement": float(moved.max()),
             "median_relative_movement": float(np.median(moved)),
         }
-        log.info("%s: codebook refitted: identities %s, median movement %.3f of the "
-                 "prototype spacing (max %.3f)", day,
-                 "kept" if refit.identity_kept else "RELABELLED",
-                 out["codebook"]["median_relative_movement"],
-                 out["codebook"]["max_relative_movement"])
+        log.info(
+            "%s: codebook refitted: identities %s, median movement %.3f of the "
+            "prototype spacing (max %.3f)",
+            day,
+            "kept" if refit.identity_kept else "RELABELLED",
+            out["codebook"]["median_relative_movement"],
+            out["codebook"]["max_relative_movement"],
+        )
     sample = []
     for batch in loader:
         sample.append(batch)
         if len(sample) >= 8:
             break
-    report = reseed_dead_prototypes(sharded.module, sample, config.daily.dead_prototype_fraction,
-                                    seed=config.train.seed + day.toordinal())
+    report = reseed_dead_prototypes(
+        sharded.module,
+        sample,
+        config.daily.dead_prototype_fraction,
+        seed=config.train.seed + day.toordinal(),
+    )
     out["prototypes"] = None
     if report is not None:
         if report.reseeded:
-            log.info("%s: re-seeded %d dead prototypes (global %s, scenario %s)", day,
-                     report.reseeded, report.dead_global, report.dead_scenario)
-        out["prototypes"] = {"dead_global": report.dead_global,
-                             "dead_scenario": {str(k): v for k, v in
-                                               report.dead_scenario.items()}}
+            log.info(
+                "%s: re-seeded %d dead prototypes (global %s, scenario %s)",
+                day,
+                report.reseeded,
+                report.dead_global,
+                report.dead_scenario,
+            )
+        out["prototypes"] = {
+            "dead_global": report.dead_global,
+            "dead_scenario": {str(k): v for k, v in report.dead_scenario.items()},
+        }
     return out
 
 
-def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate: GateDecision,
-            metrics: dict, baseline: dict | None, refresh: dict, warm_from: str | None,
-            resumed_at: dict | None, mass: np.ndarray | None, steps: int, samples: int,
-            seconds: float, started: float, invalid: ValidationReport) -> dict:
+def _finish(
+    config,
+    wd: Workdir,
+    dataset: Path,
+    day: dt.date,
+    status: str,
+    gate: GateDecision,
+    metrics: dict,
+    baseline: dict | None,
+    refresh: dict,
+    warm_from: str | None,
+    resumed_at: dict | None,
+    mass: np.ndarray | None,
+    steps: int,
+    samples: int,
+    seconds: float,
+    started: float,
+    invalid: ValidationReport,
+) -> dict:
     """Rank 0: the run record, LAST_GOOD, the partial checkpoint's removal, Prometheus."""
     names = _scenario_names(config)
     per_scenario = drift(config, dataset, day)
     quarantined = _quarantined(dataset, day, config)
     yesterday = wd.read_record(day - dt.timedelta(days=1))
-    prev_mass = (np.asarray(yesterday["prototype_mass"])
-                 if yesterday and yesterday.get("prototype_mass") else None)
+    prev_mass = (
+        np.asarray(yesterday["prototype_mass"])
+        if yesterday and yesterday.get("prototype_mass")
+        else None
+    )
     vanished = vanished_scenarios(per_scenario)
     if vanished:
         # A feed tab switched off upstream, or a broken export of one scenario's logs:
         # either way the model trained without it today, and the gate cannot judge it.
-        log.warning("%s: scenario(s) %s had rows the day before and none today",
-                    day, ", ".join(vanished))
+        log.warning(
+            "%s: scenario(s) %s had rows the day before and none today", day, ", ".join(vanished)
+        )
     for s, name in enumerate(names):
         entry = per_scenario[name]
         entry.pop("rows_day_before")
@@ -560,46 +730,72 @@ def _finish(config, wd: Workdir, dataset: Path, day: dt.date, status: str, gate:
         entry["prototype_mass_shift"] = (
             prototype_mass_shift(mass[s], prev_mass[s])
             if mass is not None and prev_mass is not None and prev_mass.shape == mass.shape
-            else float("nan"))
+            else float("nan")
+        )
     exit_status = EXIT_OK if gate.passed else EXIT_REFUSED
     record = {
-        "date": day.isoformat(), "status": status, "exit_status": exit_status,
-        "warm_from": warm_from, "resumed_at": resumed_at, "gate": gate.as_dict(),
-        "invalid_rows": invalid.as_dict(), "vanished_scenarios": vanished,
+        "date": day.isoformat(),
+        "status": status,
+        "exit_status": exit_status,
+        "warm_from": warm_from,
+        "resumed_at": resumed_at,
+        "gate": gate.as_dict(),
+        "invalid_rows": invalid.as_dict(),
+        "vanished_scenarios": vanished,
         "metrics": metrics,
-        "baseline": baseline, "oracle": oracle_metrics(config, dataset, f"{day}..{day}",
-                                 holdout_fraction=config.daily.holdout_fraction),
+        "baseline": baseline,
+        "oracle": oracle_metrics(
+            config, dataset, f"{day}..{day}", holdout_fraction=config.daily.holdout_fraction
+        ),
         "refresh": refresh,
-        "drift": {k: {m: (v if np.isfinite(v) else None) for m, v in d.items()
-                      if m in ("rows", "label_rate", "watch_ratio_shift",
-                               "prototype_mass_shift", "rows_quarantined")}
-                  for k, d in per_scenario.items()},
+        "drift": {
+            k: {
+                m: (v if np.isfinite(v) else None)
+                for m, v in d.items()
+                if m
+                in (
+                    "rows",
+                    "label_rate",
+                    "watch_ratio_shift",
+                    "prototype_mass_shift",
+                    "rows_quarantined",
+                )
+            }
+            for k, d in per_scenario.items()
+        },
         "prototype_mass": mass.tolist() if mass is not None else None,
-        "train": {"steps": steps, "samples": samples, "seconds": round(seconds, 3),
-                  "samples_per_s": samples / seconds if seconds else None},
+        "train": {
+            "steps": steps,
+            "samples": samples,
+            "seconds": round(seconds, 3),
+            "samples_per_s": samples / seconds if seconds else None,
+        },
         "duration_seconds": round(time.time() - started, 3),
     }
     if gate.passed:
         write_text(wd.last_good, day.isoformat() + "\n")
         # after LAST_GOOD names this day, so that its checkpoint and export are kept
-        record["retention"] = prune(wd.root, day.isoformat(), config.daily.keep_checkpoints,
-                                    config.daily.keep_exports)
+        record["retention"] = prune(
+            wd.root, day.isoformat(), config.daily.keep_checkpoints, config.daily.keep_exports
+        )
     write_text(wd.record(day), json.dumps(record, indent=2, allow_nan=False))
     shutil.rmtree(wd.partial(day), ignore_errors=True)
     report = JobReport(
         job=config.daily.job_name,
-        per_scenario={name: {k: v for k, v in per_scenario[name].items()
-                             if v is not None} for name in names},
-        values={"samples": float(samples),
-                "step_seconds": seconds / steps if steps else float("nan"),
-                "duration_seconds": time.time() - started,
-                "exported": 1.0 if gate.passed else 0.0,
-                "rows_invalid": float(invalid.rows_quarantined),
-                # a refused day is a successful run too: ``exported`` tells them apart
-                "last_success_timestamp": time.time()},
+        per_scenario={
+            name: {k: v for k, v in per_scenario[name].items() if v is not None} for name in names
+        },
+        values={
+            "samples": float(samples),
+            "step_seconds": seconds / steps if steps else float("nan"),
+            "duration_seconds": time.time() - started,
+            "exported": 1.0 if gate.passed else 0.0,
+            "rows_invalid": float(invalid.rows_quarantined),
+            # a refused day is a successful run too: ``exported`` tells them apart
+            "last_success_timestamp": time.time(),
+        },
         ids=refresh.get("ids", {}),
     )
     if not publish(report, config.daily.pushgateway or None, config.daily.textfile or None):
-        log.warning("%s: monitoring not updated (see above); the day's outputs are published",
-                    day)
+        log.warning("%s: monitoring not updated (see above); the day's outputs are published", day)
     return record

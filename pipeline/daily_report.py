@@ -30,8 +30,11 @@ def daily_table(workdir: str | Path) -> str:
     ]
     for path in runs:
         record = json.loads(path.read_text())
-        metrics, baseline, oracle = (record["metrics"], record.get("baseline"),
-                                     record.get("oracle"))
+        metrics, baseline, oracle = (
+            record["metrics"],
+            record.get("baseline"),
+            record.get("oracle"),
+        )
 
         def auc(m, scope):
             if m is None:
@@ -42,8 +45,10 @@ def daily_table(workdir: str | Path) -> str:
         refused_by = record.get("gate", {}).get("refused_by") or []
         status = {"overall": record["status"]}
         if refused_by:
-            status = {"overall": "refused by " + ", ".join(refused_by),
-                      **{name: "refused: AUC fell" for name in refused_by}}
+            status = {
+                "overall": "refused by " + ", ".join(refused_by),
+                **{name: "refused: AUC fell" for name in refused_by},
+            }
         scopes: list[tuple[str, dict, dict]] = [("overall", metrics["overall"], {})]
         for name, block in metrics["per_scenario"].items():
             scopes.append((name, block, record["drift"].get(name, {})))

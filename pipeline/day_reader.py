@@ -121,8 +121,9 @@ class DayReader:
         for day in self.days:
             files = day_files(self.dataset_dir, day)
             if not files:
-                raise FileNotFoundError(f"no Parquet files for day {day} in "
-                                        f"{partition_dir(self.dataset_dir, day)}")
+                raise FileNotFoundError(
+                    f"no Parquet files for day {day} in {partition_dir(self.dataset_dir, day)}"
+                )
             for path in files:
                 try:
                     meta = pq.ParquetFile(path).metadata
@@ -172,7 +173,7 @@ class DayReader:
             except (pa.ArrowException, OSError) as exc:
                 raise ContractError(f"{path}: not a readable Parquet file ({exc})") from None
             table = check_columns(table, str(path))
-            out[start:start + table.num_rows] = invalid_reasons(table, list(scenarios), day)
+            out[start : start + table.num_rows] = invalid_reasons(table, list(scenarios), day)
         return out
 
     def schema_names(self) -> list[str]:
@@ -194,8 +195,9 @@ class DayReader:
             if rows_sorted is None:
                 lo, hi = g.start, g.start + g.num_rows
             else:
-                lo, hi = (int(x) for x in np.searchsorted(
-                    rows_sorted, [g.start, g.start + g.num_rows]))
+                lo, hi = (
+                    int(x) for x in np.searchsorted(rows_sorted, [g.start, g.start + g.num_rows])
+                )
                 if lo == hi:
                     continue
             if g.path != file_path:

@@ -64,8 +64,9 @@ def init_distributed(device: str = "auto") -> DistContext:
         if "WORLD_SIZE" in os.environ:
             dist.init_process_group(backend=backend)
         else:
-            dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}",
-                                    rank=0, world_size=1)
+            dist.init_process_group(
+                backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+            )
     if device == "cuda":
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)

@@ -34,8 +34,9 @@ def _days(text: str):
     return [lo + dt.timedelta(days=i) for i in range((hi - lo).days + 1)]
 
 
-def oracle_metrics(config: ProtorecConfig, dataset: str | Path, days: str,
-                   holdout_fraction: float | None = None) -> dict | None:
+def oracle_metrics(
+    config: ProtorecConfig, dataset: str | Path, days: str, holdout_fraction: float | None = None
+) -> dict | None:
     """The figures of the simulator's true click probability on ``days`` (None elsewhere).
 
     With ``holdout_fraction``, on the loader's held-out rows only (``split="holdout"``:
@@ -54,8 +55,11 @@ def oracle_metrics(config: ProtorecConfig, dataset: str | Path, days: str,
         columns += ["watch_ms", "oracle_watch_ms"]
     # The loader's reader and split: row i here is the loader's row i. Rows that break
     # the contract are left out, as the daily job leaves them out of its hold-out.
-    rows = (np.arange(reader.num_rows) if holdout_fraction is None else
-            reader.split_rows("holdout", holdout_fraction, config.loader.seed))
+    rows = (
+        np.arange(reader.num_rows)
+        if holdout_fraction is None
+        else reader.split_rows("holdout", holdout_fraction, config.loader.seed)
+    )
     assert rows is not None
     valid = reader.invalid_reasons(config.data.scenarios) < 0
     table = reader.read(columns, rows[valid[rows]])
@@ -90,9 +94,14 @@ def prediction_metrics(config: ProtorecConfig, preds: dict[str, np.ndarray]) -> 
     names = [config.data.scenario_name(i) for i in range(len(config.data.scenarios))]
     with_watch = "watch_pred_ms" in preds
     return compute_metrics(
-        preds["click"], preds["click_prob"], preds["scenario"], preds["user_id"], preds["day"],
+        preds["click"],
+        preds["click_prob"],
+        preds["scenario"],
+        preds["user_id"],
+        preds["day"],
         watch_ms=preds["watch_ms"] if with_watch else None,
-        pred_watch_ms=preds["watch_pred_ms"] if with_watch else None, scenario_names=names,
+        pred_watch_ms=preds["watch_pred_ms"] if with_watch else None,
+        scenario_names=names,
     )
 
 
@@ -131,8 +140,16 @@ def evaluate_model(
     simulated data only).
     """
     # One process reads every row in file order: world size 1, no shuffle.
-    loader = ContractLoader(config, days, dataset_dir=dataset, rank=0, world_size=1,
-                            shuffle=False, progress=progress, id_maps=model.managed_id_maps())
+    loader = ContractLoader(
+        config,
+        days,
+        dataset_dir=dataset,
+        rank=0,
+        world_size=1,
+        shuffle=False,
+        progress=progress,
+        id_maps=model.managed_id_maps(),
+    )
     metrics = prediction_metrics(config, predict_rows(model, loader))
     metrics["loader"] = {"test": loader.stats.as_dict()}
     oracle = oracle_metrics(config, dataset, days)
@@ -164,24 +181,34 @@ def train_and_evaluate(
     reader = DayReader(dataset, _days(train_days))
     refresh_watch_head(sharded.module, reader)
     # Managed ids: every id of the training days admitted at once, as of their last day.
-    ids = refresh_id_maps(sharded, config.features, reader, None, reader.days[-1],
-                          config.train.seed)
+    ids = refresh_id_maps(
+        sharded, config.features, reader, None, reader.days[-1], config.train.seed
+    )
     for name, counts in ids.items():
         log.info("ids of %s: %s", name, counts)
     id_maps = sharded.module.managed_id_maps()
-    loader = ContractLoader(config, train_days, dataset_dir=dataset, progress=False,
-                            id_maps=id_maps)
+    loader = ContractLoader(
+        config, train_days, dataset_dir=dataset, progress=False, id_maps=id_maps
+    )
     stats = None
     board = TensorBoardLog(tensorboard_dir) if tensorboard_dir and ctx.is_main else None
     for epoch in range(config.train.epochs):
         loader.set_epoch(epoch)
-        stats = train_pass(sharded, loader, ctx, config.train, len(loader), progress=progress,
-                           tensorboard=board, step_offset=epoch * len(loader))
+        stats = train_pass(
+            sharded,
+            loader,
+            ctx,
+            config.train,
+            len(loader),
+            progress=progress,
+            tensorboard=board,
+            step_offset=epoch * len(loader),
+        )
         if ctx.is_main:
-            log.info("epoch %d: %d steps, %.0f samples/s", epoch, stats.steps,
-                     stats.samples_per_s)
-    test = ContractLoader(config, test_days, dataset_dir=dataset, shuffle=False, progress=False,
-                          id_maps=id_maps)
+            log.info("epoch %d: %d steps, %.0f samples/s", epoch, stats.steps, stats.samples_per_s)
+    test = ContractLoader(
+        config, test_days, dataset_dir=dataset, shuffle=False, progress=False, id_maps=id_maps
+    )
     preds = predict_pass(sharded, test, ctx)
     metrics = prediction_metrics(config, preds)
     metrics["train"] = {
@@ -194,11 +221,19 @@ def train_and_evaluate(
         metrics["train"]["ids"] = ids
     # What the loader read and repaired (OOV ids per table, filled dense values): the
     # last training pass and the test pass, summed over ranks.
-    metrics["loader"] = {"train": loader.stats.all_reduce().as_dict(),
-                         "test": test.stats.all_reduce().as_dict()}
+    metrics["loader"] = {
+        "train": loader.stats.all_reduce().as_dict(),
+        "test": test.stats.all_reduce().as_dict(),
+    }
     metrics["computed_on"] = computed_on(
-        dataset, test_days, metrics["overall"]["samples"], "every row of the test days",
-        config.model.name, ctx.world_size, train_days=train_days)
+        dataset,
+        test_days,
+        metrics["overall"]["samples"],
+        "every row of the test days",
+        config.model.name,
+        ctx.world_size,
+        train_days=train_days,
+    )
     if board is not None:
         board.evaluation(config.train.epochs * len(loader), metrics, prefix="test")
         board.close()

@@ -78,8 +78,7 @@ def gather_state_dict(sharded: ShardedModel) -> dict[str, torch.Tensor] | None:
             # metadata(), not size() / dtype: those go through ShardedTensor's deprecated
             # __torch_function__, which warns.
             meta = tensor.metadata()
-            out = (torch.empty(meta.size, dtype=meta.tensor_properties.dtype) if rank0
-                   else None)
+            out = torch.empty(meta.size, dtype=meta.tensor_properties.dtype) if rank0 else None
             tensor.gather(dst=0, out=out)
             if out is not None:  # rank 0
                 full[name] = out
@@ -144,12 +143,26 @@ def inference_inputs(config: ProtorecConfig, model: RecModel) -> dict[str, Any]:
     sparse = {f.name: f for f in config.features.sparse}
     return {
         "args": ["values", "offsets", "dense", "scenario", "duration_ms"],
-        "sparse": [{"name": name, "column": sparse[name].column,
-                    "num_embeddings": sparse[name].num_embeddings,
-                    "hashed": sparse[name].hashed} for name in model.feature_names],
-        "dense": [{"name": d.name, "column": d.column, "transform": d.transform,
-                   "shift": d.shift, "scale": d.scale, "fill": d.fill}
-                  for d in config.features.dense],
+        "sparse": [
+            {
+                "name": name,
+                "column": sparse[name].column,
+                "num_embeddings": sparse[name].num_embeddings,
+                "hashed": sparse[name].hashed,
+            }
+            for name in model.feature_names
+        ],
+        "dense": [
+            {
+                "name": d.name,
+                "column": d.column,
+                "transform": d.transform,
+                "shift": d.shift,
+                "scale": d.scale,
+                "fill": d.fill,
+            }
+            for d in config.features.dense
+        ],
         "scenarios": list(config.data.scenarios),
         "outputs": ["click_prob"] + (["watch_pred_ms"] if model.dense_arch.watch_head else []),
     }
@@ -164,24 +177,36 @@ def save_inference_program(model: RecModel, config: ProtorecConfig, path: Path) 
     """
     rows = 4  # above 1: torch.export would specialise a size-0/1 example to that size
     names = model.feature_names
-    example = ([torch.zeros(rows, dtype=torch.int64) for _ in names],
-               [torch.arange(rows) for _ in names],
-               torch.zeros(rows, len(config.features.dense)),
-               torch.zeros(rows, dtype=torch.int64), torch.full((rows,), 1000.0))
+    example = (
+        [torch.zeros(rows, dtype=torch.int64) for _ in names],
+        [torch.arange(rows) for _ in names],
+        torch.zeros(rows, len(config.features.dense)),
+        torch.zeros(rows, dtype=torch.int64),
+        torch.full((rows,), 1000.0),
+    )
     batch = torch.export.Dim("batch", min=1)
-    dynamic = ([{0: torch.export.Dim(f"ids_{name}", min=1)} for name in names],
-               [{0: batch} for _ in names], {0: batch}, {0: batch}, {0: batch})
+    dynamic = (
+        [{0: torch.export.Dim(f"ids_{name}", min=1)} for name in names],
+        [{0: batch} for _ in names],
+        {0: batch},
+        {0: batch},
+        {0: batch},
+    )
     try:
         with torch.no_grad(), eval_mode(model):
             module = InferenceModule(model)  # raises for a watch head without statistics
             program = torch.export.export(module, example, dynamic_shapes=dynamic, strict=False)
-        torch.export.save(program, path, extra_files={
-            INFERENCE_INPUTS: json.dumps(inference_inputs(config, model))})
+        torch.export.save(
+            program,
+            path,
+            extra_files={INFERENCE_INPUTS: json.dumps(inference_inputs(config, model))},
+        )
     except Exception as exc:  # noqa: BLE001 - any tracing failure skips the artifact only
         path.unlink(missing_ok=True)
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        log.warning("%s: no %s for model %s (%s)", path.parent, INFERENCE, config.model.name,
-                    reason)
+        log.warning(
+            "%s: no %s for model %s (%s)", path.parent, INFERENCE, config.model.name, reason
+        )
         return reason
     return None
 
@@ -214,8 +239,9 @@ def read_export_config(directory: str | Path) -> ProtorecConfig:
     directory = Path(directory)
     verify_export(directory)
     config_path = directory / CONFIG
-    return from_dict(ProtorecConfig, yaml.safe_load(config_path.read_text()),
-                     source=str(config_path))
+    return from_dict(
+        ProtorecConfig, yaml.safe_load(config_path.read_text()), source=str(config_path)
+    )
 
 
 def load_export(directory: str | Path) -> tuple[ProtorecConfig, RecModel]:
@@ -230,12 +256,15 @@ def load_export(directory: str | Path) -> tuple[ProtorecConfig, RecModel]:
     except Exception as exc:  # torch raises pickle, zip and runtime errors alike
         # The checksum matched: the file was written so (or re-listed by hand), not damaged.
         # torch's own message advises weights_only=False, which would run the file's code.
-        raise ExportError(f"{directory / WEIGHTS}: not a weights-only state dict "
-                          f"(torch.load refused it: {type(exc).__name__}); export the model "
-                          "again (protorec train --export DIR, or the daily job)") from None
+        raise ExportError(
+            f"{directory / WEIGHTS}: not a weights-only state dict "
+            f"(torch.load refused it: {type(exc).__name__}); export the model "
+            "again (protorec train --export DIR, or the daily job)"
+        ) from None
     if not isinstance(state, dict):
-        raise ExportError(f"{directory / WEIGHTS}: holds a {type(state).__name__}, "
-                          "not a state dict")
+        raise ExportError(
+            f"{directory / WEIGHTS}: holds a {type(state).__name__}, not a state dict"
+        )
     model = build_model(config, ebc_device="cpu")
     model.load_state_dict(state, strict=True)
     model.eval()

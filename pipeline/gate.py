@@ -23,12 +23,15 @@ class GateDecision:
     refused_by: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"passed": self.passed, "reason": self.reason, "refused_by": self.refused_by,
-                "per_scenario": self.per_scenario}
+        return {
+            "passed": self.passed,
+            "reason": self.reason,
+            "refused_by": self.refused_by,
+            "per_scenario": self.per_scenario,
+        }
 
 
-def decide(today: dict, yesterday: dict | None, max_auc_drop: float,
-           min_rows: int) -> GateDecision:
+def decide(today: dict, yesterday: dict | None, max_auc_drop: float, min_rows: int) -> GateDecision:
     """Refuse when a scenario's AUC fell by more than ``max_auc_drop`` against yesterday.
 
     Args:
@@ -52,17 +55,23 @@ def decide(today: dict, yesterday: dict | None, max_auc_drop: float,
     for name, block in today["per_scenario"].items():
         before = yesterday["per_scenario"].get(name, {}).get("auc")
         after = block.get("auc")
-        gated = (before is not None and after is not None
-                 and block.get("samples", 0) >= min_rows)
+        gated = before is not None and after is not None and block.get("samples", 0) >= min_rows
         drop = before - after if gated else None
-        per_scenario[name] = {"today": after, "yesterday": before, "drop": drop,
-                              "gated": gated}
+        per_scenario[name] = {"today": after, "yesterday": before, "drop": drop, "gated": gated}
         if drop is not None and drop > max_auc_drop:
             fell.append(f"{name} ({before:.4f} -> {after:.4f})")
             refused_by.append(name)
     if fell:
-        return GateDecision(False, f"AUC fell by more than {max_auc_drop} in: "
-                            + ", ".join(fell), per_scenario, refused_by)
+        return GateDecision(
+            False,
+            f"AUC fell by more than {max_auc_drop} in: " + ", ".join(fell),
+            per_scenario,
+            refused_by,
+        )
     judged = sum(v["gated"] for v in per_scenario.values())
-    return GateDecision(True, f"no scenario's AUC fell by more than {max_auc_drop} "
-                        f"({judged} of {len(per_scenario)} scenarios gated)", per_scenario)
+    return GateDecision(
+        True,
+        f"no scenario's AUC fell by more than {max_auc_drop} "
+        f"({judged} of {len(per_scenario)} scenarios gated)",
+        per_scenario,
+    )

@@ -234,12 +234,15 @@ class ParquetIngestConfig:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.columns) - set(CONTRACT_COLUMNS))
         if unknown:
-            raise ValueError(f"ingest.parquet.columns: {unknown} are not contract columns "
-                             f"{list(CONTRACT_COLUMNS)}")
+            raise ValueError(
+                f"ingest.parquet.columns: {unknown} are not contract columns "
+                f"{list(CONTRACT_COLUMNS)}"
+            )
         if self.batch_rows < 1:
             raise ValueError("ingest.parquet.batch_rows must be >= 1")
-        _check_unique_columns("ingest.parquet",
-                              [self.extra_columns, *(t.columns for t in self.side_tables)])
+        _check_unique_columns(
+            "ingest.parquet", [self.extra_columns, *(t.columns for t in self.side_tables)]
+        )
 
 
 @dataclass
@@ -390,7 +393,7 @@ class SideTable:
                 table = table.set_column(0, key, pc.cast(table.column(key), pa.int64()))
             else:
                 table = pacsv.read_csv(
-                path,
+                    path,
                     parse_options=pacsv.ParseOptions(delimiter=delimiter),
                     convert_options=pacsv.ConvertOptions(
                         include_columns=[key, *(s.source for s in specs)],
@@ -462,11 +465,11 @@ class SourceFile:
         """Record batches of a Parquet file, each column cast to its declared type."""
         names = list(self.columns)
         try:
-            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=batch_rows,
-                                                                columns=names):
+            for batch in pq.ParquetFile(self.path).iter_batches(
+                batch_size=batch_rows, columns=names
+            ):
                 table = pa.Table.from_batches([batch])
-                yield pa.table({n: self._cast(table.column(n), t) for n, t in
-                                self.columns.items()})
+                yield pa.table({n: self._cast(table.column(n), t) for n, t in self.columns.items()})
         except (OSError, pa.ArrowInvalid) as exc:
             raise IngestError(f"{self.path}: unreadable Parquet: {exc}") from None
 
@@ -474,8 +477,9 @@ class SourceFile:
         try:
             return pc.cast(col, to, safe=True)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise ContractError(f"{self.path}: a column of type {col.type} is not castable "
-                                f"to {to}: {exc}") from None
+            raise ContractError(
+                f"{self.path}: a column of type {col.type} is not castable to {to}: {exc}"
+            ) from None
 
 
 # ---------------------------------------------------------------------------- summary
@@ -529,8 +533,10 @@ class IngestSummary:
             "rows_read": dict(self.rows_read),
             "days_written": len(self.published),
             "days_held": [d.isoformat() for d in sorted(self.held)],
-            "days_replaced": {d.isoformat(): {"rows_before": b, "rows_after": a}
-                              for d, (b, a) in sorted(self.replaced.items())},
+            "days_replaced": {
+                d.isoformat(): {"rows_before": b, "rows_after": a}
+                for d, (b, a) in sorted(self.replaced.items())
+            },
             "total": self.total.as_dict(),
             "days": {d.isoformat(): r.as_dict() for d, r in sorted(self.days.items())},
             "undated": self.undated.as_dict(),
@@ -573,11 +579,16 @@ class IngestSummary:
 
     def publication_lines(self) -> list[str]:
         """One line per published day the run left alone or replaced."""
-        out = [f"{d} was already published: left as it was, its "
-               f"{self.days[d].quarantined[ALREADY_PUBLISHED]:,} new rows quarantined as "
-               f"{ALREADY_PUBLISHED} (--replace replaces the day)" for d in sorted(self.held)]
-        out += [f"{d} replaced: {before:,} rows before, {after:,} after"
-                for d, (before, after) in sorted(self.replaced.items())]
+        out = [
+            f"{d} was already published: left as it was, its "
+            f"{self.days[d].quarantined[ALREADY_PUBLISHED]:,} new rows quarantined as "
+            f"{ALREADY_PUBLISHED} (--replace replaces the day)"
+            for d in sorted(self.held)
+        ]
+        out += [
+            f"{d} replaced: {before:,} rows before, {after:,} after"
+            for d, (before, after) in sorted(self.replaced.items())
+        ]
         return out
 
 
@@ -800,12 +811,20 @@ def _stage(run: _Run, summary: IngestSummary) -> tuple[list[Path], list[Path]]:
         kept, bad = run.load(day.isoformat())
         if day in summary.held:  # published: its partitions stay; every row set aside
             kept = kept.append_column(
-                "reason", pa.array([ALREADY_PUBLISHED] * kept.num_rows, type=pa.string()))
-            rel = (Path(QUARANTINE_DIR) / ALREADY_PUBLISHED_DIR / f"date={day.isoformat()}"
-                   / f"run-{run.root.name.removeprefix('.ingest-')}")
+                "reason", pa.array([ALREADY_PUBLISHED] * kept.num_rows, type=pa.string())
+            )
+            rel = (
+                Path(QUARANTINE_DIR)
+                / ALREADY_PUBLISHED_DIR
+                / f"date={day.isoformat()}"
+                / f"run-{run.root.name.removeprefix('.ingest-')}"
+            )
             (run.stage / rel).mkdir(parents=True)
-            pq.write_table(pa.concat_tables([kept, bad]), run.stage / rel / "part-0.parquet",
-                           compression="zstd")
+            pq.write_table(
+                pa.concat_tables([kept, bad]),
+                run.stage / rel / "part-0.parquet",
+                compression="zstd",
+            )
             relative.append(rel)
             continue
         write_day(run.stage, day, kept, bad)

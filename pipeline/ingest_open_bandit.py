@@ -88,8 +88,13 @@ def open_bandit_files(
         if config.item_columns:
             path = folder / "item_context.csv"
             sides.append(
-                SideTable.load(path, "item_id", "campaign_item_id", config.item_columns,
-                               name=f"{name}/item_context.csv")
+                SideTable.load(
+                    path,
+                    "item_id",
+                    "campaign_item_id",
+                    config.item_columns,
+                    name=f"{name}/item_context.csv",
+                )
             )
         files.append(
             SourceFile(
@@ -138,4 +143,3 @@ def _mapper(path: Path, code: int, stride: int):
         return pa.table(cols)
 
     return to_contract
-

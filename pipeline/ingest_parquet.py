@@ -36,9 +36,11 @@ def _inputs(paths: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*.parquet")
-                           if not any(part.startswith((".", "_")) for part in
-                                      p.relative_to(path).parts))
+            found = sorted(
+                p
+                for p in path.rglob("*.parquet")
+                if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+            )
             if not found:
                 raise IngestError(f"{path}: no *.parquet files in this folder")
             files.extend(found)
@@ -60,17 +62,22 @@ def parquet_files(
     source_of = {c: config.columns.get(c, c) for c in CONTRACT_SCHEMA.names}
     raw_types = {source_of[f.name]: f.type for f in CONTRACT_SCHEMA}
     raw_types.update({c.source: read_type(c.kind) for c in config.extra_columns})
-    sides = [SideTable.load(Path(t.path), t.key, t.row_key, t.columns)
-             for t in config.side_tables]
+    sides = [SideTable.load(Path(t.path), t.key, t.row_key, t.columns) for t in config.side_tables]
 
     def to_contract(raw: pa.Table) -> pa.Table:
         out = {f.name: raw.column(source_of[f.name]) for f in CONTRACT_SCHEMA}
-        out.update({c.column: convert_column(raw.column(c.source), c, "parquet input")
-                    for c in config.extra_columns})
+        out.update(
+            {
+                c.column: convert_column(raw.column(c.source), c, "parquet input")
+                for c in config.extra_columns
+            }
+        )
         return pa.table(out)
 
-    files = [SourceFile(path, raw_types, to_contract, sides, config.batch_rows)
-             for path in _inputs(inputs)]
+    files = [
+        SourceFile(path, raw_types, to_contract, sides, config.batch_rows)
+        for path in _inputs(inputs)
+    ]
     renamed = {c: s for c, s in source_of.items() if c != s}
     notes = [f"{len(files)} Parquet file(s)"]
     if renamed:

@@ -37,8 +37,9 @@ def days_of(flag: str, text: str) -> list[dt.date]:
         lo, hi = parse_day_range(text)
     except ValueError as exc:
         if "ends before it starts" in str(exc):
-            raise InputError(flag, text, "ends before it starts (write the earlier day "
-                             "first: A..B with A <= B)") from None
+            raise InputError(
+                flag, text, "ends before it starts (write the earlier day first: A..B with A <= B)"
+            ) from None
         raise InputError(flag, text, "is not a date (YYYY-MM-DD or A..B)") from None
     return [lo + dt.timedelta(days=i) for i in range((hi - lo).days + 1)]
 
@@ -54,23 +55,34 @@ def check_days(dataset: str | Path | None, ranges: Sequence[tuple[str, str]]) ->
     for flag, text in ranges:
         missing = [d for d in days[flag] if not day_files(dataset, d)]
         if missing:
-            raise InputError(flag, text, f"has {len(missing)} day(s) without data in "
-                             f"{dataset}, first {missing[0]} (present: {_present(dataset)})")
+            raise InputError(
+                flag,
+                text,
+                f"has {len(missing)} day(s) without data in "
+                f"{dataset}, first {missing[0]} (present: {_present(dataset)})",
+            )
 
 
 def check_dataset(dataset: str | Path | None) -> Path:
     """``dataset`` as a path, or :class:`InputError` unless it names a folder."""
     if not dataset:
-        raise InputError("--dataset", "", "is not set (pass --dataset DIR or set "
-                         "data.dataset in the config)")
+        raise InputError(
+            "--dataset", "", "is not set (pass --dataset DIR or set data.dataset in the config)"
+        )
     if not Path(dataset).is_dir():
-        raise InputError("--dataset", dataset, "is not a folder (make one with `protorec "
-                         "simulate --out DIR` or `protorec ingest`)")
+        raise InputError(
+            "--dataset",
+            dataset,
+            "is not a folder (make one with `protorec simulate --out DIR` or `protorec ingest`)",
+        )
     return Path(dataset)
 
 
 def _present(dataset: str | Path) -> str:
     """The data set's days as ``first..last (N days)``, for messages."""
-    days = sorted(p.name.removeprefix("date=") for p in Path(dataset).glob("date=*")
-                  if any(p.glob("*.parquet")))
+    days = sorted(
+        p.name.removeprefix("date=")
+        for p in Path(dataset).glob("date=*")
+        if any(p.glob("*.parquet"))
+    )
     return f"{days[0]}..{days[-1]} ({len(days)} days)" if days else "none"

@@ -177,15 +177,26 @@ def warn_oov(stats: LoaderStats, config: ProtorecConfig, where: str) -> list[str
         if share > config.loader.max_oov_share and f.name not in _OOV_WARNED:
             _OOV_WARNED.add(f.name)
             warned.append(f.name)
-            fix = ("its ids are null: check the column" if f.hashed else
-                   f"ids without a row: raise features.sparse[{f.name}].num_embeddings "
-                   "(rows for distinct ids) or lower evict_after_days" if f.managed else
-                   f"ids must lie in [0, {f.num_embeddings - 1}): raise "
-                   f"features.sparse[{f.name}].num_embeddings above the largest id, or set "
-                   "hashed: true for an open vocabulary")
-            log.warning("sparse feature %r: %.1f%% of %d ids went to the out-of-vocabulary "
-                        "row (%s; loader.max_oov_share %.2f); %s", f.name, 100 * share,
-                        stats.rows_read, where, config.loader.max_oov_share, fix)
+            fix = (
+                "its ids are null: check the column"
+                if f.hashed
+                else f"ids without a row: raise features.sparse[{f.name}].num_embeddings "
+                "(rows for distinct ids) or lower evict_after_days"
+                if f.managed
+                else f"ids must lie in [0, {f.num_embeddings - 1}): raise "
+                f"features.sparse[{f.name}].num_embeddings above the largest id, or set "
+                "hashed: true for an open vocabulary"
+            )
+            log.warning(
+                "sparse feature %r: %.1f%% of %d ids went to the out-of-vocabulary "
+                "row (%s; loader.max_oov_share %.2f); %s",
+                f.name,
+                100 * share,
+                stats.rows_read,
+                where,
+                config.loader.max_oov_share,
+                fix,
+            )
     return warned
 
 
@@ -236,8 +247,12 @@ def _floats(col: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
 
 
 def _convert(
-    table: pa.Table, config: ProtorecConfig, day: np.ndarray | int, source: str,
-    stats: LoaderStats, id_maps: Mapping[str, ManagedIds] | None = None,
+    table: pa.Table,
+    config: ProtorecConfig,
+    day: np.ndarray | int,
+    source: str,
+    stats: LoaderStats,
+    id_maps: Mapping[str, ManagedIds] | None = None,
 ) -> _Arrays:
     """Convert contract rows to packed model inputs, counting every repaired value."""
     n = table.num_rows
@@ -261,8 +276,10 @@ def _convert(
             bad = null
         elif f.managed:
             if id_maps is None or f.name not in id_maps:
-                raise ValueError(f"sparse feature {f.name!r} is managed: the loader needs "
-                                 "the model's id map (id_maps)")
+                raise ValueError(
+                    f"sparse feature {f.name!r} is managed: the loader needs "
+                    "the model's id map (id_maps)"
+                )
             out, bad = id_maps[f.name].lookup(raw)
             if null is not None:
                 bad |= null
@@ -501,8 +518,10 @@ class ContractLoader:
             self._rows = rows[valid[rows]]
         self.num_rows = self._file_rows if self._rows is None else len(self._rows)
         if self.num_rows == 0:
-            raise ValueError(f"no rows in the {split} split of days "
-                             f"{self.days[0]}..{self.days[-1]} in {self.dataset_dir}")
+            raise ValueError(
+                f"no rows in the {split} split of days "
+                f"{self.days[0]}..{self.days[-1]} in {self.dataset_dir}"
+            )
         n, w, b = self.num_rows, self.world_size, config.loader.batch_size
         self._num_batches = -(-n // (w * b))
         if n // self._num_batches < w:
@@ -595,7 +614,7 @@ class ContractLoader:
         self.stats = LoaderStats.zeros(self.config)
         if first == len(self):
             return
-        rows = self._pass_rows(positions[bounds[first]:])
+        rows = self._pass_rows(positions[bounds[first] :])
         if self.shuffle:
             rows_sorted, dest = _sort_with_destinations(rows, self._file_rows)
             arrays = self._load(rows_sorted, dest)

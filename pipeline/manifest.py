@@ -120,8 +120,9 @@ def verify_files(directory: Path, manifest: dict[str, Any], name: str) -> None:
             raise ManifestError(f"{path}: listed in {name} but missing")
         size = path.stat().st_size
         if size != entry.get("bytes"):
-            raise ManifestError(f"{path}: {size} bytes, {name} says {entry.get('bytes')} "
-                                "(truncated or replaced)")
+            raise ManifestError(
+                f"{path}: {size} bytes, {name} says {entry.get('bytes')} (truncated or replaced)"
+            )
         if sha256_file(path) != entry.get("sha256"):
             raise ManifestError(f"{path}: sha256 differs from {name}")
     listed = set(files) | {name}

@@ -36,6 +36,9 @@ def build_model(config: ProtorecConfig, ebc_device: str | torch.device = "meta")
     dense_arch = build_dense_arch(
         pooled_dim(config.features), len(config.features.dense), num_scenarios, config.model
     )
-    id_maps = {f.name: ManagedIds(f.num_embeddings, f.evict_after_days)
-               for f in config.features.sparse if f.managed}
+    id_maps = {
+        f.name: ManagedIds(f.num_embeddings, f.evict_after_days)
+        for f in config.features.sparse
+        if f.managed
+    }
     return RecModel(ebc, dense_arch, id_maps)

@@ -101,9 +101,13 @@ def build_registry(report: JobReport) -> CollectorRegistry:
         if value is not None and math.isfinite(value):
             Gauge(f"protorec_job_{name}", _JOB_SERIES[name], registry=registry).set(value)
     if report.ids:
-        ids = Gauge("protorec_ids", "managed id tables: rows used, ids admitted, evicted, "
-                    "left without a row (overflow) and seen today", ["table", "kind"],
-                    registry=registry)
+        ids = Gauge(
+            "protorec_ids",
+            "managed id tables: rows used, ids admitted, evicted, "
+            "left without a row (overflow) and seen today",
+            ["table", "kind"],
+            registry=registry,
+        )
         for table, counts in report.ids.items():
             for kind, value in counts.items():
                 ids.labels(table=table, kind=kind).set(value)
@@ -132,14 +136,19 @@ def publish(
         # http.client.BadStatusLine (an HTTPException), a bad address ValueError... The
         # outputs are published by then; monitoring must never turn that into a failure.
         except Exception as exc:  # noqa: BLE001
-            log.warning("metrics not pushed to %s: %s: %s (the job goes on)", address,
-                        type(exc).__name__, exc)
+            log.warning(
+                "metrics not pushed to %s: %s: %s (the job goes on)",
+                address,
+                type(exc).__name__,
+                exc,
+            )
             ok = False
     if textfile:
         try:
             write_to_textfile(textfile, registry)
         except Exception as exc:  # noqa: BLE001
-            log.warning("metrics textfile %s not written: %s: %s", textfile,
-                        type(exc).__name__, exc)
+            log.warning(
+                "metrics textfile %s not written: %s: %s", textfile, type(exc).__name__, exc
+            )
             ok = False
     return ok

@@ -91,12 +91,17 @@ def predict_to_parquet(
     return written
 
 
-def _scored(model: RecModel, config: ProtorecConfig, day: dt.date, rows: pa.Table,
-            stats: LoaderStats, schema: pa.Schema) -> pa.Table:
+def _scored(
+    model: RecModel,
+    config: ProtorecConfig,
+    day: dt.date,
+    rows: pa.Table,
+    stats: LoaderStats,
+    schema: pa.Schema,
+) -> pa.Table:
     prediction = model.predict(table_to_batch(rows, config, day=day, stats=stats))
     data = {name: rows.column(name).cast(schema.field(name).type) for name in KEY_COLUMNS}
     data["p_click"] = pa.array(prediction["click_prob"].float().numpy())
     if "watch_pred_ms" in schema.names:
         data["watch_pred_ms"] = pa.array(prediction["watch_pred_ms"].float().numpy())
     return pa.table(data, schema=schema)
-

@@ -30,7 +30,11 @@ def git_commit() -> str:
     try:
         done = subprocess.run(
             ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True)
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return done.stdout.strip() or "unknown"
@@ -45,8 +49,15 @@ def code_version() -> str:
     return f"protorec {package_version()} (git {git_commit()})"
 
 
-def computed_on(dataset: str | Path, days: str, rows: int, split: str, model: str,
-                world_size: int, train_days: str | None = None) -> dict[str, Any]:
+def computed_on(
+    dataset: str | Path,
+    days: str,
+    rows: int,
+    split: str,
+    model: str,
+    world_size: int,
+    train_days: str | None = None,
+) -> dict[str, Any]:
     """The ``computed_on`` section of a metrics file: what its figures were measured on.
 
     Args:
@@ -64,6 +75,7 @@ def computed_on(dataset: str | Path, days: str, rows: int, split: str, model: st
     section: dict[str, Any] = {"dataset": str(Path(dataset).resolve()), "days": days}
     if train_days is not None:
         section["train_days"] = train_days
-    section.update(rows=rows, split=split, model=model, world_size=world_size,
-                   code_version=code_version())
+    section.update(
+        rows=rows, split=split, model=model, world_size=world_size, code_version=code_version()
+    )
     return section

@@ -82,7 +82,10 @@ def _gather_rows(z: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def reseed_dead_prototypes(
-    model: RecModel, batches: Iterable[Batch], fraction: float, seed: int,
+    model: RecModel,
+    batches: Iterable[Batch],
+    fraction: float,
+    seed: int,
     max_rows: int = 4096,
 ) -> RefreshReport | None:
     """Find prototypes with less than ``fraction / K`` of the plan mass and re-seed them.
@@ -109,9 +112,11 @@ def reseed_dead_prototypes(
     if report is None:
         return None
     global_usage = _all_reduce(report.global_usage.sum(0))
-    dead_global = torch.nonzero(
-        PrototypeReport.share(global_usage) < fraction / global_usage.numel()
-    ).flatten().tolist()
+    dead_global = (
+        torch.nonzero(PrototypeReport.share(global_usage) < fraction / global_usage.numel())
+        .flatten()
+        .tolist()
+    )
     dead_scenario: dict[int, list[int]] = {}
     if report.scenario_usage is not None:
         usage = _all_reduce(report.scenario_usage)
@@ -132,8 +137,7 @@ def reseed_dead_prototypes(
             if sum(len(s) for s in scenarios) >= max_rows:
                 break
     candidates = {
-        key: _gather_rows(torch.cat([o[key] for o in outputs])[:max_rows])
-        for key in outputs[0]
+        key: _gather_rows(torch.cat([o[key] for o in outputs])[:max_rows]) for key in outputs[0]
     }
     scenario = _gather_rows(torch.cat(scenarios)[:max_rows])
     gen = torch.Generator().manual_seed(seed)
@@ -141,8 +145,14 @@ def reseed_dead_prototypes(
     return RefreshReport(dead_global, dead_scenario)
 
 
-def refresh_id_maps(sharded: ShardedModel, features: FeaturesConfig, reader: DayReader,
-                    rows: np.ndarray | None, day: dt.date, seed: int) -> dict[str, dict]:
+def refresh_id_maps(
+    sharded: ShardedModel,
+    features: FeaturesConfig,
+    reader: DayReader,
+    rows: np.ndarray | None,
+    day: dt.date,
+    seed: int,
+) -> dict[str, dict]:
     """Admit the training rows' ids into each managed table, evict stale ones.
 
     Every rank reads the same rows and updates its copy of the maps identically. Rows
@@ -175,9 +185,14 @@ def refresh_id_maps(sharded: ShardedModel, features: FeaturesConfig, reader: Day
 def _local_shards(value) -> list[tuple[torch.Tensor, int, int]]:
     """(local tensor, its first global row, its first column) of a (sharded) tensor."""
     if hasattr(value, "local_shards"):
-        return [(s.tensor, s.metadata.shard_offsets[0],
-                 s.metadata.shard_offsets[1] if len(s.metadata.shard_offsets) > 1 else 0)
-                for s in value.local_shards()]
+        return [
+            (
+                s.tensor,
+                s.metadata.shard_offsets[0],
+                s.metadata.shard_offsets[1] if len(s.metadata.shard_offsets) > 1 else 0,
+            )
+            for s in value.local_shards()
+        ]
     return [(value, 0, 0)]
 
 
@@ -189,10 +204,14 @@ def _reset_rows(sharded: ShardedModel, name: str, rows: np.ndarray, seed: int) -
     num_rows, dim = weight.shape
     bound = 1.0 / math.sqrt(dim)
     fresh = torch.empty(len(rows), dim).uniform_(
-        -bound, bound, generator=torch.Generator().manual_seed(seed))
+        -bound, bound, generator=torch.Generator().manual_seed(seed)
+    )
     optim = sharded.optimizer.state_dict()
-    row_state = [v for v in optim.get("state", {}).get(key, {}).values()
-                 if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == num_rows]
+    row_state = [
+        v
+        for v in optim.get("state", {}).get(key, {}).values()
+        if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == num_rows
+    ]
     for value, new in [(weight, fresh), *[(v, None) for v in row_state]]:
         for local, row0, col0 in _local_shards(value):
             inside = np.flatnonzero((rows >= row0) & (rows < row0 + local.shape[0]))

@@ -39,8 +39,9 @@ def _prune_dir(folder: Path, keep: int, protected: set[str], upto: str) -> list[
     return removed
 
 
-def prune(root: str | Path, day: str, keep_checkpoints: int, keep_exports: int
-          ) -> dict[str, list[str]]:
+def prune(
+    root: str | Path, day: str, keep_checkpoints: int, keep_exports: int
+) -> dict[str, list[str]]:
     """Remove end-of-day checkpoints and exports older than the newest ``keep_*`` of each.
 
     Args:

@@ -25,14 +25,20 @@ class TensorBoardLog:
         self.directory = Path(directory)
         self._writer = SummaryWriter(log_dir=str(self.directory))
 
-    def train_step(self, step: int, outputs: dict[str, Any], samples_per_s: float,
-                   learning_rates: dict[str, float]) -> None:
+    def train_step(
+        self,
+        step: int,
+        outputs: dict[str, Any],
+        samples_per_s: float,
+        learning_rates: dict[str, float],
+    ) -> None:
         """Scalars of global step ``step``: losses, diagnostics, throughput, learning rates.
 
         Every scalar term of the step's outputs (``loss/*``, ``ot/*``, ``watch/*``).
         """
-        scalars = {key: float(value) for key, value in outputs.items()
-                   if "/" in key and value.numel() == 1}
+        scalars = {
+            key: float(value) for key, value in outputs.items() if "/" in key and value.numel() == 1
+        }
         # the loss the step minimised: its terms sum to it (models/base.py)
         scalars["loss"] = sum(v for k, v in scalars.items() if k.startswith("loss/"))
         for key, value in scalars.items():
@@ -43,9 +49,13 @@ class TensorBoardLog:
 
     def evaluation(self, step: int, metrics: dict[str, Any], prefix: str = "eval") -> None:
         """Overall and per-scenario figures of ``compute_metrics`` (pipeline/metrics.py)."""
-        groups = {"overall": metrics.get("overall", {}), **{
-            f"scenario/{name}": figures for name, figures in metrics.get("per_scenario", {}).items()
-        }}
+        groups = {
+            "overall": metrics.get("overall", {}),
+            **{
+                f"scenario/{name}": figures
+                for name, figures in metrics.get("per_scenario", {}).items()
+            },
+        }
         for group, figures in groups.items():
             for key, value in figures.items():
                 if isinstance(value, int | float) and value == value:  # skips NaN

@@ -92,8 +92,12 @@ def set_threads(flag: int | None) -> int:
     torch.set_num_threads(choice.threads)
     log.info("%d torch thread(s) per process: %s", choice.threads, choice.reason)
     if choice.oversubscribed:
-        log.warning("%d thread(s) x local ranks is more than the %d core(s) this process "
-                    "may use: threads will wait for one another", choice.threads, cores)
+        log.warning(
+            "%d thread(s) x local ranks is more than the %d core(s) this process "
+            "may use: threads will wait for one another",
+            choice.threads,
+            cores,
+        )
     return choice.threads
 
 
@@ -108,7 +112,10 @@ def threads_flag(text: str) -> int:
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     """Register ``--threads N`` on a job's parser."""
     parser.add_argument(
-        "--threads", type=threads_flag, default=None, metavar="N",
+        "--threads",
+        type=threads_flag,
+        default=None,
+        metavar="N",
         help="torch threads per process (default: OMP_NUM_THREADS if set, else the cores "
-             "not busy per the load average, shared among the local ranks)",
+        "not busy per the load average, shared among the local ranks)",
     )

@@ -59,7 +59,8 @@ def check_embedding_optimizer(train: TrainConfig, device: torch.device) -> None:
     """
     if device.type == "cpu" and train.embedding_optimizer not in CPU_EMBEDDING_OPTIMIZERS:
         raise ConfigError(
-            "config", "train.embedding_optimizer",
+            "config",
+            "train.embedding_optimizer",
             f"{train.embedding_optimizer!r} is not supported on the CPU by fbgemm's fused "
             f"table optimisers; use one of {', '.join(CPU_EMBEDDING_OPTIMIZERS)} (or a CUDA "
             "device)",
@@ -78,8 +79,12 @@ def _table_names(model: torch.nn.Module) -> set[str]:
     return {t.name for ebc in _ebcs(model) for t in ebc.embedding_bag_configs()}
 
 
-def make_topology(ctx: DistContext, world_size: int | None = None, hbm_gb: float | None = None,
-                  local_world_size: int | None = None) -> Topology:
+def make_topology(
+    ctx: DistContext,
+    world_size: int | None = None,
+    hbm_gb: float | None = None,
+    local_world_size: int | None = None,
+) -> Topology:
     """TorchRec's Topology for this run, or for a target cluster (``protorec plan``)."""
     kwargs = {}
     if hbm_gb is not None:
@@ -193,20 +198,18 @@ def init_embeddings(dmp: DistributedModelParallel, seed: int) -> None:
                 num_rows, dim = local.shape
                 # A ShardedTensor's metadata, not its size(): torch warns on every call
                 # that goes through ShardedTensor's deprecated __torch_function__.
-                full = (tensor.metadata().size if hasattr(tensor, "local_shards")
-                        else tensor.shape)
+                full = tensor.metadata().size if hasattr(tensor, "local_shards") else tensor.shape
                 full_dim = full[1] if len(full) == 2 else dim
                 bound = 1.0 / math.sqrt(full_dim)
-                for b0 in range(row0 // _INIT_BLOCK_ROWS * _INIT_BLOCK_ROWS, row0 + num_rows,
-                                _INIT_BLOCK_ROWS):
+                for b0 in range(
+                    row0 // _INIT_BLOCK_ROWS * _INIT_BLOCK_ROWS, row0 + num_rows, _INIT_BLOCK_ROWS
+                ):
                     gen = torch.Generator().manual_seed(stable_seed(seed, table, b0))
                     block = torch.empty(_INIT_BLOCK_ROWS, full_dim).uniform_(
                         -bound, bound, generator=gen
                     )
                     lo, hi = max(b0, row0), min(b0 + _INIT_BLOCK_ROWS, row0 + num_rows)
-                    local[lo - row0 : hi - row0].copy_(
-                        block[lo - b0 : hi - b0, col0 : col0 + dim]
-                    )
+                    local[lo - row0 : hi - row0].copy_(block[lo - b0 : hi - b0, col0 : col0 + dim])
 
 
 def stable_seed(seed: int, table: str, block: int) -> int:
@@ -259,8 +262,13 @@ def train_pass(
     pipeline = pipe_cls(sharded.dmp, sharded.optimizer, ctx.device)
     it: Iterator[Batch] = iter(batches)
     stats = TrainStats()
-    bar = tqdm(total=num_batches, desc="train", disable=not (progress and ctx.is_main),
-               unit="batch", leave=False)
+    bar = tqdm(
+        total=num_batches,
+        desc="train",
+        disable=not (progress and ctx.is_main),
+        unit="batch",
+        leave=False,
+    )
     t0 = t_log = time.perf_counter()
     samples_since_log = 0
     while True:
@@ -283,9 +291,12 @@ def train_pass(
                 parts = " ".join(f"{k}={v:.4f}" for k, v in stats.losses.items())
                 log.info("step %d %s samples/s=%.0f", stats.steps, parts, rate)
                 if tensorboard is not None:
-                    tensorboard.train_step(step_offset + stats.steps, outputs, rate,
-                                           {"embedding": train.embedding_lr,
-                                            "dense": train.dense_lr})
+                    tensorboard.train_step(
+                        step_offset + stats.steps,
+                        outputs,
+                        rate,
+                        {"embedding": train.embedding_lr, "dense": train.dense_lr},
+                    )
             t_log, samples_since_log = now, 0
     bar.close()
     if isinstance(pipeline, TrainPipelineSparseDist):
@@ -314,8 +325,9 @@ def predict_pass(
         for key in ("scenario", "click", "watch_ms", "duration_ms", "user_id", "day"):
             cols[key] = getattr(batch, key)
         for k, v in cols.items():
-            parts.setdefault(k, []).append(v.detach().float().cpu().numpy()
-                                           if v.is_floating_point() else v.cpu().numpy())
+            parts.setdefault(k, []).append(
+                v.detach().float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy()
+            )
     local = {k: np.concatenate(v) for k, v in parts.items()}
     if ctx.world_size == 1:
         return local

@@ -76,8 +76,11 @@ _PROWTP: Space = {
 #: Variant -> its own settings, searched beside :data:`COMMON`.
 SPACES: dict[str, Space] = {
     "distproto": _DISTPROTO,
-    "gpdnet": {**_DISTPROTO, "model.distproto.gpd_weight": Range(1e-3, 1.0),
-               "model.distproto.gpd_temperature": Range(0.02, 1.0)},
+    "gpdnet": {
+        **_DISTPROTO,
+        "model.distproto.gpd_weight": Range(1e-3, 1.0),
+        "model.distproto.gpd_temperature": Range(0.02, 1.0),
+    },
     "prowtp": _PROWTP,
     **{head: {"model.watch.weight": Range(0.1, 10.0)} for head in ("tr", "wlr", "d2q", "tpm")},
 }
@@ -154,8 +157,10 @@ def tune(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
-        study_name=f"{variant}-{metric}", storage=f"sqlite:///{out / 'tune.db'}",
-        load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
+        study_name=f"{variant}-{metric}",
+        storage=f"sqlite:///{out / 'tune.db'}",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
         direction="maximize" if metric in MAXIMISE else "minimize",
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -176,14 +181,30 @@ def tune(
         study.optimize(objective, n_trials=trials - done)
     best = study.best_trial
     best_config = out / "best.yaml"
-    best_config.write_text(yaml.safe_dump(to_dict(apply_overrides(base, best.params)),
-                                          sort_keys=False))
-    (out / "trials.json").write_text(json.dumps({
-        "variant": variant, "metric": metric, "train_days": train_days,
-        "valid_days": valid_days, "dataset": str(dataset),
-        "best": {"number": best.number, "score": best.value, "values": best.params},
-        "trials": [{"number": t.number, "state": t.state.name, "score": t.value,
-                    "values": t.params} for t in study.trials],
-    }, indent=2))
+    best_config.write_text(
+        yaml.safe_dump(to_dict(apply_overrides(base, best.params)), sort_keys=False)
+    )
+    (out / "trials.json").write_text(
+        json.dumps(
+            {
+                "variant": variant,
+                "metric": metric,
+                "train_days": train_days,
+                "valid_days": valid_days,
+                "dataset": str(dataset),
+                "best": {"number": best.number, "score": best.value, "values": best.params},
+                "trials": [
+                    {
+                        "number": t.number,
+                        "state": t.state.name,
+                        "score": t.value,
+                        "values": t.params,
+                    }
+                    for t in study.trials
+                ],
+            },
+            indent=2,
+        )
+    )
     assert best.value is not None  # best_trial is a finished trial
     return TuneResult(dict(best.params), best.value, len(study.trials), best_config)

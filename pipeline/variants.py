@@ -47,7 +47,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gpdnet": {**_DISTPROTO, "model.distproto.gpd": True},
     "distproto_single_encoder": {**_DISTPROTO, "model.distproto.extractor": "single"},
     "distproto_no_scenario_prototypes": {
-        **_DISTPROTO, "model.distproto.scenario_prototypes": False
+        **_DISTPROTO,
+        "model.distproto.scenario_prototypes": False,
     },
     "distproto_no_orthogonality": {**_DISTPROTO, "model.distproto.orthogonality": False},
     "distproto_balanced_ot": {**_DISTPROTO, "model.distproto.ot.balanced": True},
@@ -126,7 +127,5 @@ def variant_config(config: ProtorecConfig, name: str) -> ProtorecConfig:
     protorec.pipeline.config.ConfigError: model variants: deepfm: unknown variant (known: ...
     """
     if name not in VARIANTS:
-        raise ConfigError(
-            "model variants", name, f"unknown variant (known: {', '.join(VARIANTS)})"
-        )
+        raise ConfigError("model variants", name, f"unknown variant (known: {', '.join(VARIANTS)})")
     return apply_overrides(config, VARIANTS[name], source=f"variant {name}")

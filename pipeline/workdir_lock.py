@@ -38,8 +38,11 @@ class WorkdirLocked(RuntimeError):
     def __init__(self, path: Path, holder: dict | None) -> None:
         self.path = path
         self.holder = holder
-        who = (f"host {holder.get('host')}, pid {holder.get('pid')}, started "
-               f"{holder.get('started')}" if holder else "holder not yet recorded")
+        who = (
+            f"host {holder.get('host')}, pid {holder.get('pid')}, started {holder.get('started')}"
+            if holder
+            else "holder not yet recorded"
+        )
         super().__init__(f"{path.parent} is in use by another job ({who}; lock {path})")
 
 
@@ -80,11 +83,17 @@ class WorkdirLock:
             raise WorkdirLocked(self.path, holder) from None
         stale = _read_holder(fd)
         if stale is not None:
-            log.warning("%s: taking over the lock of a job that ended without releasing it "
-                        "(%s); its process is gone, so the kernel had dropped its lock",
-                        self.path, stale)
-        self.holder = {"host": socket.gethostname(), "pid": os.getpid(),
-                       "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+            log.warning(
+                "%s: taking over the lock of a job that ended without releasing it "
+                "(%s); its process is gone, so the kernel had dropped its lock",
+                self.path,
+                stale,
+            )
+        self.holder = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(self.holder) + "\n").encode(), 0)
         os.fsync(fd)

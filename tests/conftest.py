@@ -43,9 +43,13 @@ def pushgateway(tmp_path):
         pytest.skip("prometheus-pushgateway not installed (apt-get install prometheus-pushgateway)")
     port = _free_port()
     proc = subprocess.Popen(
-        [GATEWAY, f"--web.listen-address=127.0.0.1:{port}",
-         f"--persistence.file={tmp_path / 'pg.data'}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            GATEWAY,
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--persistence.file={tmp_path / 'pg.data'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20

@@ -42,6 +42,7 @@ def test_no_layer_imports_a_layer_above_it():
 
 def test_the_check_sees_an_upward_import(tmp_path):
     bad = tmp_path / "m.py"
-    bad.write_text("from protorec.pipeline.loader import ContractLoader\n"
-                   "import protorec.jobs.cli\n")
+    bad.write_text(
+        "from protorec.pipeline.loader import ContractLoader\nimport protorec.jobs.cli\n"
+    )
     assert _protorec_imports(bad) == [(1, "pipeline"), (2, "jobs")]

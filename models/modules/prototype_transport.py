@@ -99,8 +99,15 @@ def solve_transport(
     b = uniform_masses(col_mask).to(cost.dtype)
     if not config.balanced:
         return solve_uot(
-            cost, a, b, eps=config.eps, tau_a=config.tau_a, tau_b=config.tau_b,
-            reg_type=config.reg_type, max_iter=config.max_iter, tol=config.tol,
+            cost,
+            a,
+            b,
+            eps=config.eps,
+            tau_a=config.tau_a,
+            tau_b=config.tau_b,
+            reg_type=config.reg_type,
+            max_iter=config.max_iter,
+            tol=config.tol,
             check_every=config.check_every,
         )
     # Balanced OT needs equal masses: problems without rows (a scenario absent from the
@@ -108,8 +115,14 @@ def solve_transport(
     present = row_mask.any(-1) & col_mask.any(-1)
     plan = torch.zeros_like(cost)
     res = solve_batch(
-        cost[present], reg=config.eps, a=a[present], b=b[present], method="log_sinkhorn",
-        max_iter=config.max_iter, tol=config.tol, grad="detach",
+        cost[present],
+        reg=config.eps,
+        a=a[present],
+        b=b[present],
+        method="log_sinkhorn",
+        max_iter=config.max_iter,
+        tol=config.tol,
+        grad="detach",
     )
     plan[present] = res.plan
     err_a = (plan.sum(-1) - a).abs().amax(-1) * present
@@ -117,7 +130,12 @@ def solve_transport(
     n_iter = int(res.log["n_iter"]) + 1
     converged = bool(torch.maximum(err_a, err_b).max() <= config.tol)
     return OTResult(
-        plan=plan, log_u=None, log_v=None, n_iter=n_iter, err_a=err_a, err_b=err_b,
+        plan=plan,
+        log_u=None,
+        log_v=None,
+        n_iter=n_iter,
+        err_a=err_a,
+        err_b=err_b,
         converged=converged,
         message=f"balanced log-Sinkhorn (POT), {n_iter} sweeps, converged={converged}",
     )

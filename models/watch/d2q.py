@@ -42,10 +42,13 @@ class D2QConfig:
         if self.num_quantiles < 2:
             raise ValueError(f"num_quantiles must be >= 2, got {self.num_quantiles}")
         edges = self.group_edges_ms
-        if edges and (len(edges) != self.num_groups - 1
-                      or any(b <= a for a, b in zip(edges[:-1], edges[1:]))):
-            raise ValueError(f"group_edges_ms must list num_groups - 1 = {self.num_groups - 1} "
-                             f"increasing edges, got {edges}")
+        if edges and (
+            len(edges) != self.num_groups - 1 or any(b <= a for a, b in zip(edges[:-1], edges[1:]))
+        ):
+            raise ValueError(
+                f"group_edges_ms must list num_groups - 1 = {self.num_groups - 1} "
+                f"increasing edges, got {edges}"
+            )
 
 
 class D2QHead(WatchHead):
@@ -80,8 +83,14 @@ class D2QHead(WatchHead):
     fallback_duration_ms: Tensor
     levels: Tensor
 
-    def __init__(self, in_features: int, num_scenarios: int, hidden: list[int],
-                 scale_ms: float, config: D2QConfig) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        num_scenarios: int,
+        hidden: list[int],
+        scale_ms: float,
+        config: D2QConfig,
+    ) -> None:
         super().__init__(in_features, num_scenarios, hidden, 1, scale_ms)
         self.config = config
         g, q = config.num_groups, config.num_quantiles
@@ -105,8 +114,12 @@ class D2QHead(WatchHead):
         overall = np.quantile(watch_ms, levels)
         # A group without rows (tied duration quantiles, or edges past the data) gets the
         # overall table: its rows, if any come later, are treated as an average group.
-        table = np.stack([np.quantile(watch_ms[group == g], levels) if (group == g).any()
-                          else overall for g in range(cfg.num_groups)])
+        table = np.stack(
+            [
+                np.quantile(watch_ms[group == g], levels) if (group == g).any() else overall
+                for g in range(cfg.num_groups)
+            ]
+        )
         with torch.no_grad():
             self.group_edges_ms.copy_(torch.as_tensor(edges))
             self.quantile_ms.copy_(torch.as_tensor(table))
@@ -115,16 +128,17 @@ class D2QHead(WatchHead):
     def _tables(self, duration_ms: Tensor) -> Tensor:
         """Each row's group quantile table (N, Q) from its duration (N,)."""
         duration = torch.where(duration_ms.isnan(), self.fallback_duration_ms, duration_ms)
-        group = torch.searchsorted(self.group_edges_ms, duration.to(self.group_edges_ms.dtype),
-                                   right=True)
+        group = torch.searchsorted(
+            self.group_edges_ms, duration.to(self.group_edges_ms.dtype), right=True
+        )
         return self.quantile_ms[group]
 
-    def loss_terms(self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor,
-                   scenario: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def loss_terms(
+        self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor, scenario: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         check_fitted(self)
         table = self._tables(duration_ms)
-        label = interpolate(watch_ms.to(table.dtype), table,
-                            self.levels.expand(table.shape[0], -1))
+        label = interpolate(watch_ms.to(table.dtype), table, self.levels.expand(table.shape[0], -1))
         return {"watch": F.mse_loss(torch.sigmoid(raw.squeeze(-1)), label.to(raw.dtype))}, {}
 
     def predict_ms(self, raw: Tensor, duration_ms: Tensor) -> Tensor:

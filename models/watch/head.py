@@ -52,12 +52,17 @@ class WatchHead(nn.Module):
     needs_duration: bool = False
 
     def __init__(
-        self, in_features: int, num_scenarios: int, hidden: list[int], out_features: int,
+        self,
+        in_features: int,
+        num_scenarios: int,
+        hidden: list[int],
+        out_features: int,
         scale_ms: float,
     ) -> None:
         super().__init__()
-        self.tower = ScenarioMLP(in_features, [*hidden, out_features], num_scenarios,
-                                 activation_on_last=False)
+        self.tower = ScenarioMLP(
+            in_features, [*hidden, out_features], num_scenarios, activation_on_last=False
+        )
         self.out_features = out_features
         self.scale_ms = scale_ms
 
@@ -78,13 +83,19 @@ class WatchHead(nn.Module):
         if self.needs_duration:
             observed &= ~batch.duration_ms.isnan()
         rows = observed.sum()
-        diagnostics = {"watch/rows": rows.detach().float(),
-                       "watch/unobserved": (~observed).sum().detach().float()}
+        diagnostics = {
+            "watch/rows": rows.detach().float(),
+            "watch/unobserved": (~observed).sum().detach().float(),
+        }
         if int(rows) == 0:
             zero = raw.sum() * 0 + sum(p.sum() for p in self.parameters()) * 0
             return {"watch": zero}, diagnostics
-        terms, own = self.loss_terms(raw[observed], batch.watch_ms[observed],
-                                     batch.duration_ms[observed], batch.scenario[observed])
+        terms, own = self.loss_terms(
+            raw[observed],
+            batch.watch_ms[observed],
+            batch.duration_ms[observed],
+            batch.scenario[observed],
+        )
         return terms, {**diagnostics, **own}
 
     def loss_terms(
@@ -128,8 +139,12 @@ class WatchHead(nn.Module):
         if self.is_fitted():
             return None
         self.fit_statistics(ratios.ratio * ratios.duration_ms, ratios.duration_ms)
-        log.info("%s statistics fitted on %d rows (%s left out)", type(self).__name__,
-                 ratios.ratio.shape[0], ratios.excluded)
+        log.info(
+            "%s statistics fitted on %d rows (%s left out)",
+            type(self).__name__,
+            ratios.ratio.shape[0],
+            ratios.excluded,
+        )
         return None
 
     def wants_statistics(self) -> bool:
@@ -175,6 +190,7 @@ def interpolate(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
     x0, x1 = xp.gather(-1, lower).squeeze(-1), xp.gather(-1, upper).squeeze(-1)
     y0, y1 = fp.gather(-1, lower).squeeze(-1), fp.gather(-1, upper).squeeze(-1)
     span = x1 - x0
-    share = torch.where(span > 0, (x - x0) / span.clamp_min(torch.finfo(span.dtype).tiny),
-                        torch.ones_like(x)).clamp(0, 1)
+    share = torch.where(
+        span > 0, (x - x0) / span.clamp_min(torch.finfo(span.dtype).tiny), torch.ones_like(x)
+    ).clamp(0, 1)
     return y0 + share * (y1 - y0)

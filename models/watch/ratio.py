@@ -74,8 +74,13 @@ class WatchRatioConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("num_buckets", "samples_per_bucket", "sample_length", "gmm_max_iter",
-                     "min_rows_per_bucket"):
+        for name in (
+            "num_buckets",
+            "samples_per_bucket",
+            "sample_length",
+            "gmm_max_iter",
+            "min_rows_per_bucket",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_watch_ratio", "window_scale_mean", "gmm_tol", "gmm_min_std"):

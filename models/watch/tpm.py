@@ -79,8 +79,14 @@ class TPMHead(WatchHead):
     path_node: Tensor
     path_right: Tensor
 
-    def __init__(self, in_features: int, num_scenarios: int, hidden: list[int],
-                 scale_ms: float, config: TPMConfig) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        num_scenarios: int,
+        hidden: list[int],
+        scale_ms: float,
+        config: TPMConfig,
+    ) -> None:
         super().__init__(in_features, num_scenarios, hidden, 2**config.depth - 1, scale_ms)
         self.config = config
         leaves = 2**config.depth
@@ -100,21 +106,23 @@ class TPMHead(WatchHead):
         # Tied quantiles (many equal watch times, e.g. zeros) leave bins empty: their centre
         # is their lower edge, and no row is ever labelled with them.
         lower = np.concatenate([[watch_ms.min()], edges])
-        centres = np.array([watch_ms[label == b].mean() if (label == b).any() else lower[b]
-                            for b in range(leaves)])
+        centres = np.array(
+            [watch_ms[label == b].mean() if (label == b).any() else lower[b] for b in range(leaves)]
+        )
         with torch.no_grad():
             self.bin_edges_ms.copy_(torch.as_tensor(edges))
             self.bin_centres_ms.copy_(torch.as_tensor(centres))
 
-    def loss_terms(self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor,
-                   scenario: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def loss_terms(
+        self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor, scenario: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         check_fitted(self)
-        label = torch.searchsorted(self.bin_edges_ms, watch_ms.to(self.bin_edges_ms.dtype),
-                                   right=True)
+        label = torch.searchsorted(
+            self.bin_edges_ms, watch_ms.to(self.bin_edges_ms.dtype), right=True
+        )
         logits = raw.gather(1, self.path_node[label])
         # Sum over the d decisions on the row's path: each node learns only from its rows.
-        bce = F.binary_cross_entropy_with_logits(logits, self.path_right[label],
-                                                 reduction="none")
+        bce = F.binary_cross_entropy_with_logits(logits, self.path_right[label], reduction="none")
         return {"watch": bce.sum(-1).mean()}, {}
 
     def leaf_probabilities(self, raw: Tensor) -> Tensor:

@@ -30,12 +30,14 @@ class TRHead(WatchHead):
     (torch.Size([3, 1]), True)
     """
 
-    def __init__(self, in_features: int, num_scenarios: int, hidden: list[int],
-                 scale_ms: float) -> None:
+    def __init__(
+        self, in_features: int, num_scenarios: int, hidden: list[int], scale_ms: float
+    ) -> None:
         super().__init__(in_features, num_scenarios, hidden, 1, scale_ms)
 
-    def loss_terms(self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor,
-                   scenario: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def loss_terms(
+        self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor, scenario: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         return {"watch": F.mse_loss(raw.squeeze(-1), self.target(watch_ms))}, {}
 
     def predict_ms(self, raw: Tensor, duration_ms: Tensor) -> Tensor:

@@ -36,12 +36,14 @@ class WLRHead(WatchHead):
     [1000.0, 1000.0]
     """
 
-    def __init__(self, in_features: int, num_scenarios: int, hidden: list[int],
-                 scale_ms: float) -> None:
+    def __init__(
+        self, in_features: int, num_scenarios: int, hidden: list[int], scale_ms: float
+    ) -> None:
         super().__init__(in_features, num_scenarios, hidden, 1, scale_ms)
 
-    def loss_terms(self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor,
-                   scenario: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def loss_terms(
+        self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor, scenario: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         z, t = raw.squeeze(-1), self.target(watch_ms)
         return {"watch": (t * F.softplus(-z) + F.softplus(z)).mean()}, {}
 

@@ -48,8 +48,11 @@ def sharded(monkeypatch):
 
 @pytest.fixture
 def ckpt(sharded, tmp_path):
-    directory = save_checkpoint(sharded, tmp_path / "checkpoints" / "2026-01-02",
-                                {"date": "2026-01-02", "status": "exported"})
+    directory = save_checkpoint(
+        sharded,
+        tmp_path / "checkpoints" / "2026-01-02",
+        {"date": "2026-01-02", "status": "exported"},
+    )
     return directory
 
 

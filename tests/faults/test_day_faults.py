@@ -32,8 +32,15 @@ DAY = dt.date(2026, 1, 1)
 
 def _env():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                "PROTOREC_PUSHGATEWAY", "PROTOREC_KILL_AT_STEP"):
+    for key in (
+        "WORLD_SIZE",
+        "RANK",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "PROTOREC_PUSHGATEWAY",
+        "PROTOREC_KILL_AT_STEP",
+    ):
         env.pop(key, None)
     return env
 
@@ -45,9 +52,25 @@ def sim(tmp_path_factory):
     cfg["simulator"]["rows_per_day"] = 10_000
     cfg["daily"] = {"min_gate_rows": 100}
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))
-    subprocess.run([sys.executable, "-m", "protorec.jobs.cli", "simulate", "--config",
-                    str(root / "config.yaml"), "--out", str(root / "data"), "--start",
-                    DAY.isoformat(), "--days", "2", "--quiet"], check=True, env=_env())
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "protorec.jobs.cli",
+            "simulate",
+            "--config",
+            str(root / "config.yaml"),
+            "--out",
+            str(root / "data"),
+            "--start",
+            DAY.isoformat(),
+            "--days",
+            "2",
+            "--quiet",
+        ],
+        check=True,
+        env=_env(),
+    )
     return root
 
 
@@ -62,9 +85,25 @@ def data(sim, tmp_path):
 
 def _run(sim, data, workdir, day=DAY):
     return subprocess.run(
-        [sys.executable, JOB, "--config", str(sim / "config.yaml"), "--dataset", str(data),
-         "--workdir", str(workdir), "--date", day.isoformat(), "--quiet", "--device", "cpu"],
-        env=_env(), capture_output=True, text=True)
+        [
+            sys.executable,
+            JOB,
+            "--config",
+            str(sim / "config.yaml"),
+            "--dataset",
+            str(data),
+            "--workdir",
+            str(workdir),
+            "--date",
+            day.isoformat(),
+            "--quiet",
+            "--device",
+            "cpu",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
 
 
 def _assert_stopped(run, workdir, status, *words):
@@ -85,16 +124,27 @@ def _set(table, name, values, type_=None):
     return table.set_column(i, name, pa.array(values, type=type_ or table.schema.field(i).type))
 
 
-@pytest.mark.parametrize("damage, words", [
-    (lambda p: p.write_bytes(b"not parquet at all"), ["not a readable Parquet file"]),
-    (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
-     ["not a readable Parquet file"]),
-    (lambda p: _rewrite(p, lambda t: t.drop_columns(["click"])),
-     ["missing contract column(s) ['click']"]),
-    (lambda p: _rewrite(p, lambda t: _set(t, "user_id", [f"u{i}" for i in range(t.num_rows)],
-                                          pa.string())),
-     ["column 'user_id' has type string"]),
-], ids=["garbage", "truncated", "missing_column", "wrong_type"])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda p: p.write_bytes(b"not parquet at all"), ["not a readable Parquet file"]),
+        (
+            lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+            ["not a readable Parquet file"],
+        ),
+        (
+            lambda p: _rewrite(p, lambda t: t.drop_columns(["click"])),
+            ["missing contract column(s) ['click']"],
+        ),
+        (
+            lambda p: _rewrite(
+                p, lambda t: _set(t, "user_id", [f"u{i}" for i in range(t.num_rows)], pa.string())
+            ),
+            ["column 'user_id' has type string"],
+        ),
+    ],
+    ids=["garbage", "truncated", "missing_column", "wrong_type"],
+)
 def test_unreadable_day_stops_naming_the_file(sim, data, tmp_path, damage, words):
     dataset, path = data
     damage(path)
@@ -104,12 +154,23 @@ def test_unreadable_day_stops_naming_the_file(sim, data, tmp_path, damage, words
 
 def test_mostly_bad_day_stops(sim, data, tmp_path):
     dataset, path = data
-    _rewrite(path, lambda t: _set(t, "scenario",
-                                  np.where(np.arange(t.num_rows) % 10 < 6, 999,
-                                           t.column("scenario").to_numpy())))
+    _rewrite(
+        path,
+        lambda t: _set(
+            t,
+            "scenario",
+            np.where(np.arange(t.num_rows) % 10 < 6, 999, t.column("scenario").to_numpy()),
+        ),
+    )
     run = _run(sim, dataset, tmp_path / "wd")
-    _assert_stopped(run, tmp_path / "wd", 6, "6000 of 10000 rows break the data contract",
-                    "unknown_scenario 6000", "daily.max_invalid_share")
+    _assert_stopped(
+        run,
+        tmp_path / "wd",
+        6,
+        "6000 of 10000 rows break the data contract",
+        "unknown_scenario 6000",
+        "daily.max_invalid_share",
+    )
 
 
 def test_empty_day_is_no_data(sim, data, tmp_path):
@@ -126,17 +187,18 @@ def test_bad_rows_are_left_out_counted_and_the_day_published(sim, data, tmp_path
     def damage(t):
         i = np.arange(t.num_rows)
         watch = t.column("watch_ms").to_numpy(zero_copy_only=False).astype(float)
-        watch[i < 100] = np.nan                      # NaN, not null
+        watch[i < 100] = np.nan  # NaN, not null
         watch[(i >= 100) & (i < 200)] = -5.0
         duration = t.column("duration_ms").to_numpy(zero_copy_only=False).astype(float)
         duration[(i >= 200) & (i < 300)] = 0.0
         scenario = t.column("scenario").to_numpy().copy()
         scenario[(i >= 300) & (i < 400)] = 999
         ts = t.column("ts_ms").to_numpy().copy()
-        ts[(i >= 400) & (i < 500)] = day_ms - 1     # the day before
+        ts[(i >= 400) & (i < 500)] = day_ms - 1  # the day before
         t = _set(t, "watch_ms", pa.array(watch, from_pandas=False))
         t = _set(t, "duration_ms", duration)
         return _set(_set(t, "scenario", scenario), "ts_ms", ts)
+
     _rewrite(path, damage)
     wd = tmp_path / "wd"
     run = _run(sim, dataset, wd)
@@ -144,12 +206,17 @@ def test_bad_rows_are_left_out_counted_and_the_day_published(sim, data, tmp_path
     assert "500 of 10000 rows break the data contract and are left out" in run.stderr
     record = json.loads((wd / "runs" / f"{DAY}.json").read_text())
     assert record["invalid_rows"]["quarantined_by_reason"] == {
-        "negative_or_nan_watch": 200, "zero_or_negative_duration": 100,
-        "unknown_scenario": 100, "wrong_date": 100}
+        "negative_or_nan_watch": 200,
+        "zero_or_negative_duration": 100,
+        "unknown_scenario": 100,
+        "wrong_date": 100,
+    }
     # trained and evaluated on the 9,500 valid rows only (hold-out + training = valid)
     assert record["metrics"]["overall"]["samples"] + record["train"]["samples"] == 9_500
-    assert record["metrics"]["loader"]["holdout"]["rows_read"] == \
-        record["metrics"]["overall"]["samples"]
+    assert (
+        record["metrics"]["loader"]["holdout"]["rows_read"]
+        == record["metrics"]["overall"]["samples"]
+    )
 
 
 def test_vanished_scenario_is_warned_and_counted(sim, data, tmp_path):

@@ -27,33 +27,61 @@ OLD, NEW = dt.date(2026, 2, 1), dt.date(2026, 2, 4)
 def _rows(day: dt.date, n: int, seed: int) -> pa.Table:
     rng = np.random.default_rng(seed)
     start = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
-    return pa.table({
-        "user_id": rng.integers(0, 100, n), "item_id": rng.integers(0, 100, n),
-        "scenario": rng.integers(0, 4, n).astype(np.int32),
-        "ts_ms": start + rng.integers(0, 86_400_000, n),
-        "click": rng.integers(0, 2, n).astype(np.int8),
-        "watch_ms": rng.uniform(0, 3e4, n), "duration_ms": rng.uniform(1e3, 6e4, n),
-    })
+    return pa.table(
+        {
+            "user_id": rng.integers(0, 100, n),
+            "item_id": rng.integers(0, 100, n),
+            "scenario": rng.integers(0, 4, n).astype(np.int32),
+            "ts_ms": start + rng.integers(0, 86_400_000, n),
+            "click": rng.integers(0, 2, n).astype(np.int8),
+            "watch_ms": rng.uniform(0, 3e4, n),
+            "duration_ms": rng.uniform(1e3, 6e4, n),
+        }
+    )
 
 
 def _snapshot(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_published_day_is_kept_and_late_rows_quarantined(tmp_path, capsys):
     config = str(CONFIG_DIR / "simulator.yaml")
     out = tmp_path / "ds"
     pq.write_table(_rows(OLD, 4_000, 0), tmp_path / "old.parquet")
-    assert main(["ingest", "parquet", str(tmp_path / "old.parquet"), "--config", config,
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "ingest",
+                "parquet",
+                str(tmp_path / "old.parquet"),
+                "--config",
+                config,
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     before = _snapshot(partition_dir(out, OLD))
     late = pa.concat_tables([_rows(NEW, 1_000, 1), _rows(OLD, 73, 2)])
     pq.write_table(late, tmp_path / "late.parquet")
     capsys.readouterr()
 
-    args = ["ingest", "parquet", str(tmp_path / "late.parquet"), "--config", config,
-            "--out", str(out), "--quiet"]
+    args = [
+        "ingest",
+        "parquet",
+        str(tmp_path / "late.parquet"),
+        "--config",
+        config,
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert f"{OLD} was already published" in printed and "73 new rows" in printed

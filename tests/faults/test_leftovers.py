@@ -30,8 +30,14 @@ def test_daily_job_sweeps_leftovers_at_start(tmp_path, caplog):
 
     ctx = DistContext(0, 1, 0, torch.device("cpu"), "gloo")
     with caplog.at_level(logging.WARNING, logger="protorec.pipeline.daily"):
-        status = run_day(load_config("simulator"), dt.date(2026, 1, 2), wd, ctx,
-                         dataset=tmp_path / "no-data", progress=False)
+        status = run_day(
+            load_config("simulator"),
+            dt.date(2026, 1, 2),
+            wd,
+            ctx,
+            dataset=tmp_path / "no-data",
+            progress=False,
+        )
     assert status == EXIT_NO_DATA  # the sweep comes first, under the lock
     assert not any(p.exists() for p in leftovers)
     assert sorted(p.name for p in (wd / "checkpoints").iterdir()) == ["2026-01-01"]

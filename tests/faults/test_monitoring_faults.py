@@ -15,8 +15,9 @@ from protorec.pipeline.monitoring import JobReport, publish
 
 
 def _report():
-    return JobReport(job="protorec_test", per_scenario={"feed": {"auc": 0.7}},
-                     values={"exported": 1.0})
+    return JobReport(
+        job="protorec_test", per_scenario={"feed": {"auc": 0.7}}, values={"exported": 1.0}
+    )
 
 
 def test_gateway_answering_non_http_warns_and_does_not_raise(caplog):
@@ -63,6 +64,8 @@ def test_any_push_exception_is_a_warning(monkeypatch, caplog, tmp_path):
     monkeypatch.setattr(monitoring, "push_to_gateway", boom)
     monkeypatch.setattr(monitoring, "write_to_textfile", boom)
     with caplog.at_level(logging.WARNING, logger="protorec.pipeline.monitoring"):
-        assert publish(_report(), pushgateway="127.0.0.1:1",
-                       textfile=str(tmp_path / "m.prom")) is False
+        assert (
+            publish(_report(), pushgateway="127.0.0.1:1", textfile=str(tmp_path / "m.prom"))
+            is False
+        )
     assert caplog.text.count("RuntimeError: gateway client bug") == 2

@@ -38,8 +38,13 @@ def _env():
 @pytest.fixture
 def holder(tmp_path):
     workdir = tmp_path / "wd"
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(workdir)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(workdir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     assert proc.stdout.readline().strip() == "held"
     yield workdir, proc
     if proc.poll() is None:
@@ -52,10 +57,26 @@ def test_second_daily_job_exits_locked_naming_the_holder(holder, tmp_path):
     dataset = tmp_path / "data"  # a data set folder (its days are read after the lock)
     dataset.mkdir()
     job = subprocess.run(
-        [sys.executable, "-m", "protorec.jobs.train_daily", "--config", "simulator",
-         "--date", "2026-01-01", "--workdir", str(workdir), "--dataset", str(dataset),
-         "--device", "cpu", "--quiet"],
-        capture_output=True, text=True, env=_env(), timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "protorec.jobs.train_daily",
+            "--config",
+            "simulator",
+            "--date",
+            "2026-01-01",
+            "--workdir",
+            str(workdir),
+            "--dataset",
+            str(dataset),
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
     )
     assert job.returncode == EXIT_LOCKED == 5, job.stderr
     lines = [line for line in job.stderr.splitlines() if "in use by another job" in line]

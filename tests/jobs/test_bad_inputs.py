@@ -43,48 +43,129 @@ def _one_line(run, *words):
     return lines[0]
 
 
-@pytest.mark.parametrize("train, test, flag, words", [
-    ("2026-01-01", "2019-13-45", "--test", ["'2019-13-45' is not a date", "YYYY-MM-DD"]),
-    ("2026-01-02..2026-01-01", "2026-01-03", "--train", ["ends before it starts"]),
-    ("2026-01-01..2026-01-02", "2026-01-03..2026-01-05", "--test",
-     ["2 day(s) without data", "first 2026-01-04", "present: 2026-01-01..2026-01-03"]),
-])
-def test_train_checks_its_days_before_building_a_model(dataset, tmp_path, train, test, flag,
-                                                      words):
-    run = _run([*CLI, "train", "--dataset", str(dataset), "--train", train, "--test", test,
-                "--out", str(tmp_path / "m.json"), "--export", str(tmp_path / "export")],
-               tmp_path)
+@pytest.mark.parametrize(
+    "train, test, flag, words",
+    [
+        ("2026-01-01", "2019-13-45", "--test", ["'2019-13-45' is not a date", "YYYY-MM-DD"]),
+        ("2026-01-02..2026-01-01", "2026-01-03", "--train", ["ends before it starts"]),
+        (
+            "2026-01-01..2026-01-02",
+            "2026-01-03..2026-01-05",
+            "--test",
+            ["2 day(s) without data", "first 2026-01-04", "present: 2026-01-01..2026-01-03"],
+        ),
+    ],
+)
+def test_train_checks_its_days_before_building_a_model(dataset, tmp_path, train, test, flag, words):
+    run = _run(
+        [
+            *CLI,
+            "train",
+            "--dataset",
+            str(dataset),
+            "--train",
+            train,
+            "--test",
+            test,
+            "--out",
+            str(tmp_path / "m.json"),
+            "--export",
+            str(tmp_path / "export"),
+        ],
+        tmp_path,
+    )
     line = _one_line(run, "protorec train:", f"{flag}:", *words)
     assert line.startswith("protorec train: ")
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "export").exists()
 
 
 def test_train_names_a_missing_data_set(tmp_path):
-    run = _run([*CLI, "train", "--dataset", str(tmp_path / "nowhere"), "--train", "2026-01-01",
-                "--test", "2026-01-02", "--out", str(tmp_path / "m.json")], tmp_path)
+    run = _run(
+        [
+            *CLI,
+            "train",
+            "--dataset",
+            str(tmp_path / "nowhere"),
+            "--train",
+            "2026-01-01",
+            "--test",
+            "2026-01-02",
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+        tmp_path,
+    )
     _one_line(run, "--dataset:", "nowhere", "is not a folder", "protorec simulate")
     assert not (tmp_path / "m.json").exists()
 
 
 def test_compare_and_tune_check_their_days(dataset, tmp_path):
-    compare = _run([*CLI, "compare", "--dataset", str(dataset), "--models", "mmoe",
-                    "--train", "2026-01-01", "--test", "2026-02-30",
-                    "--out", str(tmp_path / "cmp")], tmp_path)
+    compare = _run(
+        [
+            *CLI,
+            "compare",
+            "--dataset",
+            str(dataset),
+            "--models",
+            "mmoe",
+            "--train",
+            "2026-01-01",
+            "--test",
+            "2026-02-30",
+            "--out",
+            str(tmp_path / "cmp"),
+        ],
+        tmp_path,
+    )
     _one_line(compare, "protorec compare:", "--test:", "'2026-02-30' is not a date")
     assert not (tmp_path / "cmp").exists()
-    tune = _run([*CLI, "tune", "--dataset", str(dataset), "--model", "mmoe",
-                 "--train", "2026-01-01", "--valid", "2026-01-09",
-                 "--out", str(tmp_path / "study")], tmp_path)
+    tune = _run(
+        [
+            *CLI,
+            "tune",
+            "--dataset",
+            str(dataset),
+            "--model",
+            "mmoe",
+            "--train",
+            "2026-01-01",
+            "--valid",
+            "2026-01-09",
+            "--out",
+            str(tmp_path / "study"),
+        ],
+        tmp_path,
+    )
     _one_line(tune, "protorec tune:", "--valid:", "first 2026-01-09")
     assert not (tmp_path / "study").exists()
 
 
 def test_train_daily_checks_its_date_and_data_set(dataset, tmp_path):
-    bad_date = _run([*DAILY, "--dataset", str(dataset), "--workdir", str(tmp_path / "wd"),
-                     "--date", "2026-1-2x"], tmp_path)
+    bad_date = _run(
+        [
+            *DAILY,
+            "--dataset",
+            str(dataset),
+            "--workdir",
+            str(tmp_path / "wd"),
+            "--date",
+            "2026-1-2x",
+        ],
+        tmp_path,
+    )
     _one_line(bad_date, "train_daily:", "--date:", "is not a date")
-    no_data = _run([*DAILY, "--dataset", str(tmp_path / "nowhere"),
-                    "--workdir", str(tmp_path / "wd"), "--date", "2026-01-01"], tmp_path)
+    no_data = _run(
+        [
+            *DAILY,
+            "--dataset",
+            str(tmp_path / "nowhere"),
+            "--workdir",
+            str(tmp_path / "wd"),
+            "--date",
+            "2026-01-01",
+        ],
+        tmp_path,
+    )
     _one_line(no_data, "train_daily:", "--dataset:", "is not a folder")
     assert not (tmp_path / "wd").exists()
 
@@ -104,12 +185,36 @@ def _export_with_bad_weights(folder):
 
 def test_evaluate_refuses_an_export_whose_weights_do_not_load(dataset, tmp_path):
     export = _export_with_bad_weights(tmp_path / "export")
-    run = _run([*CLI, "evaluate", "--model", str(export), "--dataset", str(dataset),
-                "--dates", "2026-01-01", "--out", str(tmp_path / "m.json")], tmp_path)
+    run = _run(
+        [
+            *CLI,
+            "evaluate",
+            "--model",
+            str(export),
+            "--dataset",
+            str(dataset),
+            "--dates",
+            "2026-01-01",
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+        tmp_path,
+    )
     _one_line(run, "protorec evaluate:", "model.pt", "not a weights-only state dict")
     assert not (tmp_path / "m.json").exists()
-    bad_dates = _run([*CLI, "evaluate", "--model", str(export), "--dataset", str(dataset),
-                      "--dates", "2026-01-03..2026-01-01"], tmp_path)
+    bad_dates = _run(
+        [
+            *CLI,
+            "evaluate",
+            "--model",
+            str(export),
+            "--dataset",
+            str(dataset),
+            "--dates",
+            "2026-01-03..2026-01-01",
+        ],
+        tmp_path,
+    )
     _one_line(bad_dates, "protorec evaluate:", "--dates:", "ends before it starts")
 
 
@@ -125,13 +230,21 @@ def test_report_into_a_closed_pipe_ends_quietly(tmp_path):
     # 28 days x 41 rows of about 100 bytes: more than a pipe's buffer (64 KiB) holds.
     scenarios = {f"s{i}": block for i in range(40)}
     for day in range(1, 29):
-        record = {"date": f"2026-01-{day:02d}", "status": "published",
-                  "metrics": {"overall": block, "per_scenario": scenarios}, "drift": {}}
+        record = {
+            "date": f"2026-01-{day:02d}",
+            "status": "published",
+            "metrics": {"overall": block, "per_scenario": scenarios},
+            "drift": {},
+        }
         (runs / f"2026-01-{day:02d}.json").write_text(json.dumps(record))
     # `| head -1`: the reader takes one line and goes while the table is still being written.
-    report = subprocess.Popen([*CLI, "report", "--workdir", str(tmp_path)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    report = subprocess.Popen(
+        [*CLI, "report", "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert report.stdout is not None and report.stderr is not None
     assert report.stdout.readline().startswith(b"| date |")
     report.stdout.close()

@@ -10,15 +10,18 @@ from protorec.jobs.cli import JOBS, build_parser
 
 
 def test_version_is_the_installed_packages():
-    run = subprocess.run([sys.executable, "-m", "protorec.jobs.cli", "--version"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "protorec.jobs.cli", "--version"], capture_output=True, text=True
+    )
     assert run.returncode == 0 and run.stdout.strip() == f"protorec {version('protorec')}"
 
 
 def test_help_loads_no_torch():
     # The job modules import torch in their run functions only: help answers at once.
-    code = ("import sys; from protorec.jobs.cli import build_parser; build_parser(); "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys; from protorec.jobs.cli import build_parser; build_parser(); "
+        "print('torch' in sys.modules)"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr
 

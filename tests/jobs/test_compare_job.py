@@ -28,8 +28,12 @@ from protorec.pipeline.job_config import load_config
 from protorec.pipeline.simulator import simulate
 from protorec.pipeline.variants import apply_overrides, parse_override
 
-SMALL = ["model.mmoe.num_experts=2", "model.mmoe.expert_hidden=[16]",
-         "model.shared_bottom.hidden=[16]", "model.tower.hidden=[8]"]
+SMALL = [
+    "model.mmoe.num_experts=2",
+    "model.mmoe.expert_hidden=[16]",
+    "model.shared_bottom.hidden=[16]",
+    "model.tower.hidden=[8]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +47,28 @@ def tiny_data(tmp_path_factory):
 
 
 def _compare(data, out, models="shared_bottom,mmoe"):
-    cmd = [sys.executable, "-m", "protorec.jobs.cli", "compare", "--config", "simulator",
-           "--dataset", str(data), "--models", models, "--seeds", "2",
-           "--train", "2026-01-01..2026-01-02", "--test", "2026-01-03", "--out", str(out),
-           "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "protorec.jobs.cli",
+        "compare",
+        "--config",
+        "simulator",
+        "--dataset",
+        str(data),
+        "--models",
+        models,
+        "--seeds",
+        "2",
+        "--train",
+        "2026-01-01..2026-01-02",
+        "--test",
+        "2026-01-03",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     for s in SMALL:
         cmd += ["--set", s]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -60,8 +82,12 @@ def test_compare_writes_tables_and_resumes_skipping_finished_runs(tiny_data, tmp
     out = tmp_path / "cmp"
     first = _compare(tiny_data, out)
     runs = sorted(p.name for p in (out / "runs").glob("*.json"))
-    assert runs == ["mmoe__seed0.json", "mmoe__seed1.json", "shared_bottom__seed0.json",
-                    "shared_bottom__seed1.json"]
+    assert runs == [
+        "mmoe__seed0.json",
+        "mmoe__seed1.json",
+        "shared_bottom__seed0.json",
+        "shared_bottom__seed1.json",
+    ]
     summary = json.loads((out / "compare.json").read_text())
     assert list(summary["models"]) == ["shared_bottom", "mmoe"]
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -71,8 +97,12 @@ def test_compare_writes_tables_and_resumes_skipping_finished_runs(tiny_data, tmp
 
     # the figures are the mean and sample std (n - 1) of the runs' own
     for variant in ("shared_bottom", "mmoe"):
-        aucs = [json.loads((out / "runs" / f"{variant}__seed{s}.json").read_text())
-                ["metrics"]["overall"]["auc"] for s in (0, 1)]
+        aucs = [
+            json.loads((out / "runs" / f"{variant}__seed{s}.json").read_text())["metrics"][
+                "overall"
+            ]["auc"]
+            for s in (0, 1)
+        ]
         fig = summary["models"][variant]["figures"]["overall.auc"]
         assert fig["mean"] == pytest.approx(np.mean(aucs))
         assert fig["std"] == pytest.approx(np.std(aucs, ddof=1))
@@ -89,11 +119,21 @@ def test_compare_writes_tables_and_resumes_skipping_finished_runs(tiny_data, tmp
 
     # report only: the tables of what is finished, nothing trained (no process group needed)
     (out / "compare.json").unlink()
-    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"),
-                      backend="gloo")
+    ctx = DistContext(
+        rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="gloo"
+    )
     base = apply_overrides(load_config("simulator"), [parse_override(s) for s in SMALL])
-    report = run_compare(base, ["mmoe", "ple"], 2, tiny_data, "2026-01-01..2026-01-02",
-                         "2026-01-03", out, ctx, train=False)
+    report = run_compare(
+        base,
+        ["mmoe", "ple"],
+        2,
+        tiny_data,
+        "2026-01-01..2026-01-02",
+        "2026-01-03",
+        out,
+        ctx,
+        train=False,
+    )
     assert list(report["models"]) == ["shared_bottom", "mmoe"]
     assert json.loads((out / "compare.json").read_text()) == report
 
@@ -102,8 +142,14 @@ def test_a_finished_run_with_another_config_stops_the_resume(tmp_path):
     base = load_config("simulator")
     settings = {"dataset": "d", "train_days": "a", "test_days": "b"}
     run = Run("mmoe", 0)
-    record = {"variant": "mmoe", "seed": 0, "wall_s": 1.0, **settings,
-              "config": to_dict(run_config(base, run)), "metrics": {}}
+    record = {
+        "variant": "mmoe",
+        "seed": 0,
+        "wall_s": 1.0,
+        **settings,
+        "config": to_dict(run_config(base, run)),
+        "metrics": {},
+    }
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "mmoe__seed0.json").write_text(json.dumps(record))
     assert pending_runs(tmp_path, base, [run, Run("mmoe", 1)], settings) == [Run("mmoe", 1)]
@@ -118,16 +164,23 @@ def _metrics(auc, xauc=None):
     block = {"auc": auc, "gauc": auc, "ndcg@10": 0.9, "logloss": 0.5}
     if xauc is not None:
         block.update(mae=1000.0, rmse=2000.0, xauc=xauc, xgauc=xauc)
-    return {"overall": block, "per_scenario": {"feed": dict(block), "live": dict(block)},
-            "worst_scenario_auc": auc, "worst_scenario": "feed"}
+    return {
+        "overall": block,
+        "per_scenario": {"feed": dict(block), "live": dict(block)},
+        "worst_scenario_auc": auc,
+        "worst_scenario": "feed",
+    }
 
 
 def test_aggregate_mean_std_and_watch_table():
-    records = [{"variant": "prowtp", "seed": s, "wall_s": 10.0 + s,
-                "metrics": _metrics(a, x)} for s, (a, x) in enumerate([(0.7, 0.6), (0.8, 0.7)])]
+    records = [
+        {"variant": "prowtp", "seed": s, "wall_s": 10.0 + s, "metrics": _metrics(a, x)}
+        for s, (a, x) in enumerate([(0.7, 0.6), (0.8, 0.7)])
+    ]
     records.append({"variant": "mmoe", "seed": 0, "wall_s": 5.0, "metrics": _metrics(0.75)})
-    summary = aggregate(records, _metrics(0.9, 0.8), {"dataset": "d", "train_days": "a",
-                                                      "test_days": "b"})
+    summary = aggregate(
+        records, _metrics(0.9, 0.8), {"dataset": "d", "train_days": "a", "test_days": "b"}
+    )
     assert list(summary["models"]) == ["mmoe", "prowtp"]  # the registry's order
     fig = summary["models"]["prowtp"]["figures"]
     assert fig["overall.auc"]["mean"] == pytest.approx(0.75)
@@ -141,9 +194,26 @@ def test_aggregate_mean_std_and_watch_table():
 
 
 def _job_args(data, out, *extra):
-    argv = ["compare", "--config", "simulator", "--dataset", str(data),
-            "--models", "shared_bottom,mmoe", "--seeds", "2", "--train", "2026-01-01..2026-01-02",
-            "--test", "2026-01-03", "--out", str(out), "--device", "cpu", *extra]
+    argv = [
+        "compare",
+        "--config",
+        "simulator",
+        "--dataset",
+        str(data),
+        "--models",
+        "shared_bottom,mmoe",
+        "--seeds",
+        "2",
+        "--train",
+        "2026-01-01..2026-01-02",
+        "--test",
+        "2026-01-03",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *extra,
+    ]
     for s in SMALL:
         argv += ["--set", s]
     return build_parser().parse_args(argv)
@@ -151,7 +221,8 @@ def _job_args(data, out, *extra):
 
 @pytest.mark.parametrize("finished", [0, 1])
 def test_ctrl_c_keeps_the_finished_runs_in_one_line_and_the_same_command_resumes(
-        tiny_data, tmp_path, monkeypatch, capsys, finished):
+    tiny_data, tmp_path, monkeypatch, capsys, finished
+):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(compare_module, "oracle_metrics", lambda *a, **k: None)
     trained = []
@@ -173,15 +244,20 @@ def test_ctrl_c_keeps_the_finished_runs_in_one_line_and_the_same_command_resumes
     err = capsys.readouterr().err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if "interrupted" in line]
-    assert lines == [f"protorec compare: interrupted; {finished} of 4 runs finished and kept "
-                     f"in {out / 'runs'}: run the same command again to resume"]
+    assert lines == [
+        f"protorec compare: interrupted; {finished} of 4 runs finished and kept "
+        f"in {out / 'runs'}: run the same command again to resume"
+    ]
     assert len(list((out / "runs").glob("*.json"))) == finished
     assert (out / "runs").is_dir()  # stopped in the first run, the folder is there to resume
 
     # the same command again: only the runs not finished are trained
     trained.clear()
-    monkeypatch.setattr(compare_module, "train_and_evaluate",
-                        lambda config, *a, **k: trained.append(config.train.seed) or _metrics(0.7))
+    monkeypatch.setattr(
+        compare_module,
+        "train_and_evaluate",
+        lambda config, *a, **k: trained.append(config.train.seed) or _metrics(0.7),
+    )
     assert args.func(args) == 0
     assert len(trained) == 4 - finished
     assert len(list((out / "runs").glob("*.json"))) == 4
@@ -201,7 +277,8 @@ def test_each_run_records_where_it_ran(tiny_data, tmp_path, monkeypatch):
 
 
 def test_runs_of_one_variant_on_different_world_sizes_are_not_averaged(
-        tiny_data, tmp_path, monkeypatch, capsys):
+    tiny_data, tmp_path, monkeypatch, capsys
+):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(compare_module, "oracle_metrics", lambda *a, **k: None)
     base = apply_overrides(load_config("simulator"), [parse_override(s) for s in SMALL])
@@ -209,12 +286,22 @@ def test_runs_of_one_variant_on_different_world_sizes_are_not_averaged(
     (out / "runs").mkdir(parents=True)
     for seed, world_size in ((0, 1), (1, 2)):
         run = Run("mmoe", seed)
-        record = {"variant": "mmoe", "seed": seed, "wall_s": 1.0,
-                  "dataset": str(tiny_data.resolve()), "train_days": "2026-01-01..2026-01-02",
-                  "test_days": "2026-01-03",
-                  "environment": {"world_size": world_size, "torch_threads": 1,
-                                  "device": "cpu", "code_version": "protorec 0.1.0 (git x)"},
-                  "config": to_dict(run_config(base, run)), "metrics": _metrics(0.7)}
+        record = {
+            "variant": "mmoe",
+            "seed": seed,
+            "wall_s": 1.0,
+            "dataset": str(tiny_data.resolve()),
+            "train_days": "2026-01-01..2026-01-02",
+            "test_days": "2026-01-03",
+            "environment": {
+                "world_size": world_size,
+                "torch_threads": 1,
+                "device": "cpu",
+                "code_version": "protorec 0.1.0 (git x)",
+            },
+            "config": to_dict(run_config(base, run)),
+            "metrics": _metrics(0.7),
+        }
         (out / "runs" / f"{run.run_id}.json").write_text(json.dumps(record))
     args = _job_args(tiny_data, out, "--report-only")
     assert args.func(args) == 2
@@ -231,8 +318,11 @@ def test_runs_of_one_variant_on_different_world_sizes_are_not_averaged(
     # a compare (world size 1) that would add seed 1 beside a seed 0 run on 2 ranks stops
     # before training it
     (out / "runs" / "mmoe__seed0.json").unlink()
-    monkeypatch.setattr(compare_module, "train_and_evaluate",
-                        lambda *a, **k: pytest.fail("trained a run it cannot average"))
+    monkeypatch.setattr(
+        compare_module,
+        "train_and_evaluate",
+        lambda *a, **k: pytest.fail("trained a run it cannot average"),
+    )
     args = _job_args(tiny_data, out)
     args.models = "mmoe"
     assert args.func(args) == 2

@@ -21,8 +21,15 @@ DAY = "2026-01-01"
 
 def _env():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                "PROTOREC_PUSHGATEWAY", "PROTOREC_STATUS_FILE"):
+    for key in (
+        "WORLD_SIZE",
+        "RANK",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "PROTOREC_PUSHGATEWAY",
+        "PROTOREC_STATUS_FILE",
+    ):
         env.pop(key, None)
     return env
 
@@ -34,18 +41,53 @@ def sim(tmp_path_factory):
     cfg["simulator"]["rows_per_day"] = 10_000
     cfg["daily"] = {"min_gate_rows": 100}
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))
-    subprocess.run([sys.executable, "-m", "protorec.jobs.cli", "simulate", "--config",
-                    str(root / "config.yaml"), "--out", str(root / "data"), "--start", DAY,
-                    "--days", "1", "--quiet"], check=True, env=_env())
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "protorec.jobs.cli",
+            "simulate",
+            "--config",
+            str(root / "config.yaml"),
+            "--out",
+            str(root / "data"),
+            "--start",
+            DAY,
+            "--days",
+            "1",
+            "--quiet",
+        ],
+        check=True,
+        env=_env(),
+    )
     return root
 
 
 def _daily(sim, data, workdir, date=DAY, procs=2):
     return subprocess.run(
-        [sys.executable, "-m", "protorec.jobs.cli", "daily", "--config",
-         str(sim / "config.yaml"), "--dataset", str(data), "--workdir", str(workdir),
-         "--date", date, "--device", "cpu", "--quiet", f"--nproc-per-node={procs}"],
-        env=_env(), capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "protorec.jobs.cli",
+            "daily",
+            "--config",
+            str(sim / "config.yaml"),
+            "--dataset",
+            str(data),
+            "--workdir",
+            str(workdir),
+            "--date",
+            date,
+            "--device",
+            "cpu",
+            "--quiet",
+            f"--nproc-per-node={procs}",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _summary(run):
@@ -75,9 +117,26 @@ def test_statuses_survive_torchrun_on_two_ranks(sim, tmp_path, case, status):
 
 
 def test_bad_launch_flags_exit_2_before_torchrun(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "protorec.jobs.cli", "daily", "--date", DAY,
-                          "--workdir", str(tmp_path), "--nnodes", "2"],
-                         env=_env(), capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "protorec.jobs.cli",
+            "daily",
+            "--date",
+            DAY,
+            "--workdir",
+            str(tmp_path),
+            "--nnodes",
+            "2",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2
-    assert run.stderr.strip() == "protorec daily: --rdzv-endpoint (host:port) is required " \
-                                 "with --nnodes 2"
+    assert (
+        run.stderr.strip() == "protorec daily: --rdzv-endpoint (host:port) is required "
+        "with --nnodes 2"
+    )

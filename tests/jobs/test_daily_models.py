@@ -23,9 +23,15 @@ def _config(path: Path, model: dict) -> str:
     cfg = yaml.safe_load((CONFIG_DIR / "simulator.yaml").read_text())
     cfg["simulator"]["rows_per_day"] = 6_000
     # the gate is not under test here: any AUC passes
-    cfg["daily"] = {"checkpoint_every_steps": 100, "min_gate_rows": 100, "max_auc_drop": 1.0,
-                    "dead_prototype_fraction": 0.5, "tensorboard": True,
-                    "keep_checkpoints": 1, "keep_exports": 1}
+    cfg["daily"] = {
+        "checkpoint_every_steps": 100,
+        "min_gate_rows": 100,
+        "max_auc_drop": 1.0,
+        "dead_prototype_fraction": 0.5,
+        "tensorboard": True,
+        "keep_checkpoints": 1,
+        "keep_exports": 1,
+    }
     cfg.setdefault("train", {})["log_every"] = 2
     cfg["model"] = {**cfg.get("model", {}), **model}
     path.write_text(yaml.safe_dump(cfg))
@@ -42,14 +48,47 @@ def _env():
 def _two_days(tmp_path: Path, model: dict) -> list[dict]:
     config = _config(tmp_path / "config.yaml", model)
     data, workdir = tmp_path / "data", tmp_path / "work"
-    subprocess.run([sys.executable, "-m", "protorec.jobs.cli", "simulate", "--config", config,
-                    "--out", str(data), "--start", DAYS[0], "--days", "2", "--quiet"],
-                   check=True, env=_env())
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "protorec.jobs.cli",
+            "simulate",
+            "--config",
+            config,
+            "--out",
+            str(data),
+            "--start",
+            DAYS[0],
+            "--days",
+            "2",
+            "--quiet",
+        ],
+        check=True,
+        env=_env(),
+    )
     records = []
     for day in DAYS:
-        run = subprocess.run([sys.executable, JOB, "--config", config, "--dataset", str(data),
-                              "--workdir", str(workdir), "--date", day, "--quiet",
-                              "--device", "cpu"], env=_env(), capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                sys.executable,
+                JOB,
+                "--config",
+                config,
+                "--dataset",
+                str(data),
+                "--workdir",
+                str(workdir),
+                "--date",
+                day,
+                "--quiet",
+                "--device",
+                "cpu",
+            ],
+            env=_env(),
+            capture_output=True,
+            text=True,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         records.append(json.loads((workdir / "runs" / f"{day}.json").read_text()))
     return records
@@ -69,19 +108,33 @@ def test_distproto_reseeds_and_reports_prototype_drift(tmp_path, scalar_tags):
     assert all(s is not None and s >= 0 for s in shifts)
     # daily.tensorboard: each day's steps (the solver's iterations too) and hold-out figures
     tags = scalar_tags(tmp_path / "work" / "tensorboard" / DAYS[1])
-    assert {"train/loss", "train/loss/align", "train/ot/n_iter", "train/samples_per_s",
-            "lr/embedding", "holdout/overall/auc", "holdout/scenario/feed/auc"} <= tags
+    assert {
+        "train/loss",
+        "train/loss/align",
+        "train/ot/n_iter",
+        "train/samples_per_s",
+        "lr/embedding",
+        "holdout/overall/auc",
+        "holdout/scenario/feed/auc",
+    } <= tags
 
 
 @pytest.mark.slow
 def test_prowtp_fits_then_refits_its_codebook_keeping_identities(tmp_path):
-    model = {"name": "mmoe",
-             "watch": {"head": "prowtp", "hidden": [16], "prowtp": {"dim": 8,
-                                                                    "regressor_hidden": [8]}},
-             "hvqvae": {"dim": 4, "encoder_hidden": [16], "decoder_hidden": [16],
-                        "num_clusters": 2, "num_prototypes": 4, "epochs": 5, "refit_epochs": 2,
-                        "sampling": {"num_buckets": 2, "samples_per_bucket": 32,
-                                     "sample_length": 8}}}
+    model = {
+        "name": "mmoe",
+        "watch": {"head": "prowtp", "hidden": [16], "prowtp": {"dim": 8, "regressor_hidden": [8]}},
+        "hvqvae": {
+            "dim": 4,
+            "encoder_hidden": [16],
+            "decoder_hidden": [16],
+            "num_clusters": 2,
+            "num_prototypes": 4,
+            "epochs": 5,
+            "refit_epochs": 2,
+            "sampling": {"num_buckets": 2, "samples_per_bucket": 32, "sample_length": 8},
+        },
+    }
     first, second = _two_days(tmp_path, model)
     # retention (daily.keep_*: 1): day 2 published, day 1's checkpoint and export pruned
     assert second["retention"] == {"checkpoints": [DAYS[0]], "exports": [DAYS[0]]}

@@ -35,16 +35,50 @@ def test_one_and_two_processes_agree(tmp_path):
         env.pop(key, None)
     data = str(tmp_path / "data")
     cli = ["-m", "protorec.jobs.cli"]
-    subprocess.run([sys.executable, *cli, "simulate", "--config", _config(tmp_path, 512),
-                    "--out", data, "--start", "2026-01-01", "--days", "3", "--quiet"],
-                   check=True, env=env)
-    args = ["train", "--dataset", data, "--train", "2026-01-01..2026-01-02",
-            "--test", "2026-01-03", "--quiet", "--device", "cpu"]
+    subprocess.run(
+        [
+            sys.executable,
+            *cli,
+            "simulate",
+            "--config",
+            _config(tmp_path, 512),
+            "--out",
+            data,
+            "--start",
+            "2026-01-01",
+            "--days",
+            "3",
+            "--quiet",
+        ],
+        check=True,
+        env=env,
+    )
+    args = [
+        "train",
+        "--dataset",
+        data,
+        "--train",
+        "2026-01-01..2026-01-02",
+        "--test",
+        "2026-01-03",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     runs = [
         [sys.executable, *cli, *args, "--config", _config(tmp_path, 512), "--out", str(one)],
-        [TORCHRUN, "--standalone", "--nproc_per_node=2", *cli, *args,
-         "--config", _config(tmp_path, 256), "--out", str(two)],
+        [
+            TORCHRUN,
+            "--standalone",
+            "--nproc_per_node=2",
+            *cli,
+            *args,
+            "--config",
+            _config(tmp_path, 256),
+            "--out",
+            str(two),
+        ],
     ]
     for cmd in runs:
         run = subprocess.run(cmd, env=env, capture_output=True, text=True)

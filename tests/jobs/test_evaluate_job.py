@@ -57,8 +57,12 @@ def exported(tmp_path_factory):
     simulate(root / "data", dt.date(2026, 1, 1), 3, sim, config.data.scenarios, progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    run = subprocess.run([sys.executable, "-c", TRAIN_AND_EXPORT, str(root / "data"), str(root)],
-                         env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-c", TRAIN_AND_EXPORT, str(root / "data"), str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return root
 
@@ -67,9 +71,24 @@ def test_evaluate_gives_the_trained_models_figures(exported, tmp_path):
     out = tmp_path / "metrics.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
-        [sys.executable, "-m", "protorec.jobs.cli", "evaluate", "--model",
-         str(exported / "export"), "--dataset", str(exported / "data"), "--dates", TEST_DAYS,
-         "--out", str(out)], env=env, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "protorec.jobs.cli",
+            "evaluate",
+            "--model",
+            str(exported / "export"),
+            "--dataset",
+            str(exported / "data"),
+            "--dates",
+            TEST_DAYS,
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| overall |" in run.stdout and "oracle" in run.stdout
     assert "deprecated" not in run.stderr
@@ -92,9 +111,23 @@ def test_evaluate_gives_the_trained_models_figures(exported, tmp_path):
 def test_evaluate_reads_the_old_data_flag_and_prints_without_out(exported, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
-        [sys.executable, "-m", "protorec.jobs.cli", "evaluate", "--model",
-         str(exported / "export"), "--data", str(exported / "data"), "--dates", "2026-01-03"],
-        env=env, capture_output=True, text=True, cwd=tmp_path)
+        [
+            sys.executable,
+            "-m",
+            "protorec.jobs.cli",
+            "evaluate",
+            "--model",
+            str(exported / "export"),
+            "--data",
+            str(exported / "data"),
+            "--dates",
+            "2026-01-03",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "--data is deprecated, use --dataset" in run.stderr
     assert "on 2026-01-03:" in run.stdout and "| overall |" in run.stdout
@@ -103,8 +136,10 @@ def test_evaluate_reads_the_old_data_flag_and_prints_without_out(exported, tmp_p
 
 def test_the_loaded_export_predicts_what_the_sharded_model_did(exported):
     config, model = load_export(exported / "export")
-    preds = predict_rows(model, ContractLoader(config, TEST_DAYS, exported / "data",
-                                               rank=0, world_size=1, shuffle=False))
+    preds = predict_rows(
+        model,
+        ContractLoader(config, TEST_DAYS, exported / "data", rank=0, world_size=1, shuffle=False),
+    )
     trained = np.load(exported / "preds.npz")
     np.testing.assert_array_equal(preds["user_id"], trained["user_id"])
     np.testing.assert_allclose(preds["click_prob"], trained["click_prob"], atol=1e-6)
@@ -137,5 +172,8 @@ def test_watch_figures_appear_when_the_model_predicts_watch_time(exported):
     assert with_watch["per_scenario"]["feed"]["xauc"] is not None
     # the oracle's expected watch time ranks better than half the duration
     assert with_watch["oracle"]["overall"]["xauc"] > watch["xauc"]
-    assert torch.is_tensor(_FakeWatchModel(model).predict(
-        next(iter(ContractLoader(config, "2026-01-03", data, shuffle=False))))["watch_pred_ms"])
+    assert torch.is_tensor(
+        _FakeWatchModel(model).predict(
+            next(iter(ContractLoader(config, "2026-01-03", data, shuffle=False)))
+        )["watch_pred_ms"]
+    )

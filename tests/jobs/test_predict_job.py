@@ -26,8 +26,12 @@ from protorec.pipeline.trainer import shard_model, train_pass
 from protorec.pipeline.variants import apply_overrides, variant_config
 
 DAYS = "2026-01-02..2026-01-03"
-TINY = {"model.mmoe.num_experts": 2, "model.mmoe.expert_hidden": [16],
-        "model.tower.hidden": [8], "loader.batch_size": 256}
+TINY = {
+    "model.mmoe.num_experts": 2,
+    "model.mmoe.expert_hidden": [16],
+    "model.tower.hidden": [8],
+    "loader.batch_size": 256,
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +47,13 @@ def exported(tmp_path_factory):
         for name, cfg in (("mmoe", config), ("tr", variant_config(config, "tr"))):
             torch.manual_seed(0)
             sharded = shard_model(build_model(cfg, "meta"), ctx, cfg.train, 256)
-            train_pass(sharded, ContractLoader(cfg, "2026-01-01", root / "data"), ctx,
-                       cfg.train, progress=False)
+            train_pass(
+                sharded,
+                ContractLoader(cfg, "2026-01-01", root / "data"),
+                ctx,
+                cfg.train,
+                progress=False,
+            )
             export_model(sharded, cfg, root / name)
     finally:
         shutdown_distributed()
@@ -55,15 +64,27 @@ def exported(tmp_path_factory):
 
 def _predict(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "protorec.jobs.cli", "predict", *args],
-                          env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "protorec.jobs.cli", "predict", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("name", ["mmoe", "tr"])
 def test_predict_scores_every_row_as_predict_rows_does(exported, tmp_path, name):
     out = tmp_path / "scores" / "p.parquet"
-    run = _predict("--model", str(exported / name), "--dataset", str(exported / "data"),
-                   "--dates", DAYS, "--out", str(out))
+    run = _predict(
+        "--model",
+        str(exported / name),
+        "--dataset",
+        str(exported / "data"),
+        "--dates",
+        DAYS,
+        "--out",
+        str(out),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert [p.name for p in out.parent.iterdir()] == ["p.parquet"]  # no temporary left
     scores = pq.read_table(out)
@@ -73,33 +94,44 @@ def test_predict_scores_every_row_as_predict_rows_does(exported, tmp_path, name)
     keys = reader.read(["user_id", "item_id", "scenario", "ts_ms"])
     assert scores.num_rows == reader.num_rows == 2000
     assert scores.select(keys.column_names).to_pydict() == keys.to_pydict()
-    loader = ContractLoader(config, DAYS, exported / "data", rank=0, world_size=1,
-                            shuffle=False)
+    loader = ContractLoader(config, DAYS, exported / "data", rank=0, world_size=1, shuffle=False)
     expected = predict_rows(model, loader)
-    np.testing.assert_allclose(scores.column("p_click").to_numpy(), expected["click_prob"],
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        scores.column("p_click").to_numpy(), expected["click_prob"], rtol=0, atol=1e-6
+    )
     if name == "tr":
-        np.testing.assert_allclose(scores.column("watch_pred_ms").to_numpy(),
-                                   expected["watch_pred_ms"], rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(
+            scores.column("watch_pred_ms").to_numpy(),
+            expected["watch_pred_ms"],
+            rtol=1e-5,
+            atol=1e-3,
+        )
         assert scores.column("watch_pred_ms").to_numpy().std() > 0
     else:
         assert "watch_pred_ms" not in scores.column_names
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"--model": "nowhere"}, "no readable manifest.json"),
-    ({"--dates": "2026-01-03..2026-01-02"}, "ends before it starts"),
-    ({"--dates": "2026-13-01"}, "month must be in 1..12"),
-    ({"--dates": "2026-01-03..2026-01-05"}, "no Parquet files for day 2026-01-04"),
-])
-def test_bad_input_is_one_line_and_exit_2(exported, tmp_path, change, message, capsys,
-                                         monkeypatch):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--model": "nowhere"}, "no readable manifest.json"),
+        ({"--dates": "2026-01-03..2026-01-02"}, "ends before it starts"),
+        ({"--dates": "2026-13-01"}, "month must be in 1..12"),
+        ({"--dates": "2026-01-03..2026-01-05"}, "no Parquet files for day 2026-01-04"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(exported, tmp_path, change, message, capsys, monkeypatch):
     def never(*args):
         raise AssertionError("the model was loaded before the inputs were checked")
 
     monkeypatch.setattr(export, "load_export", never)
-    args = {"--model": str(exported / "mmoe"), "--dataset": str(exported / "data"),
-            "--dates": DAYS, "--out": str(tmp_path / "p.parquet"), **change}
+    args = {
+        "--model": str(exported / "mmoe"),
+        "--dataset": str(exported / "data"),
+        "--dates": DAYS,
+        "--out": str(tmp_path / "p.parquet"),
+        **change,
+    }
     assert main(["predict", *[x for pair in args.items() for x in pair]]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err

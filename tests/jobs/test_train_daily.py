@@ -26,8 +26,15 @@ TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable))
 
 def _env(**extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                "PROTOREC_PUSHGATEWAY", "PROTOREC_KILL_AT_STEP"):
+    for key in (
+        "WORLD_SIZE",
+        "RANK",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "PROTOREC_PUSHGATEWAY",
+        "PROTOREC_KILL_AT_STEP",
+    ):
         if key not in extra:
             env.pop(key, None)
     return env
@@ -49,17 +56,49 @@ def sim(tmp_path_factory):
     root = tmp_path_factory.mktemp("daily")
     config = _write_config(root / "config.yaml")
     data = root / "data"
-    subprocess.run([sys.executable, "-m", "protorec.jobs.cli", "simulate", "--config", config,
-                    "--out", str(data), "--start", "2026-01-01", "--days", "3", "--quiet"],
-                   check=True, env=_env())
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "protorec.jobs.cli",
+            "simulate",
+            "--config",
+            config,
+            "--out",
+            str(data),
+            "--start",
+            "2026-01-01",
+            "--days",
+            "3",
+            "--quiet",
+        ],
+        check=True,
+        env=_env(),
+    )
     return root, config, str(data)
 
 
 def _run(config, data, workdir, date, procs=1, env=None, force=False):
-    args = [JOB, "--config", config, "--dataset", data, "--workdir", str(workdir),
-            "--date", date, "--quiet", "--device", "cpu", *(["--force"] if force else [])]
-    cmd = ([TORCHRUN, "--standalone", f"--nproc_per_node={procs}", *args] if procs > 1
-           else [sys.executable, *args])
+    args = [
+        JOB,
+        "--config",
+        config,
+        "--dataset",
+        data,
+        "--workdir",
+        str(workdir),
+        "--date",
+        date,
+        "--quiet",
+        "--device",
+        "cpu",
+        *(["--force"] if force else []),
+    ]
+    cmd = (
+        [TORCHRUN, "--standalone", f"--nproc_per_node={procs}", *args]
+        if procs > 1
+        else [sys.executable, *args]
+    )
     return subprocess.run(cmd, env=env or _env(), capture_output=True, text=True)
 
 
@@ -78,8 +117,9 @@ def test_killed_rank_resumes_without_training_a_sample_twice(sim, tmp_path):
     assert ok.returncode == 0, ok.stderr[-3000:]
 
     # rank 1 dies right after step 13; the last checkpoint is the one of step 10
-    crash = _run(config, data, killed, "2026-01-01", procs=2,
-                 env=_env(PROTOREC_KILL_AT_STEP="1:13"))
+    crash = _run(
+        config, data, killed, "2026-01-01", procs=2, env=_env(PROTOREC_KILL_AT_STEP="1:13")
+    )
     assert crash.returncode != 0
     assert not (killed / "runs").exists() and not (killed / "exports").exists()
     assert (killed / "checkpoints" / "2026-01-01.partial" / "meta.json").exists()
@@ -108,15 +148,17 @@ def test_changed_config_warm_starts_what_still_matches(sim, tmp_path):
     cfg = yaml.safe_load(Path(config).read_text())
     cfg["model"].setdefault("watch", {})["head"] = "tr"
     next(f for f in cfg["features"]["sparse"] if f["name"] == "author")["name"] = "creator"
-    cfg["daily"]["warm_start_rename"] = {"sparse_arch.embedding_bags.author":
-                                         "sparse_arch.embedding_bags.creator"}
+    cfg["daily"]["warm_start_rename"] = {
+        "sparse_arch.embedding_bags.author": "sparse_arch.embedding_bags.creator"
+    }
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
     day2 = _run(str(changed), data, wd, "2026-01-02")
     assert day2.returncode == 0, day2.stderr[-3000:]
     warm = _record(wd, "2026-01-02")["refresh"]["warm_start"]
-    assert warm["renamed"] == {"sparse_arch.embedding_bags.creator.weight":
-                               "sparse_arch.embedding_bags.author.weight"}
+    assert warm["renamed"] == {
+        "sparse_arch.embedding_bags.creator.weight": "sparse_arch.embedding_bags.author.weight"
+    }
     watch = [k for k in warm["initialised"] if ".towers.watch." in k]
     assert watch and not warm["skipped"] and warm["loaded"] > 0
     assert f"{watch[0]} initialised (not in the checkpoint)" in day2.stderr
@@ -152,8 +194,9 @@ def test_rerun_gate_export_and_monitoring(sim, tmp_path, pushgateway, unused_por
     _, config, data = sim
     wd = tmp_path / "wd"
     # day 1, monitoring down: the job still publishes, and warns
-    day1 = _run(config, data, wd, "2026-01-01",
-                env=_env(PROTOREC_PUSHGATEWAY=f"127.0.0.1:{unused_port}"))
+    day1 = _run(
+        config, data, wd, "2026-01-01", env=_env(PROTOREC_PUSHGATEWAY=f"127.0.0.1:{unused_port}")
+    )
     assert day1.returncode == 0, day1.stderr[-3000:]
     assert "not pushed" in day1.stderr
     assert "cold start" in day1.stderr
@@ -166,8 +209,9 @@ def test_rerun_gate_export_and_monitoring(sim, tmp_path, pushgateway, unused_por
     assert (manifest.read_bytes(), manifest.stat().st_mtime_ns) == before
 
     # day 2 with a learning rate that wrecks the model: the gate refuses, exit 3
-    wrecked = _write_config(tmp_path / "wrecked.yaml",
-                            train={"dense_lr": 3.0, "embedding_lr": 50.0})
+    wrecked = _write_config(
+        tmp_path / "wrecked.yaml", train={"dense_lr": 3.0, "embedding_lr": 50.0}
+    )
     day2 = _run(wrecked, data, wd, "2026-01-02", env=_env(PROTOREC_PUSHGATEWAY=pushgateway))
     assert day2.returncode == 3, day2.stderr[-3000:]
     assert "gate REFUSED: AUC fell by more than 0.01 in:" in day2.stderr
@@ -197,8 +241,9 @@ def test_rerun_gate_export_and_monitoring(sim, tmp_path, pushgateway, unused_por
     assert len(table) == 2 + 3 * 6  # header, then overall + 5 scenarios a day
     refused_by = record["gate"]["refused_by"]
     assert refused_by and all(name in day2.stderr for name in refused_by)
-    assert table[2 + 6].startswith(f"| 2026-01-02 | refused by {', '.join(refused_by)} | "
-                                   "overall | ")
+    assert table[2 + 6].startswith(
+        f"| 2026-01-02 | refused by {', '.join(refused_by)} | overall | "
+    )
     # the export's figures say what they were measured on
     on = json.loads((wd / "exports" / "2026-01-03" / "metrics.json").read_text())["computed_on"]
     assert on["dataset"] == str(Path(data).resolve()) and on["days"] == "2026-01-03"
@@ -211,9 +256,12 @@ def test_rerun_gate_export_and_monitoring(sim, tmp_path, pushgateway, unused_por
 
 def _assert_export_scores_as_trained(workdir, data, date):
     """A fresh process, without torch.distributed, scores the held-out rows as the job did."""
-    check = subprocess.run([sys.executable, "-c", _EXPORT_CHECK,
-                            str(Path(workdir, "exports", date)), data, date],
-                           env=_env(), capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, "-c", _EXPORT_CHECK, str(Path(workdir, "exports", date)), data, date],
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stderr[-3000:]
     fresh = json.loads(check.stdout)
     trained = _record(workdir, date)["metrics"]

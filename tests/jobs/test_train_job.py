@@ -21,14 +21,47 @@ def test_train_job_learns_and_reports_every_scenario(tmp_path, scalar_tags):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     cli = [sys.executable, "-m", "protorec.jobs.cli"]
-    subprocess.run([*cli, "simulate", "--config", str(config), "--out", str(tmp_path / "data"),
-                    "--start", "2026-01-01", "--days", "3", "--quiet"], check=True, env=env)
+    subprocess.run(
+        [
+            *cli,
+            "simulate",
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "data"),
+            "--start",
+            "2026-01-01",
+            "--days",
+            "3",
+            "--quiet",
+        ],
+        check=True,
+        env=env,
+    )
     out = tmp_path / "m.json"
     run = subprocess.run(
-        [*cli, "train", "--config", str(config), "--train", "2026-01-01..2026-01-02",
-         "--test", "2026-01-03", "--out", str(out), "--quiet", "--device", "cpu",
-         "--export", str(tmp_path / "export"), "--tensorboard", str(tmp_path / "tb")],
-        env=env, capture_output=True, text=True,
+        [
+            *cli,
+            "train",
+            "--config",
+            str(config),
+            "--train",
+            "2026-01-01..2026-01-02",
+            "--test",
+            "2026-01-03",
+            "--out",
+            str(out),
+            "--quiet",
+            "--device",
+            "cpu",
+            "--export",
+            str(tmp_path / "export"),
+            "--tensorboard",
+            str(tmp_path / "tb"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     # TorchRec's deprecations are silenced at their source; protorec raises none of its own.
@@ -55,8 +88,14 @@ def test_train_job_learns_and_reports_every_scenario(tmp_path, scalar_tags):
     assert abs(again["overall"]["logloss"] - metrics["overall"]["logloss"]) < 1e-6
     # --tensorboard: the steps' losses and the test figures per scenario
     tags = scalar_tags(tmp_path / "tb")
-    assert {"train/loss", "train/loss/click", "train/samples_per_s", "lr/dense",
-            "test/overall/auc", "test/scenario/feed/auc"} <= tags
+    assert {
+        "train/loss",
+        "train/loss/click",
+        "train/samples_per_s",
+        "lr/dense",
+        "test/overall/auc",
+        "test/scenario/feed/auc",
+    } <= tags
     recorded = json.loads((tmp_path / "export" / "metrics.json").read_text())
     on = recorded["computed_on"]
     assert on["days"] == "2026-01-03" and on["train_days"] == "2026-01-01..2026-01-02"

@@ -31,8 +31,12 @@ TINY_MODEL = {
     "tower": {"hidden": [16]},
     "shared_bottom": {"hidden": [32, 16]},
     "mmoe": {"num_experts": 4, "expert_hidden": [32, 16]},
-    "ple": {"num_layers": 2, "num_shared_experts": 2, "num_scenario_experts": 1,
-            "expert_hidden": [16]},
+    "ple": {
+        "num_layers": 2,
+        "num_shared_experts": 2,
+        "num_scenario_experts": 1,
+        "expert_hidden": [16],
+    },
     "star": {"hidden": [32, 16], "aux_hidden": [8]},
     "distproto": {"dim": 16, "num_global_prototypes": 16, "num_scenario_prototypes": 8},
 }
@@ -62,10 +66,18 @@ def tiny_config() -> Callable[..., ProtorecConfig]:
                 "data": {"dataset": "unused", "scenarios": list(range(num_scenarios))},
                 "features": {
                     "sparse": [
-                        {"name": "user", "column": "user_id", "num_embeddings": NUM_USERS,
-                         "embedding_dim": 8},
-                        {"name": "item", "column": "item_id", "num_embeddings": NUM_ITEMS,
-                         "embedding_dim": 8},
+                        {
+                            "name": "user",
+                            "column": "user_id",
+                            "num_embeddings": NUM_USERS,
+                            "embedding_dim": 8,
+                        },
+                        {
+                            "name": "item",
+                            "column": "item_id",
+                            "num_embeddings": NUM_ITEMS,
+                            "embedding_dim": 8,
+                        },
                     ],
                     "dense": [{"name": "d0", "column": "d0"}, {"name": "d1", "column": "d1"}],
                 },
@@ -104,8 +116,7 @@ class SyntheticClicks:
         affinity = (self.user[users] * self.item[items]).sum(-1)
         logit = self.scale[scenario] * affinity + self.bias[scenario] + 0.5 * dense[:, 0]
         click = torch.bernoulli(torch.sigmoid(logit), generator=generator)
-        return {"user": users, "item": items, "scenario": scenario, "dense": dense,
-                "click": click}
+        return {"user": users, "item": items, "scenario": scenario, "dense": dense, "click": click}
 
     @staticmethod
     def make_batch(rows: dict[str, torch.Tensor]) -> Batch:
@@ -118,8 +129,13 @@ class SyntheticClicks:
         )
         nan = torch.full((n,), float("nan"))
         return Batch(
-            dense=rows["dense"], sparse=sparse, scenario=rows["scenario"], click=rows["click"],
-            watch_ms=nan, duration_ms=nan.clone(), user_id=rows["user"],
+            dense=rows["dense"],
+            sparse=sparse,
+            scenario=rows["scenario"],
+            click=rows["click"],
+            watch_ms=nan,
+            duration_ms=nan.clone(),
+            user_id=rows["user"],
             day=torch.zeros(n, dtype=torch.long),
         )
 
@@ -137,4 +153,3 @@ def synthetic() -> SyntheticClicks:
 def model_name(request) -> str:
     """Each model name in turn."""
     return request.param
-

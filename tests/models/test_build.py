@@ -22,15 +22,20 @@ def _random_batch(config: ProtorecConfig, n: int) -> Batch:
     g = torch.Generator().manual_seed(0)
     ids = [torch.randint(f.num_embeddings, (n,), generator=g) for f in config.features.sparse]
     sparse = KeyedJaggedTensor.from_lengths_sync(
-        keys=[f.name for f in config.features.sparse], values=torch.cat(ids),
+        keys=[f.name for f in config.features.sparse],
+        values=torch.cat(ids),
         lengths=torch.ones(n * len(ids), dtype=torch.int32),
     )
     nan = torch.full((n,), float("nan"))
     return Batch(
-        dense=torch.randn(n, len(config.features.dense), generator=g), sparse=sparse,
+        dense=torch.randn(n, len(config.features.dense), generator=g),
+        sparse=sparse,
         scenario=torch.randint(len(config.data.scenarios), (n,), generator=g),
-        click=torch.randint(2, (n,), generator=g).float(), watch_ms=nan, duration_ms=nan,
-        user_id=ids[0], day=torch.zeros(n, dtype=torch.long),
+        click=torch.randint(2, (n,), generator=g).float(),
+        watch_ms=nan,
+        duration_ms=nan,
+        user_id=ids[0],
+        day=torch.zeros(n, dtype=torch.long),
     )
 
 

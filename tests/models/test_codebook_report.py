@@ -18,11 +18,19 @@ def fitted():
     peak = rng.choice(3, 2000, p=[0.3, 0.5, 0.2])
     ratio = np.abs(rng.normal(np.array([0.05, 1.0, 2.0])[peak], 0.1))
     ratios = WatchRatios(ratio, rng.uniform(1e3, 6e4, 2000), 2000, {})
-    cfg = from_dict(HVQVAEConfig, {
-        "sampling": {"num_buckets": 3, "samples_per_bucket": 40, "sample_length": 8},
-        "dim": 4, "encoder_hidden": [16], "decoder_hidden": [16], "num_clusters": 3,
-        "num_prototypes": 2, "epochs": 10, "batch_size": 16,
-    })
+    cfg = from_dict(
+        HVQVAEConfig,
+        {
+            "sampling": {"num_buckets": 3, "samples_per_bucket": 40, "sample_length": 8},
+            "dim": 4,
+            "encoder_hidden": [16],
+            "decoder_hidden": [16],
+            "num_clusters": 3,
+            "num_prototypes": 2,
+            "epochs": 10,
+            "batch_size": 16,
+        },
+    )
     samples = sample_watch_ratio_vectors(ratios, cfg.sampling, cfg.num_clusters)
     model, _ = fit(samples, cfg)
     return model, samples

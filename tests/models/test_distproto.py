@@ -22,8 +22,7 @@ def _net_out(model, batch):
     return model.net(model.sparse_arch(batch.sparse).values(), batch.dense, batch.scenario)
 
 
-def test_one_solver_call_per_step_over_global_and_every_scenario(tiny_config, batch,
-                                                                 monkeypatch):
+def test_one_solver_call_per_step_over_global_and_every_scenario(tiny_config, batch, monkeypatch):
     calls = []
     real = prototype_transport.solve_uot
 
@@ -44,8 +43,7 @@ def test_one_solver_call_per_step_over_global_and_every_scenario(tiny_config, ba
     torch.testing.assert_close(a.sum(-1), torch.ones(6))
 
 
-def test_each_row_is_costed_against_the_global_and_its_own_scenarios_prototypes(tiny_config,
-                                                                                 batch):
+def test_each_row_is_costed_against_the_global_and_its_own_scenarios_prototypes(tiny_config, batch):
     model = _model(tiny_config)
     arch = model.dense_arch
     out = _net_out(model, batch)
@@ -96,10 +94,14 @@ def test_gradients_reach_prototypes_encoders_and_experts(tiny_config, batch):
     loss, _ = model(batch)
     loss.backward()
     arch = model.dense_arch
-    for name in ("global_prototypes.weight", "scenario_prototypes.weight",
-                 "net.backbone.experts.weights.0", "net.backbone.gate.weight",
-                 "net.global_encoder._mlp.0._linear.weight",
-                 "net.scenario_encoder.layers.0.weight"):
+    for name in (
+        "global_prototypes.weight",
+        "scenario_prototypes.weight",
+        "net.backbone.experts.weights.0",
+        "net.backbone.gate.weight",
+        "net.global_encoder._mlp.0._linear.weight",
+        "net.scenario_encoder.layers.0.weight",
+    ):
         grad = arch.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
     # Every scenario's prototype set is trained by its own rows.
@@ -127,9 +129,10 @@ def _loss_names(outputs):
 
 
 def test_ablation_balanced_ot_changes_only_the_solver(tiny_config, batch):
-    full, ablated = _model(tiny_config), _model(tiny_config, ot={"balanced": True,
-                                                                 "max_iter": 3000,
-                                                                 "tol": 1e-6})
+    full, ablated = (
+        _model(tiny_config),
+        _model(tiny_config, ot={"balanced": True, "max_iter": 3000, "tol": 1e-6}),
+    )
     assert _names(full) == _names(ablated)
     (_, out_full), (_, out_abl) = full(batch), ablated(batch)
     assert _loss_names(out_full) == _loss_names(out_abl)
@@ -142,15 +145,19 @@ def test_ablation_balanced_ot_changes_only_the_solver(tiny_config, batch):
     assert not torch.allclose(out_full["loss/align"], out_abl["loss/align"])
 
 
-def test_ablation_no_scenario_prototypes_removes_them_and_their_problems(tiny_config, batch,
-                                                                         monkeypatch):
+def test_ablation_no_scenario_prototypes_removes_them_and_their_problems(
+    tiny_config, batch, monkeypatch
+):
     full, ablated = _model(tiny_config), _model(tiny_config, scenario_prototypes=False)
     assert _names(full) - _names(ablated) == {"dense_arch.net.scenario_prototypes.weight"}
     assert _names(ablated) <= _names(full)
     shapes = []
     real = prototype_transport.solve_uot
-    monkeypatch.setattr(prototype_transport, "solve_uot",
-                        lambda C, a, b, **kw: shapes.append(C.shape) or real(C, a, b, **kw))
+    monkeypatch.setattr(
+        prototype_transport,
+        "solve_uot",
+        lambda C, a, b, **kw: shapes.append(C.shape) or real(C, a, b, **kw),
+    )
     (_, out_full), (_, out_abl) = full(batch), ablated(batch)
     n = int(torch.bincount(batch.scenario).max())
     assert shapes == [(6, n, 16), (3, n, 16)]
@@ -169,8 +176,9 @@ def test_ablation_no_orthogonality_drops_only_that_loss(tiny_config, batch):
 
 def test_ablation_single_encoder_replaces_only_the_extractor(tiny_config, batch):
     full, ablated = _model(tiny_config), _model(tiny_config, extractor="single")
-    outside = {n for n in _names(full) ^ _names(ablated)
-               if not n.startswith("dense_arch.net.backbone.")}
+    outside = {
+        n for n in _names(full) ^ _names(ablated) if not n.startswith("dense_arch.net.backbone.")
+    }
     assert outside == set()
     assert any("gate" in n for n in _names(full)) and not any("gate" in n for n in _names(ablated))
     (_, out_full), (_, out_abl) = full(batch), ablated(batch)
@@ -189,7 +197,8 @@ def test_gpd_option_adds_only_the_plan_cross_entropy(tiny_config, batch):
 
 @pytest.mark.parametrize("tower_input", ["prototypes", "both"])
 def test_towers_reading_prototype_mixtures_train_them_and_stay_batch_independent(
-        tiny_config, batch, synthetic, tower_input):
+    tiny_config, batch, synthetic, tower_input
+):
     model = _model(tiny_config, tower_input=tower_input, align_weight=0.0)
     # the click loss alone (no alignment) reaches both prototype sets through the towers
     loss, outputs = model(batch)
@@ -201,9 +210,12 @@ def test_towers_reading_prototype_mixtures_train_them_and_stay_batch_independent
     g = torch.Generator().manual_seed(1)
     rows, companions = synthetic.rows(8, g), synthetic.rows(120, g)
     mixed = synthetic.make_batch({k: torch.cat([rows[k], companions[k]]) for k in rows})
-    torch.testing.assert_close(model.predict(mixed)["click_prob"][:8],
-                               model.predict(synthetic.make_batch(rows))["click_prob"],
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        model.predict(mixed)["click_prob"][:8],
+        model.predict(synthetic.make_batch(rows))["click_prob"],
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_prototypes_are_not_under_the_weight_penalty(tiny_config):

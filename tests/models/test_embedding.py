@@ -24,7 +24,8 @@ def test_cpu_tables_pool_each_rows_ids_in_config_order(tiny_config):
     ebc = build_ebc(features, device="cpu")
     users, items = torch.tensor([3, 0, 7]), torch.tensor([1, 1, 5])
     kjt = KeyedJaggedTensor.from_lengths_sync(
-        keys=["user", "item"], values=torch.cat([users, items]),
+        keys=["user", "item"],
+        values=torch.cat([users, items]),
         lengths=torch.ones(6, dtype=torch.int32),
     )
     pooled = ebc(kjt).values()

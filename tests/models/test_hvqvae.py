@@ -27,8 +27,14 @@ from protorec.pipeline.config import ConfigError, from_dict
 
 TINY = {
     "sampling": {"num_buckets": 2, "samples_per_bucket": 64, "sample_length": 8},
-    "dim": 4, "encoder_hidden": [16], "decoder_hidden": [16],
-    "num_clusters": 3, "num_prototypes": 3, "epochs": 20, "refit_epochs": 2, "batch_size": 16,
+    "dim": 4,
+    "encoder_hidden": [16],
+    "decoder_hidden": [16],
+    "num_clusters": 3,
+    "num_prototypes": 3,
+    "epochs": 20,
+    "refit_epochs": 2,
+    "batch_size": 16,
 }
 
 
@@ -49,8 +55,13 @@ def tiny():
 
 
 def test_quantize_follows_equations_5_and_6():
-    cfg = HVQVAEConfig(WatchRatioConfig(sample_length=4), dim=5, num_clusters=3,
-                       num_prototypes=4, attention_temperature=2.0)
+    cfg = HVQVAEConfig(
+        WatchRatioConfig(sample_length=4),
+        dim=5,
+        num_clusters=3,
+        num_prototypes=4,
+        attention_temperature=2.0,
+    )
     model = HVQVAE(cfg)
     with torch.no_grad():
         model.codebook.normal_()
@@ -70,8 +81,13 @@ def test_quantize_follows_equations_5_and_6():
 def test_cluster_attention_can_overrule_the_nearest_prototype():
     # Cluster 0's attention centre sits near its dominant code 10, so e = 1 goes to
     # cluster 1 and its prototype 1.5 although code 0.9 of cluster 0 is nearer.
-    cfg = HVQVAEConfig(WatchRatioConfig(sample_length=2), dim=1, num_clusters=2,
-                       num_prototypes=2, attention_temperature=1.0)
+    cfg = HVQVAEConfig(
+        WatchRatioConfig(sample_length=2),
+        dim=1,
+        num_clusters=2,
+        num_prototypes=2,
+        attention_temperature=1.0,
+    )
     model = HVQVAE(cfg)
     with torch.no_grad():
         model.codebook.copy_(torch.tensor([[[0.9], [10.0]], [[1.5], [1.6]]]))
@@ -152,8 +168,9 @@ def test_match_codebooks_undoes_a_block_permutation():
     new = new + 0.01 * torch.randn(new.shape, generator=g)
     cluster_of, code_of = match_codebooks(old, new)
     assert torch.equal(clusters[torch.as_tensor(cluster_of)], torch.arange(4))
-    torch.testing.assert_close(new.reshape(20, 3)[torch.as_tensor(code_of)],
-                               old.reshape(20, 3), atol=0.05, rtol=0)
+    torch.testing.assert_close(
+        new.reshape(20, 3)[torch.as_tensor(code_of)], old.reshape(20, 3), atol=0.05, rtol=0
+    )
 
 
 def test_block_permutation_does_not_change_quantisation(tiny):
@@ -176,18 +193,21 @@ def test_a_revived_code_keeps_its_slot_in_matching():
 
 def test_refit_requires_the_previous_models_edges(tiny):
     cfg, _, model, _ = tiny
-    other = sample_watch_ratio_vectors(synthetic_ratios(seed=1), cfg.sampling,
-                                       cfg.num_clusters, edges_ms=np.array([9_999.0]))
+    other = sample_watch_ratio_vectors(
+        synthetic_ratios(seed=1), cfg.sampling, cfg.num_clusters, edges_ms=np.array([9_999.0])
+    )
     with pytest.raises(ValueError, match="edges"):
         refit(model, other)
 
 
 @pytest.mark.parametrize(
     ("section", "key"),
-    [({"num_prototypes": 0}, "num_prototypes"),
-     ({"beta": -0.1}, "beta"),
-     ({"dead_code_threshold": 1.0}, "dead_code_threshold"),
-     ({"sampling": {"sample_length": 0}}, "hvqvae.sampling: sample_length")],
+    [
+        ({"num_prototypes": 0}, "num_prototypes"),
+        ({"beta": -0.1}, "beta"),
+        ({"dead_code_threshold": 1.0}, "dead_code_threshold"),
+        ({"sampling": {"sample_length": 0}}, "hvqvae.sampling: sample_length"),
+    ],
 )
 def test_bad_config_names_the_key(section, key):
     with pytest.raises(ConfigError, match=key):
@@ -216,8 +236,10 @@ def test_kuairand_codebook_usage_is_not_collapsed(kuairand, record_property):
     _, cfg, samples, model = kuairand
     report = codebook_usage(model, samples)
     record_property("perplexity", report.perplexity())
-    print(f"KuaiRand HVQ-VAE: {report.used_codes}/{cfg.num_codes} codes used, "
-          f"perplexity {report.perplexity():.1f}")
+    print(
+        f"KuaiRand HVQ-VAE: {report.used_codes}/{cfg.num_codes} codes used, "
+        f"perplexity {report.perplexity():.1f}"
+    )
     assert report.used_codes >= 3 * cfg.num_codes // 4
     assert report.perplexity() > cfg.num_codes / 3  # measured 17.2 of 24 (seed 0)
     assert min(report.cluster_perplexity()) > cfg.num_prototypes / 4
@@ -234,8 +256,9 @@ def test_kuairand_prototypes_cover_the_watch_ratio_modes(kuairand):
 
 def test_kuairand_refit_on_unchanged_data_keeps_identities(kuairand):
     ratios, cfg, _, model = kuairand
-    fresh = sample_watch_ratio_vectors(ratios, cfg.sampling, cfg.num_clusters,
-                                       edges_ms=model.bucket_edges_ms.numpy(), seed=1)
+    fresh = sample_watch_ratio_vectors(
+        ratios, cfg.sampling, cfg.num_clusters, edges_ms=model.bucket_edges_ms.numpy(), seed=1
+    )
     refitted, report = refit(model, fresh)
     assert report.identity_kept
     assert report.cluster_assignment.tolist() == list(range(cfg.num_clusters))

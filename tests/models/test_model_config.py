@@ -15,8 +15,13 @@ def test_defaults_are_the_papers_hyper_parameters():
     assert cfg.distproto.dim == 64
     assert (cfg.distproto.num_global_prototypes, cfg.distproto.num_scenario_prototypes) == (64, 32)
     ot = cfg.distproto.ot
-    assert (ot.eps, ot.tau_a, ot.tau_b, ot.reg_type, ot.balanced) == (0.05, 1.0, 1.0, "entropy",
-                                                                      False)
+    assert (ot.eps, ot.tau_a, ot.tau_b, ot.reg_type, ot.balanced) == (
+        0.05,
+        1.0,
+        1.0,
+        "entropy",
+        False,
+    )
     assert cfg.distproto.extractor == "mmoe"
     assert cfg.distproto.scenario_prototypes and cfg.distproto.orthogonality
     assert not cfg.distproto.gpd
@@ -45,8 +50,9 @@ def test_out_of_range_values_name_their_section(section, key):
 
 
 def test_balanced_ot_with_infinite_taus_is_allowed_only_as_the_ablation():
-    cfg = from_dict(ModelConfig, {"distproto": {"ot": {"balanced": True, "tau_a": math.inf,
-                                                       "tau_b": math.inf}}})
+    cfg = from_dict(
+        ModelConfig, {"distproto": {"ot": {"balanced": True, "tau_a": math.inf, "tau_b": math.inf}}}
+    )
     assert cfg.distproto.ot.balanced
 
 
@@ -54,5 +60,4 @@ def test_unknown_keys_and_wrong_types_are_refused():
     with pytest.raises(ConfigError, match="model.distproto.protos: unknown key"):
         from_dict(ModelConfig, {"distproto": {"protos": 3}}, source="c.yaml", key="model")
     with pytest.raises(ConfigError, match="model.distproto.extractor: expected one of"):
-        from_dict(ModelConfig, {"distproto": {"extractor": "moe"}}, source="c.yaml",
-                  key="model")
+        from_dict(ModelConfig, {"distproto": {"extractor": "moe"}}, source="c.yaml", key="model")

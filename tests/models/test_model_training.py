@@ -21,8 +21,7 @@ STEPS, BATCH, LR = 300, 256, 0.01
     ],
     ids=["shared_bottom", "mmoe", "ple", "star", "distproto", "gpdnet"],
 )
-def test_training_improves_held_out_auc_in_every_scenario(name, overrides, tiny_config,
-                                                          synthetic):
+def test_training_improves_held_out_auc_in_every_scenario(name, overrides, tiny_config, synthetic):
     torch.manual_seed(0)
     model = build_model(tiny_config(name, **overrides), ebc_device="cpu")
     held_out = synthetic.batch(4000, torch.Generator().manual_seed(10_000))
@@ -30,8 +29,10 @@ def test_training_improves_held_out_auc_in_every_scenario(name, overrides, tiny_
     def per_scenario_auc() -> list[float]:
         with torch.no_grad():
             prob = model.predict(held_out)["click_prob"]
-        return [auc(held_out.click[held_out.scenario == s], prob[held_out.scenario == s])
-                for s in range(synthetic.num_scenarios)]
+        return [
+            auc(held_out.click[held_out.scenario == s], prob[held_out.scenario == s])
+            for s in range(synthetic.num_scenarios)
+        ]
 
     before = per_scenario_auc()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)

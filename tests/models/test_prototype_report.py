@@ -32,8 +32,9 @@ def test_usage_sums_match_the_plans_and_the_png_is_written(tiny_config, syntheti
     torch.testing.assert_close(report.global_usage, sum(plan[:3, :, :16].sum(1) for plan in seen))
     torch.testing.assert_close(report.scenario_usage, sum(plan[3:, :, :8].sum(1) for plan in seen))
     for s in range(3):  # the usage is all the mass of each scenario's plans
-        torch.testing.assert_close(report.global_usage[s].sum(),
-                                   sum(plan[s].sum() for plan in seen))
+        torch.testing.assert_close(
+            report.global_usage[s].sum(), sum(plan[s].sum() for plan in seen)
+        )
     cos = report.global_cosine
     torch.testing.assert_close(cos.diagonal(), torch.ones(16, dtype=cos.dtype))
     torch.testing.assert_close(cos, cos.t())

@@ -31,12 +31,12 @@ def dataset(tmp_path_factory):
         duration = np.exp(rng.normal(9.8, 0.8, n))
         peak = rng.choice(3, n, p=[0.4, 0.3, 0.3])
         ratio = np.clip(rng.normal(np.array([0.05, 0.5, 1.0])[peak], 0.05), 0, None)
-        watch = pa.array(np.where(rng.random(n) < 0.05, np.nan, ratio * duration),
-                         from_pandas=True)
+        watch = pa.array(np.where(rng.random(n) < 0.05, np.nan, ratio * duration), from_pandas=True)
         part = root / f"date={day.isoformat()}"
         part.mkdir()
-        pq.write_table(pa.table({"watch_ms": watch, "duration_ms": duration}),
-                       part / "part-0.parquet")
+        pq.write_table(
+            pa.table({"watch_ms": watch, "duration_ms": duration}), part / "part-0.parquet"
+        )
     return root
 
 
@@ -65,17 +65,25 @@ def test_plan_feeding_the_losses_meets_its_constraints(tiny_config, synthetic, m
     assert res.result.converged and float(res.result.err_b.max()) < 1e-6
     torch.testing.assert_close(res.soft_labels.sum(-1), torch.ones(int(observed.sum())))
     # Optimal: no worse than the uniform plan of the same rows (objective of eq. 8).
-    h = F.normalize(model.net(model.pooled(batch.sparse), batch.dense,
-                              batch.scenario)["watch_logit"][observed], dim=-1).detach()
+    h = F.normalize(
+        model.net(model.pooled(batch.sparse), batch.dense, batch.scenario)["watch_logit"][observed],
+        dim=-1,
+    ).detach()
     protos = head.prototypes().detach()
     for s in (0, 1):
         cost = 1 - h[batch.scenario[observed] == s] @ protos.T
         b = torch.full((1, protos.shape[0]), 1 / protos.shape[0])
-        got = l2_semirelaxed_objective(plan[s, : cost.shape[0]].unsqueeze(0).double(),
-                                       cost.unsqueeze(0).double(), b.double(), 1.0)
+        got = l2_semirelaxed_objective(
+            plan[s, : cost.shape[0]].unsqueeze(0).double(),
+            cost.unsqueeze(0).double(),
+            b.double(),
+            1.0,
+        )
         uniform = torch.full_like(cost, 1 / cost.numel()).unsqueeze(0).double()
-        assert got <= l2_semirelaxed_objective(uniform, cost.unsqueeze(0).double(),
-                                               b.double(), 1.0) + 1e-9
+        assert (
+            got
+            <= l2_semirelaxed_objective(uniform, cost.unsqueeze(0).double(), b.double(), 1.0) + 1e-9
+        )
     assert float(outputs["prowtp/ot_converged"]) == 1.0
 
 
@@ -83,8 +91,9 @@ def test_compact_loss_rewards_rows_that_share_prototypes_being_close():
     g = torch.Generator().manual_seed(0)
     labels = torch.eye(4).repeat_interleave(5, dim=0)  # 20 rows, 5 per prototype
     centres = F.normalize(torch.randn(4, 8, generator=g), dim=-1)
-    tight = F.normalize(centres.repeat_interleave(5, 0)
-                        + 0.05 * torch.randn(20, 8, generator=g), dim=-1)
+    tight = F.normalize(
+        centres.repeat_interleave(5, 0) + 0.05 * torch.randn(20, 8, generator=g), dim=-1
+    )
     loose = F.normalize(torch.randn(20, 8, generator=g), dim=-1)
     assert compact_loss(tight, labels, 0.1) < compact_loss(loose, labels, 0.1)
 
@@ -101,8 +110,9 @@ def test_refresh_fits_then_refits_keeping_identities(tiny_config, dataset):
     assert report is not None and report.identity_kept
     live = ~report.revived  # a revived dead code takes a new meaning in its own slot
     assert report.relative_movement[live].max() < 0.5
-    torch.testing.assert_close(head.credible_prototypes,
-                               head.hvqvae.codebook.detach().reshape(first.shape))
+    torch.testing.assert_close(
+        head.credible_prototypes, head.hvqvae.codebook.detach().reshape(first.shape)
+    )
     # Same seed, same data: the same codebook (as on every rank of a distributed job).
     other = build_model(_config(tiny_config, "prowtp"), ebc_device="cpu")
     refresh_watch_head(other, DayReader(dataset, DAYS))

@@ -24,11 +24,23 @@ from protorec.pipeline.model_factory import build_model
 
 HEADS = ("tr", "wlr", "d2q", "tpm", "prowtp")
 #: A small HVQ-VAE (C K = 2 x 4 prototypes of width 4) for ProWTP's tests.
-TINY_HVQVAE = {"dim": 4, "encoder_hidden": [16], "decoder_hidden": [16], "num_clusters": 2,
-               "num_prototypes": 4, "epochs": 5, "refit_epochs": 2,
-               "sampling": {"num_buckets": 2, "samples_per_bucket": 32, "sample_length": 8}}
-TINY_WATCH = {"hidden": [16], "scale_ms": 10_000.0, "d2q": {"num_groups": 4},
-              "tpm": {"depth": 3}, "prowtp": {"dim": 8, "regressor_hidden": [8]}}
+TINY_HVQVAE = {
+    "dim": 4,
+    "encoder_hidden": [16],
+    "decoder_hidden": [16],
+    "num_clusters": 2,
+    "num_prototypes": 4,
+    "epochs": 5,
+    "refit_epochs": 2,
+    "sampling": {"num_buckets": 2, "samples_per_bucket": 32, "sample_length": 8},
+}
+TINY_WATCH = {
+    "hidden": [16],
+    "scale_ms": 10_000.0,
+    "d2q": {"num_groups": 4},
+    "tpm": {"depth": 3},
+    "prowtp": {"dim": 8, "regressor_hidden": [8]},
+}
 
 
 def watch_rows(synthetic, n: int, g: torch.Generator, unobserved: float = 0.0) -> Batch:
@@ -48,8 +60,7 @@ def watch_rows(synthetic, n: int, g: torch.Generator, unobserved: float = 0.0) -
 def make_model(tiny_config, synthetic, head: str, name: str = "mmoe", **watch) -> RecModel:
     """A tiny model with the watch head, its statistics fitted on 4,000 toy rows."""
     torch.manual_seed(0)
-    config = tiny_config(name, watch={**TINY_WATCH, "head": head, **watch},
-                         hvqvae=TINY_HVQVAE)
+    config = tiny_config(name, watch={**TINY_WATCH, "head": head, **watch}, hvqvae=TINY_HVQVAE)
     model = build_model(config, ebc_device="cpu")
     head_module = model.dense_arch.watch_head
     fit_rows = watch_rows(synthetic, 4000, torch.Generator().manual_seed(123))
@@ -85,8 +96,7 @@ def test_each_head_trains_with_finite_losses_and_its_loss_falls(head, tiny_confi
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_watch_prediction_does_not_depend_on_the_rest_of_the_batch(head, tiny_config,
-                                                                   synthetic):
+def test_watch_prediction_does_not_depend_on_the_rest_of_the_batch(head, tiny_config, synthetic):
     model = make_model(tiny_config, synthetic, head)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
     g = torch.Generator().manual_seed(0)
@@ -98,17 +108,18 @@ def test_watch_prediction_does_not_depend_on_the_rest_of_the_batch(head, tiny_co
     alone = watch_rows(synthetic, 8, g)
     for n in (56, 120):
         others = watch_rows(synthetic, n, g)
-        mixed = synthetic.make_batch({
-            "user": torch.cat([alone.user_id, others.user_id]),
-            "item": torch.cat([alone.sparse["item"].values(), others.sparse["item"].values()]),
-            "scenario": torch.cat([alone.scenario, others.scenario]),
-            "dense": torch.cat([alone.dense, others.dense]),
-            "click": torch.cat([alone.click, others.click]),
-        })
+        mixed = synthetic.make_batch(
+            {
+                "user": torch.cat([alone.user_id, others.user_id]),
+                "item": torch.cat([alone.sparse["item"].values(), others.sparse["item"].values()]),
+                "scenario": torch.cat([alone.scenario, others.scenario]),
+                "dense": torch.cat([alone.dense, others.dense]),
+                "click": torch.cat([alone.click, others.click]),
+            }
+        )
         mixed.duration_ms = torch.cat([alone.duration_ms, others.duration_ms])
         got = model.predict(mixed)["watch_pred_ms"][:8]
-        torch.testing.assert_close(got, model.predict(alone)["watch_pred_ms"],
-                                   rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(got, model.predict(alone)["watch_pred_ms"], rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", ["shared_bottom", "mmoe", "ple", "star", "distproto"])
@@ -126,8 +137,7 @@ def test_unobserved_rows_do_not_feed_the_watch_loss_and_are_counted(tiny_config,
     batch = watch_rows(synthetic, 64, torch.Generator().manual_seed(0), unobserved=0.3)
     observed = ~batch.watch_ms.isnan()
     _, outputs = model(batch)
-    raw = model.net(model.pooled(batch.sparse), batch.dense,
-                    batch.scenario)["watch_logit"]
+    raw = model.net(model.pooled(batch.sparse), batch.dense, batch.scenario)["watch_logit"]
     expected = ((raw - batch.watch_ms / 10_000.0)[observed] ** 2).mean()
     torch.testing.assert_close(outputs["loss/watch"], expected.detach())
     assert outputs["watch/rows"] == observed.sum()
@@ -155,8 +165,7 @@ def test_default_is_click_only(tiny_config, synthetic):
 
 
 def test_a_head_with_statistics_refuses_to_train_before_they_are_fitted(tiny_config, synthetic):
-    model = build_model(tiny_config("mmoe", watch={**TINY_WATCH, "head": "d2q"}),
-                        ebc_device="cpu")
+    model = build_model(tiny_config("mmoe", watch={**TINY_WATCH, "head": "d2q"}), ebc_device="cpu")
     with pytest.raises(RuntimeError, match="refresh_watch_head"):
         model(watch_rows(synthetic, 16, torch.Generator().manual_seed(0)))
 
@@ -164,12 +173,15 @@ def test_a_head_with_statistics_refuses_to_train_before_they_are_fitted(tiny_con
 def test_watch_statistics_travel_in_the_state_dict(tiny_config, synthetic):
     for head in ("d2q", "tpm", "prowtp"):
         trained = make_model(tiny_config, synthetic, head)
-        fresh = build_model(tiny_config("mmoe", watch={**TINY_WATCH, "head": head},
-                                        hvqvae=TINY_HVQVAE), ebc_device="cpu")
+        fresh = build_model(
+            tiny_config("mmoe", watch={**TINY_WATCH, "head": head}, hvqvae=TINY_HVQVAE),
+            ebc_device="cpu",
+        )
         fresh.load_state_dict(trained.state_dict())
         batch = watch_rows(synthetic, 16, torch.Generator().manual_seed(0))
-        torch.testing.assert_close(fresh.predict(batch)["watch_pred_ms"],
-                                   trained.predict(batch)["watch_pred_ms"])
+        torch.testing.assert_close(
+            fresh.predict(batch)["watch_pred_ms"], trained.predict(batch)["watch_pred_ms"]
+        )
 
 
 def test_d2q_label_is_the_quantile_within_the_duration_group(tiny_config, synthetic):
@@ -180,8 +192,12 @@ def test_d2q_label_is_the_quantile_within_the_duration_group(tiny_config, synthe
     # The predicted watch time of quantile 1/2 is each group's median.
     medians = [np.median(rows.watch_ms.numpy()[group == g]) for g in range(4)]
     centre = torch.tensor([float(rows.duration_ms[group == g][0]) for g in range(4)])
-    torch.testing.assert_close(head.predict_ms(torch.zeros(4, 1), centre),
-                               torch.tensor(medians, dtype=torch.float32), rtol=1e-4, atol=1.0)
+    torch.testing.assert_close(
+        head.predict_ms(torch.zeros(4, 1), centre),
+        torch.tensor(medians, dtype=torch.float32),
+        rtol=1e-4,
+        atol=1.0,
+    )
 
 
 def test_tpm_leaf_probabilities_sum_to_one_and_follow_the_tree():
@@ -195,12 +211,15 @@ def test_tpm_leaf_probabilities_sum_to_one_and_follow_the_tree():
     torch.testing.assert_close(p[:, 4:].sum(-1), torch.sigmoid(raw[:, 0]))
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("head", "ltv", "head"),
-    ("click_weight", -1.0, "click_weight"),
-    ("prowtp", {"compact_sample": 0.0}, "compact_sample"),
-    ("d2q", {"num_groups": 3, "group_edges_ms": [5.0]}, "group_edges_ms"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("head", "ltv", "head"),
+        ("click_weight", -1.0, "click_weight"),
+        ("prowtp", {"compact_sample": 0.0}, "compact_sample"),
+        ("d2q", {"num_groups": 3, "group_edges_ms": [5.0]}, "group_edges_ms"),
+    ],
+)
 def test_bad_watch_config_names_the_key(key, value, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(ModelConfig, {"watch": {"head": "tr", key: value}}, key="model")

@@ -60,8 +60,12 @@ def test_every_row_is_kept_or_counted_under_its_first_reason():
     r = watch_ratios_from_columns(watch, duration)
     assert list(r.excluded) == list(EXCLUSION_REASONS)
     # The missing watch with zero duration (row 5) counts once, as missing_watch.
-    assert r.excluded == {"missing_watch": 2, "invalid_watch": 1, "missing_duration": 1,
-                          "zero_or_negative_duration": 2}
+    assert r.excluded == {
+        "missing_watch": 2,
+        "invalid_watch": 1,
+        "missing_duration": 1,
+        "zero_or_negative_duration": 2,
+    }
     assert r.ratio.tolist() == [0.0, 2.0]
     assert r.duration_ms.tolist() == [5.0, 3.0]
     assert r.rows_in == r.ratio.size + sum(r.excluded.values())
@@ -85,10 +89,12 @@ def test_quantile_edges_that_tie_are_an_error():
 
 @pytest.mark.parametrize(
     ("section", "key"),
-    [({"num_buckets": 3, "bucket_edges_ms": [10.0]}, "bucket_edges_ms"),
-     ({"num_buckets": 3, "bucket_edges_ms": [10.0, 5.0]}, "increasing"),
-     ({"sample_length": 0}, "sample_length"),
-     ({"max_watch_ratio": -1.0}, "max_watch_ratio")],
+    [
+        ({"num_buckets": 3, "bucket_edges_ms": [10.0]}, "bucket_edges_ms"),
+        ({"num_buckets": 3, "bucket_edges_ms": [10.0, 5.0]}, "increasing"),
+        ({"sample_length": 0}, "sample_length"),
+        ({"max_watch_ratio": -1.0}, "max_watch_ratio"),
+    ],
 )
 def test_bad_config_names_the_key(section, key):
     with pytest.raises(ConfigError, match=key):
@@ -107,8 +113,9 @@ def test_apportion_gives_exactly_the_total_close_to_the_shares():
 
 def test_mixture_recovers_three_peaks_sorted_by_mean():
     rng = np.random.default_rng(2)
-    x = np.concatenate([rng.normal(2.0, 0.3, 3000), rng.normal(0.05, 0.03, 2000),
-                        rng.normal(1.0, 0.1, 5000)])
+    x = np.concatenate(
+        [rng.normal(2.0, 0.3, 3000), rng.normal(0.05, 0.03, 2000), rng.normal(1.0, 0.1, 5000)]
+    )
     g = fit_gaussian_mixture_1d(x, 3, max_iter=300, tol=1e-9, min_std=1e-3)
     np.testing.assert_allclose(g.means, [0.05, 1.0, 2.0], atol=0.03)
     np.testing.assert_allclose(g.stds, [0.03, 0.1, 0.3], rtol=0.1)

@@ -11,8 +11,9 @@ def test_inverse_pd_inverts_and_falls_back_to_jacobi():
     g = torch.Generator().manual_seed(0)
     m = torch.randn(3, 6, 6, generator=g, dtype=F64)
     spd = m @ m.transpose(-2, -1) + torch.eye(6, dtype=F64)
-    assert torch.allclose(inverse_pd(spd) @ spd, torch.eye(6, dtype=F64).expand(3, 6, 6),
-                          atol=1e-10)
+    assert torch.allclose(
+        inverse_pd(spd) @ spd, torch.eye(6, dtype=F64).expand(3, 6, 6), atol=1e-10
+    )
     broken = spd.clone()
     broken[1] = -torch.eye(6, dtype=F64) * 2  # not positive definite: Cholesky fails
     inv = inverse_pd(broken)
@@ -29,8 +30,9 @@ def test_bfgs_update_satisfies_the_secant_equation_and_the_next_direction():
     d = (hinv @ grad.unsqueeze(-1)).squeeze(-1)
     s = 0.5 * d
     curvature = torch.randn(B, k, k, generator=g, dtype=F64)
-    new_grad = grad - ((curvature @ curvature.transpose(-2, -1) + torch.eye(k, dtype=F64))
-                       @ s.unsqueeze(-1)).squeeze(-1)  # y = grad - new_grad, s . y > 0
+    new_grad = grad - (
+        (curvature @ curvature.transpose(-2, -1) + torch.eye(k, dtype=F64)) @ s.unsqueeze(-1)
+    ).squeeze(-1)  # y = grad - new_grad, s . y > 0
     accepted = torch.tensor([True, True, False, True])
     h_new_grad = (hinv @ new_grad.unsqueeze(-1)).squeeze(-1)
     new_hinv, new_d = bfgs_update(hinv, d, s, grad, new_grad, h_new_grad, accepted)

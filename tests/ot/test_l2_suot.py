@@ -12,8 +12,9 @@ F64 = torch.float64
 def path_plan(C, a, b, lam):
     """POT's exact path solution; it relaxes its first marginal, so the problem is flipped."""
     n, k = C.shape
-    t, _, _ = ot.regpath.regularization_path(b.numpy(), a.numpy(), C.numpy().T,
-                                             reg=1 / (2 * lam), semi_relaxed=True)
+    t, _, _ = ot.regpath.regularization_path(
+        b.numpy(), a.numpy(), C.numpy().T, reg=1 / (2 * lam), semi_relaxed=True
+    )
     return torch.from_numpy(t.reshape(k, n).T.copy())
 
 
@@ -42,7 +43,7 @@ def assert_reaches_path(plan, gap, C, a, b, lam, rel=1e-6):
     ours = l2_semirelaxed_objective(plan, C, b, lam)
     for i in range(C.shape[0]):
         ref = path_plan(C[i], a[i], b[i], lam)
-        best = l2_semirelaxed_objective(ref[None], C[i:i + 1], b[i:i + 1], lam)[0]
+        best = l2_semirelaxed_objective(ref[None], C[i : i + 1], b[i : i + 1], lam)[0]
         assert (ours[i] - best).abs() <= rel * best.abs(), (ours[i], best)
         # The certified gap bounds the actual suboptimality.
         assert ours[i] - best <= gap[i] + 1e-14
@@ -75,7 +76,7 @@ def test_awkward_problems():
         ours = l2_semirelaxed_objective(res.plan, C, b, lam)
         for i in (0, 1):
             ref = path_plan(C[i], a[i], b[i], lam)
-            assert ours[i] <= l2_semirelaxed_objective(ref[None], C[i:i + 1], b[i:i + 1], lam)
+            assert ours[i] <= l2_semirelaxed_objective(ref[None], C[i : i + 1], b[i : i + 1], lam)
 
 
 def test_padding_does_not_change_the_plan():
@@ -89,12 +90,13 @@ def test_padding_does_not_change_the_plan():
     assert res.plan[:, 12:].abs().max() == 0 and res.plan[:, :, 5:].abs().max() == 0
     assert res.plan[1, 8:].abs().max() == 0
     first = solve_l2_semirelaxed(C[:1], a[:1], b[:1], 5.0, tol=1e-10, check_every=1)
-    second = solve_l2_semirelaxed(C[1:, :8], padded_a[1:, :8], b[1:], 5.0, tol=1e-10,
-                                  check_every=1)
+    second = solve_l2_semirelaxed(C[1:, :8], padded_a[1:, :8], b[1:], 5.0, tol=1e-10, check_every=1)
     # Interior-point iterates differ with the padding; the optima agree to the gap.
     objective = l2_semirelaxed_objective(res.plan[:, :, :5], padded_C[:, :, :5], b, 5.0)
-    alone = [l2_semirelaxed_objective(first.plan, C[:1], b[:1], 5.0),
-             l2_semirelaxed_objective(second.plan, C[1:, :8], b[1:], 5.0)]
+    alone = [
+        l2_semirelaxed_objective(first.plan, C[:1], b[:1], 5.0),
+        l2_semirelaxed_objective(second.plan, C[1:, :8], b[1:], 5.0),
+    ]
     assert torch.allclose(objective, torch.cat(alone), rtol=1e-9)
     assert torch.allclose(res.plan[0, :12, :5], first.plan[0], atol=1e-6)
 
@@ -114,9 +116,12 @@ def test_batch_equals_one_by_one():
     res = solve_l2_semirelaxed(C, a, b, 5.0, tol=1e-10, check_every=1)
     objective = l2_semirelaxed_objective(res.plan, C, b, 5.0)
     for i in range(3):
-        alone = solve_l2_semirelaxed(C[i:i + 1], a[i:i + 1], b[i:i + 1], 5.0, tol=1e-10)
-        assert torch.allclose(objective[i], l2_semirelaxed_objective(
-            alone.plan, C[i:i + 1], b[i:i + 1], 5.0)[0], rtol=1e-9)
+        alone = solve_l2_semirelaxed(C[i : i + 1], a[i : i + 1], b[i : i + 1], 5.0, tol=1e-10)
+        assert torch.allclose(
+            objective[i],
+            l2_semirelaxed_objective(alone.plan, C[i : i + 1], b[i : i + 1], 5.0)[0],
+            rtol=1e-9,
+        )
 
 
 def test_plan_is_a_constant_and_errors_are_clear():

@@ -20,8 +20,16 @@ def pot_plan(C, a, b, eps, tau_a, tau_b, reg_type):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # POT warns that reg_type="entropy" overrides c
         plan = ot.unbalanced.sinkhorn_unbalanced(
-            a.numpy(), b.numpy(), C.numpy(), eps, (tau_a, tau_b), reg_type=reg_type,
-            method="sinkhorn_stabilized", numItermax=200_000, stopThr=1e-14)
+            a.numpy(),
+            b.numpy(),
+            C.numpy(),
+            eps,
+            (tau_a, tau_b),
+            reg_type=reg_type,
+            method="sinkhorn_stabilized",
+            numItermax=200_000,
+            stopThr=1e-14,
+        )
     return torch.from_numpy(plan)
 
 
@@ -66,8 +74,9 @@ MARGINALS = [(1.0, 1.0), (0.3, 2.0), (INF, 1.0), (1.0, INF)]
 @pytest.mark.parametrize("eps", [0.05, 1.0])
 def test_matches_pot_float64(reg_type, tau_a, tau_b, eps):
     C, a, b = random_problem(3, 12, 5, seed=0)
-    res = solve_uot(C, a, b, eps=eps, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type,
-                       tol=1e-12, check_every=1)
+    res = solve_uot(
+        C, a, b, eps=eps, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type, tol=1e-12, check_every=1
+    )
     assert res.converged, res.message
     assert_matches_pot(res, C, a, b, eps, tau_a, tau_b, reg_type)
 
@@ -94,10 +103,17 @@ def test_awkward_problems_match_pot():
     g = torch.Generator().manual_seed(3)
     C = 10.0 ** (torch.rand(2, 12, 5, generator=g, dtype=F64) * 9 - 6)
     for tau_a, tau_b in MARGINALS:
-        res = solve_uot(C, a.expand(2, -1), b.expand(2, -1), eps=1.0, tau_a=tau_a,
-                           tau_b=tau_b, tol=1e-12, check_every=1)
-        assert_matches_pot(res, C, a.expand(2, -1), b.expand(2, -1), 1.0, tau_a, tau_b,
-                           "entropy")
+        res = solve_uot(
+            C,
+            a.expand(2, -1),
+            b.expand(2, -1),
+            eps=1.0,
+            tau_a=tau_a,
+            tau_b=tau_b,
+            tol=1e-12,
+            check_every=1,
+        )
+        assert_matches_pot(res, C, a.expand(2, -1), b.expand(2, -1), 1.0, tau_a, tau_b, "entropy")
     # eps = 1e-3 on costs where POT still converges (C / eps <= 50; on the first problem
     # of this seed its Sinkhorn needs more than 200k iterations, so it is left out).
     C, a, b = (x[1:] for x in random_problem(2, 12, 5, seed=4, cost_scale=0.05))
@@ -116,8 +132,9 @@ def test_primal_equals_dual_where_pot_fails(reg_type, tau_a, tau_b):
     a = torch.rand(2, 10, generator=g, dtype=F64) + 0.1
     b = torch.rand(2, 6, generator=g, dtype=F64) + 0.1
     C[0] = torch.rand(10, 6, generator=g, dtype=F64)  # and one problem on [0, 1)
-    res = solve_uot(C, a, b, eps=1e-3, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type,
-                       tol=1e-12, check_every=1)
+    res = solve_uot(
+        C, a, b, eps=1e-3, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type, tol=1e-12, check_every=1
+    )
     assert res.converged, res.message
     assert torch.isfinite(res.plan).all()
     primal = uot_objective(res.plan, C, a, b, 1e-3, tau_a, tau_b, reg_type)
@@ -139,16 +156,33 @@ def test_padding_does_not_change_the_plan():
     padded_b[1, 4:] = 0
     for reg_type in ("entropy", "kl"):
         for tau_a, tau_b in MARGINALS:
-            res = solve_uot(padded_C, padded_a, padded_b, tau_a=tau_a, tau_b=tau_b,
-                               reg_type=reg_type, tol=1e-12, check_every=1)
+            res = solve_uot(
+                padded_C,
+                padded_a,
+                padded_b,
+                tau_a=tau_a,
+                tau_b=tau_b,
+                reg_type=reg_type,
+                tol=1e-12,
+                check_every=1,
+            )
             assert res.plan[0, 12:].abs().max() == 0 and res.plan[0, :, 5:].abs().max() == 0
             assert res.plan[1, 9:].abs().max() == 0 and res.plan[1, :, 4:].abs().max() == 0
-            alone = solve_uot(C[:1], a[:1], b[:1], tau_a=tau_a, tau_b=tau_b,
-                                 reg_type=reg_type, tol=1e-12, check_every=1)
+            alone = solve_uot(
+                C[:1],
+                a[:1],
+                b[:1],
+                tau_a=tau_a,
+                tau_b=tau_b,
+                reg_type=reg_type,
+                tol=1e-12,
+                check_every=1,
+            )
             assert torch.allclose(res.plan[0, :12, :5], alone.plan[0], rtol=1e-9, atol=1e-15)
             ragged = padded_C[1:, :9, :4], padded_a[1:, :9], padded_b[1:, :4]
-            alone = solve_uot(*ragged, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type,
-                                 tol=1e-12, check_every=1)
+            alone = solve_uot(
+                *ragged, tau_a=tau_a, tau_b=tau_b, reg_type=reg_type, tol=1e-12, check_every=1
+            )
             assert torch.allclose(res.plan[1, :9, :4], alone.plan[0], rtol=1e-9, atol=1e-15)
             assert_matches_pot(alone, *ragged, 0.05, tau_a, tau_b, reg_type)
 

@@ -11,16 +11,24 @@ def _block(auc, label_rate):
 
 
 def _metrics(feed, live):
-    return {"overall": _block((feed + live) / 2, 0.25),
-            "per_scenario": {"feed": _block(feed, 0.2), "live": _block(live, 0.3)}}
+    return {
+        "overall": _block((feed + live) / 2, 0.25),
+        "per_scenario": {"feed": _block(feed, 0.2), "live": _block(live, 0.3)},
+    }
 
 
 def _write(workdir, date, metrics, baseline):
     gate = decide(metrics, baseline, 0.01, 100)
     drift = {name: {"label_rate": 0.9, "watch_ratio_shift": None} for name in ("feed", "live")}
-    record = {"date": date, "status": "exported" if gate.passed else "refused",
-              "gate": gate.as_dict(), "metrics": metrics, "baseline": baseline,
-              "oracle": None, "drift": drift}
+    record = {
+        "date": date,
+        "status": "exported" if gate.passed else "refused",
+        "gate": gate.as_dict(),
+        "metrics": metrics,
+        "baseline": baseline,
+        "oracle": None,
+        "drift": drift,
+    }
     (workdir / "runs").mkdir(exist_ok=True)
     (workdir / "runs" / f"{date}.json").write_text(json.dumps(record))
 
@@ -29,8 +37,10 @@ def test_a_refused_day_names_the_scenarios_that_refused_it(tmp_path):
     day1 = _metrics(0.70, 0.70)
     _write(tmp_path, "2026-01-01", day1, None)
     _write(tmp_path, "2026-01-02", _metrics(0.70, 0.60), day1)  # live fell by 0.10
-    rows = {tuple(c.strip() for c in line.split("|")[1:4]): line
-            for line in daily_table(tmp_path).splitlines()[2:]}
+    rows = {
+        tuple(c.strip() for c in line.split("|")[1:4]): line
+        for line in daily_table(tmp_path).splitlines()[2:]
+    }
     assert ("2026-01-01", "exported", "overall") in rows
     assert ("2026-01-02", "refused by live", "overall") in rows
     assert ("2026-01-02", "refused: AUC fell", "live") in rows

@@ -16,8 +16,15 @@ def _contract_day(day: dt.date, watch: list, duration: list) -> pa.Table:
     n = len(watch)
     ts = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
     return pa.table(
-        {"user_id": list(range(n)), "item_id": list(range(n)), "scenario": [0] * n,
-         "ts_ms": [ts] * n, "click": [0] * n, "watch_ms": watch, "duration_ms": duration},
+        {
+            "user_id": list(range(n)),
+            "item_id": list(range(n)),
+            "scenario": [0] * n,
+            "ts_ms": [ts] * n,
+            "click": [0] * n,
+            "watch_ms": watch,
+            "duration_ms": duration,
+        },
         schema=CONTRACT_SCHEMA,
     )
 
@@ -42,10 +49,15 @@ def test_watch_ratios_read_only_the_given_days(tmp_path):
 
 def test_splits_partition_the_rows_in_reader_order(tmp_path):
     d1, d2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
-    write_day(tmp_path, d1, _contract_day(d1, [float(i) for i in range(300)], [1.0] * 300),
-              _empty(d1))
-    write_day(tmp_path, d2, _contract_day(d2, [float(300 + i) for i in range(200)], [1.0] * 200),
-              _empty(d2))
+    write_day(
+        tmp_path, d1, _contract_day(d1, [float(i) for i in range(300)], [1.0] * 300), _empty(d1)
+    )
+    write_day(
+        tmp_path,
+        d2,
+        _contract_day(d2, [float(300 + i) for i in range(200)], [1.0] * 200),
+        _empty(d2),
+    )
     reader = DayReader(tmp_path, [d1, d2])
     assert reader.num_rows == 500
     every = reader.read(["watch_ms"]).column("watch_ms").to_pylist()

@@ -22,9 +22,16 @@ def test_plain_run_opens_one_rank_group_without_writing_rendezvous_variables(mon
         # three subprocess tests with EADDRINUSE that way).
         assert not [key for key in RENDEZVOUS_KEYS if key in os.environ]
         child = subprocess.run(
-            [sys.executable, "-c", "from protorec.pipeline.distributed import init_distributed;"
-             " print(init_distributed('cpu').world_size)"],
-            capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-c",
+                "from protorec.pipeline.distributed import init_distributed;"
+                " print(init_distributed('cpu').world_size)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert child.returncode == 0, child.stderr[-2000:]
         assert child.stdout.strip() == "1"
     finally:

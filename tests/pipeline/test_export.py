@@ -19,17 +19,22 @@ from protorec.pipeline.trainer import shard_model, train_pass
 def _batch(config, n, seed):
     rng = np.random.default_rng(seed)
     sim = config.simulator
-    table = pa.table({
-        "user_id": rng.integers(0, sim.num_users, n), "item_id": rng.integers(0, sim.num_items, n),
-        "author_id": rng.integers(0, sim.num_authors, n),
-        "category_id": rng.integers(0, sim.num_categories, n),
-        "user_segment": rng.integers(0, sim.num_user_segments, n),
-        "scenario": rng.choice(config.data.scenarios, n).astype(np.int32),
-        "click": rng.integers(0, 2, n).astype(np.int8), "watch_ms": rng.uniform(0, 3e4, n),
-        "duration_ms": rng.uniform(1e3, 6e4, n), "user_activity": rng.uniform(0, 100, n),
-        "item_popularity": rng.uniform(0, 1000, n),
-        "ts_ms": np.full(n, 1_767_225_600_000, dtype=np.int64),
-    })
+    table = pa.table(
+        {
+            "user_id": rng.integers(0, sim.num_users, n),
+            "item_id": rng.integers(0, sim.num_items, n),
+            "author_id": rng.integers(0, sim.num_authors, n),
+            "category_id": rng.integers(0, sim.num_categories, n),
+            "user_segment": rng.integers(0, sim.num_user_segments, n),
+            "scenario": rng.choice(config.data.scenarios, n).astype(np.int32),
+            "click": rng.integers(0, 2, n).astype(np.int8),
+            "watch_ms": rng.uniform(0, 3e4, n),
+            "duration_ms": rng.uniform(1e3, 6e4, n),
+            "user_activity": rng.uniform(0, 100, n),
+            "item_popularity": rng.uniform(0, 1000, n),
+            "ts_ms": np.full(n, 1_767_225_600_000, dtype=np.int64),
+        }
+    )
     return table_to_batch(table, config)
 
 
@@ -45,13 +50,15 @@ def trained(tmp_path, monkeypatch):
     ctx = init_distributed("cpu")
     try:
         sharded = shard_model(build_model(config, "meta"), ctx, config.train, 64)
-        train_pass(sharded, [_batch(config, 64, s) for s in range(5)], ctx, config.train,
-                   progress=False)
+        train_pass(
+            sharded, [_batch(config, 64, s) for s in range(5)], ctx, config.train, progress=False
+        )
         probe = _batch(config, 300, 99)
         expected = sharded.module.predict(probe)["click_prob"]
         rng = torch.get_rng_state()
-        directory = export_model(sharded, config, tmp_path / "exports" / "2026-01-01",
-                                 metrics={"auc": 0.5})
+        directory = export_model(
+            sharded, config, tmp_path / "exports" / "2026-01-01", metrics={"auc": 0.5}
+        )
         # only rank 0 writes: what it draws there would set the ranks' streams apart
         assert torch.equal(torch.get_rng_state(), rng), "the export moved the global RNG"
         monkeypatch.setenv(SIGNING_KEY_ENV, "key-one")  # a second copy, signed
@@ -76,7 +83,10 @@ def test_export_predicts_as_the_trained_model(trained):
     scores = torch.export.load(directory / "model.pt2").module()(
         [probe.sparse[f].values() for f in model.feature_names],
         [probe.sparse[f].offsets()[:-1].long() for f in model.feature_names],
-        probe.dense, probe.scenario, probe.duration_ms)
+        probe.dense,
+        probe.scenario,
+        probe.duration_ms,
+    )
     torch.testing.assert_close(scores["click_prob"], expected, rtol=0, atol=1e-6)
     assert json.loads((directory / "metrics.json").read_text()) == {"auc": 0.5}
     # nothing left beside it: the temporary directory was renamed into place
@@ -110,8 +120,10 @@ def test_export_manifest_signature(trained, monkeypatch):
     metrics = directory / "metrics.json"
     metrics.write_text(json.dumps({"auc": 0.99}))  # edited, and its manifest entry too
     manifest = json.loads(manifest_path.read_text())
-    manifest["files"]["metrics.json"] = {"bytes": metrics.stat().st_size,
-                                         "sha256": sha256_file(metrics)}
+    manifest["files"]["metrics.json"] = {
+        "bytes": metrics.stat().st_size,
+        "sha256": sha256_file(metrics),
+    }
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(ExportError, match="HMAC does not match"):
         verify_export(directory)

@@ -23,10 +23,20 @@ from protorec.pipeline.variants import apply_overrides, variant_config
 
 DAY = dt.date(2026, 1, 1)
 #: Every backbone, the prototype variants and watch heads of both kinds (plain, tables, OT).
-VARIANTS = ("shared_bottom", "mmoe", "ple", "star", "distproto", "gpdnet",
-            "distproto_both_towers", "tr", "d2q", "tpm", "prowtp")
-TINY = {"model.mmoe.num_experts": 2, "model.mmoe.expert_hidden": [16],
-        "model.tower.hidden": [8]}
+VARIANTS = (
+    "shared_bottom",
+    "mmoe",
+    "ple",
+    "star",
+    "distproto",
+    "gpdnet",
+    "distproto_both_towers",
+    "tr",
+    "d2q",
+    "tpm",
+    "prowtp",
+)
+TINY = {"model.mmoe.num_experts": 2, "model.mmoe.expert_hidden": [16], "model.tower.hidden": [8]}
 
 # Runs under `python -I` with protorec, TorchRec and fbgemm made unimportable: loads each
 # program, scores the probe and its first row alone, and saves the outputs.
@@ -79,13 +89,22 @@ def programs(tmp_path_factory):
         probe = table_to_batch(rows, config, day=DAY)
         expected[name] = model.predict(probe)
         # what a server sends: ids and int64 offsets per feature, in the program's order
-        inputs[name] = ([probe.sparse[f].values() for f in model.feature_names],
-                        [probe.sparse[f].offsets()[:-1].long() for f in model.feature_names],
-                        probe.dense, probe.scenario, probe.duration_ms)
+        inputs[name] = (
+            [probe.sparse[f].values() for f in model.feature_names],
+            [probe.sparse[f].offsets()[:-1].long() for f in model.feature_names],
+            probe.dense,
+            probe.scenario,
+            probe.duration_ms,
+        )
     torch.save(inputs, root / "inputs.pt")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-I", "-c", SCORE, str(root), *VARIANTS],
-                         cwd=root, env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-I", "-c", SCORE, str(root), *VARIANTS],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     scores = torch.load(root / "scores.pt", weights_only=True)
     return expected, scores, json.loads((root / "outputs.json").read_text())

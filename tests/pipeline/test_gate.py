@@ -2,8 +2,11 @@ from protorec.pipeline.gate import decide
 
 
 def _metrics(**aucs):
-    return {"per_scenario": {name: {"auc": auc, "samples": samples}
-                             for name, (auc, samples) in aucs.items()}}
+    return {
+        "per_scenario": {
+            name: {"auc": auc, "samples": samples} for name, (auc, samples) in aucs.items()
+        }
+    }
 
 
 def test_cold_start_passes():

@@ -46,8 +46,9 @@ DATA = DataConfig(dataset="unused", scenarios=[0, 1, 2], max_bad_share=0.5)
 def run_ingest(paths, dataset, config=None, data=DATA, tab=None, side=None, replace=False):
     config = config or IngestConfig()
     files, notes = kuairand_files(paths, config.kuairand, tab=tab, side_tables=side)
-    return ingest(files, data, config, source="kuairand", dataset=dataset, notes=notes,
-                  replace=replace)
+    return ingest(
+        files, data, config, source="kuairand", dataset=dataset, notes=notes, replace=replace
+    )
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -102,12 +103,14 @@ def write_side_tables(folder: Path) -> Path:
     folder.mkdir()
     (folder / "user_features_pure.csv").write_text(
         "user_id,user_active_degree,fans_user_num\n"
-        + "".join(f"{u},{'full_active' if int(u) % 2 else 'low_active'},{int(u) * 10}\n"
-                  for u in sorted(USERS))
+        + "".join(
+            f"{u},{'full_active' if int(u) % 2 else 'low_active'},{int(u) * 10}\n"
+            for u in sorted(USERS)
+        )
     )
     (folder / "video_features_basic_pure.csv").write_text(
-        "video_id,author_id,tag\n" + "".join(f"{v},{int(v) + 1000},\"{int(v) % 3}\"\n"
-                                             for v in sorted(VIDEOS))
+        "video_id,author_id,tag\n"
+        + "".join(f'{v},{int(v) + 1000},"{int(v) % 3}"\n' for v in sorted(VIDEOS))
     )
     return folder
 
@@ -144,9 +147,7 @@ def test_distributed_layout_counts_quarantine_and_joins(tmp_path):
 
     kept = [pq.read_table(partition_dir(out, d)) for d in list_days(out)]
     assert sum(t.num_rows for t in kept) == total.rows_kept
-    quarantined = [
-        pq.read_table(p) for p in sorted((out / "_quarantine").rglob("*.parquet"))
-    ]
+    quarantined = [pq.read_table(p) for p in sorted((out / "_quarantine").rglob("*.parquet"))]
     reasons = Counter(r for t in quarantined for r in t.column("reason").to_pylist())
     assert reasons == expected
     assert (out / "_quarantine" / "undated" / log.stem / "part-0.parquet").exists()
@@ -229,8 +230,9 @@ def test_rerun_replaces_days_and_stale_quarantine(tmp_path):
     second = run_ingest([log], out, replace=True)
     assert sorted(p.relative_to(out) for p in out.rglob("*.parquet")) == files_before
     assert second.total.as_dict() == first.total.as_dict()
-    kept = sum(pq.read_metadata(partition_dir(out, d) / "part-0.parquet").num_rows
-               for d in list_days(out))
+    kept = sum(
+        pq.read_metadata(partition_dir(out, d) / "part-0.parquet").num_rows for d in list_days(out)
+    )
     assert kept == first.total.rows_kept  # replaced, not appended
 
     # Day 0 again with only good rows: its partition shrinks and its quarantine goes.

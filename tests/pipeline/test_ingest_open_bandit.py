@@ -54,9 +54,11 @@ def test_real_bts_exact_counts(shared_data, tmp_path):
     bad = sum(r["click"] not in ("0", "1") for rows in raw.values() for r in rows)
 
     total = summary.total
-    assert summary.rows_read == {
-        str(bts / n / f"{n}.csv"): len(rows) for n, rows in raw.items()
-    } == {str(bts / n / f"{n}.csv"): 10_000 for n in CAMPAIGNS}
+    assert (
+        summary.rows_read
+        == {str(bts / n / f"{n}.csv"): len(rows) for n, rows in raw.items()}
+        == {str(bts / n / f"{n}.csv"): 10_000 for n in CAMPAIGNS}
+    )
     assert total.rows_in == 30_000 and bad == 0
     assert total.rows_kept == 30_000 and total.rows_quarantined == 0
     assert sorted(summary.days) == list_days(out) == sorted(per_day)
@@ -99,8 +101,9 @@ def test_mapping_of_real_rows(shared_data, tmp_path):
     assert all(r["watch_ms"] is None and r["duration_ms"] is None for r in rows)
 
     # Pseudo-users: same four user features <=> same user_id.
-    pairs = {(contexts[r["scenario"], r["ts_ms"], r["campaign_item_id"]], r["user_id"])
-             for r in rows}
+    pairs = {
+        (contexts[r["scenario"], r["ts_ms"], r["campaign_item_id"]], r["user_id"]) for r in rows
+    }
     assert len({c for c, _ in pairs}) == len({u for _, u in pairs}) == len(pairs)
 
 

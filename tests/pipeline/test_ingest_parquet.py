@@ -30,29 +30,43 @@ def _ms(day: dt.date) -> int:
 
 
 def _config(tmp_path, num_users: int = 200) -> ProtorecConfig:
-    return from_dict(ProtorecConfig, {
-        "data": {"dataset": str(tmp_path / "contract"), "scenarios": SCENARIOS},
-        "features": {
-            "sparse": [
-                {"name": "user", "column": "user_id", "num_embeddings": num_users + 1},
-                {"name": "item", "column": "item_id", "num_embeddings": 101},
-                {"name": "age", "column": "age_bucket", "num_embeddings": 64, "hashed": True},
-                {"name": "author", "column": "author_id", "num_embeddings": 21},
-            ],
-            "dense": [{"name": "activity", "column": "activity", "transform": "log1p"}],
+    return from_dict(
+        ProtorecConfig,
+        {
+            "data": {"dataset": str(tmp_path / "contract"), "scenarios": SCENARIOS},
+            "features": {
+                "sparse": [
+                    {"name": "user", "column": "user_id", "num_embeddings": num_users + 1},
+                    {"name": "item", "column": "item_id", "num_embeddings": 101},
+                    {"name": "age", "column": "age_bucket", "num_embeddings": 64, "hashed": True},
+                    {"name": "author", "column": "author_id", "num_embeddings": 21},
+                ],
+                "dense": [{"name": "activity", "column": "activity", "transform": "log1p"}],
+            },
+            "loader": {"batch_size": 128, "shuffle": False},
+            "ingest": {
+                "parquet": {
+                    "columns": {"user_id": "uid", "ts_ms": "event_ms"},
+                    "side_tables": [
+                        {
+                            "path": str(tmp_path / "users.parquet"),
+                            "row_key": "user_id",
+                            "columns": [
+                                {"source": "age", "kind": "category", "column": "age_bucket"},
+                                {"source": "activity", "kind": "number"},
+                            ],
+                        },
+                        {
+                            "path": str(tmp_path / "items.csv"),
+                            "row_key": "item_id",
+                            "columns": [{"source": "author", "kind": "id", "column": "author_id"}],
+                        },
+                    ],
+                }
+            },
         },
-        "loader": {"batch_size": 128, "shuffle": False},
-        "ingest": {"parquet": {
-            "columns": {"user_id": "uid", "ts_ms": "event_ms"},
-            "side_tables": [
-                {"path": str(tmp_path / "users.parquet"), "row_key": "user_id",
-                 "columns": [{"source": "age", "kind": "category", "column": "age_bucket"},
-                             {"source": "activity", "kind": "number"}]},
-                {"path": str(tmp_path / "items.csv"), "row_key": "item_id",
-                 "columns": [{"source": "author", "kind": "id", "column": "author_id"}]},
-            ],
-        }},
-    }, source="test")
+        source="test",
+    )
 
 
 @pytest.fixture()
@@ -72,17 +86,34 @@ def own_data(tmp_path):
             scenario[1] = 5
         part = logs / f"dt={day}"
         part.mkdir(parents=True)
-        pq.write_table(pa.table({
-            "uid": rng.integers(0, 200, N), "item_id": rng.integers(0, 100, N),
-            "scenario": scenario, "event_ms": _ms(day) + rng.integers(0, 86_400_000, N),
-            "click": rng.integers(0, 2, N).astype(np.int8), "watch_ms": watch,
-            "duration_ms": rng.uniform(1e3, 6e4, N), "unused": np.zeros(N),
-        }), part / "part.parquet")
-    pq.write_table(pa.table({"user_id": np.arange(190), "age": [f"a{u % 7}" for u in range(190)],
-                             "activity": np.arange(190, dtype=np.float64)}),
-                   tmp_path / "users.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "uid": rng.integers(0, 200, N),
+                    "item_id": rng.integers(0, 100, N),
+                    "scenario": scenario,
+                    "event_ms": _ms(day) + rng.integers(0, 86_400_000, N),
+                    "click": rng.integers(0, 2, N).astype(np.int8),
+                    "watch_ms": watch,
+                    "duration_ms": rng.uniform(1e3, 6e4, N),
+                    "unused": np.zeros(N),
+                }
+            ),
+            part / "part.parquet",
+        )
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": np.arange(190),
+                "age": [f"a{u % 7}" for u in range(190)],
+                "activity": np.arange(190, dtype=np.float64),
+            }
+        ),
+        tmp_path / "users.parquet",
+    )
     (tmp_path / "items.csv").write_text(
-        "item_id,author\n" + "".join(f"{i},{i % 20}\n" for i in range(100)))
+        "item_id,author\n" + "".join(f"{i},{i % 20}\n" for i in range(100))
+    )
     return tmp_path, logs
 
 
@@ -92,8 +123,7 @@ def test_own_parquet_and_side_tables_become_contract_days(own_data):
     files, notes = parquet_files([logs], config.ingest.parquet)
     summary = ingest(files, config.data, config.ingest, source="parquet")
     assert sorted(summary.days) == DAYS
-    assert summary.days[DAYS[0]].quarantined == {"negative_or_nan_watch": 1,
-                                                 "unknown_scenario": 1}
+    assert summary.days[DAYS[0]].quarantined == {"negative_or_nan_watch": 1, "unknown_scenario": 1}
     assert summary.days[DAYS[1]].rows_kept == N
     table = pq.read_table(root / "contract" / f"date={DAYS[1]}")
     assert {"age_bucket", "activity", "author_id"} <= set(table.column_names)
@@ -102,10 +132,13 @@ def test_own_parquet_and_side_tables_become_contract_days(own_data):
     # side rows joined by key; users without one keep nulls and are counted
     missing = users >= 190
     assert table.column("activity").null_count == int(missing.sum())
-    np.testing.assert_array_equal(table.column("activity").to_numpy(zero_copy_only=False)[~missing],
-                                  users[~missing].astype(np.float64))
+    np.testing.assert_array_equal(
+        table.column("activity").to_numpy(zero_copy_only=False)[~missing],
+        users[~missing].astype(np.float64),
+    )
     assert summary.side_rows_missing["users.parquet"] == int(
-        (pq.read_table(logs).column("uid").to_numpy() >= 190).sum())
+        (pq.read_table(logs).column("uid").to_numpy() >= 190).sum()
+    )
     assert any("uid" in n for n in notes)
 
     # the published days load: side ids without a side row go to the OOV row, counted
@@ -142,7 +175,10 @@ def test_an_undersized_id_table_warns_once_naming_the_fix(own_data, caplog, monk
 
 
 def test_the_cli_asks_for_a_config(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "protorec.jobs.cli", "ingest", "parquet",
-                          str(tmp_path)], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "protorec.jobs.cli", "ingest", "parquet", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2
     assert "needs --config" in run.stderr

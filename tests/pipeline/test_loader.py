@@ -29,8 +29,14 @@ def _config(batch_size=16, shuffle=True, seed=0):
                     {"name": "user", "column": "user_id", "num_embeddings": 7, "hashed": True},
                 ],
                 "dense": [
-                    {"name": "log_dur", "column": "duration_ms", "transform": "log1p",
-                     "shift": 1.0, "scale": 2.0, "fill": -5.0},
+                    {
+                        "name": "log_dur",
+                        "column": "duration_ms",
+                        "transform": "log1p",
+                        "shift": 1.0,
+                        "scale": 2.0,
+                        "fill": -5.0,
+                    },
                     {"name": "act", "column": "activity", "fill": 0.5},
                 ],
             },
@@ -54,8 +60,9 @@ def _rows(n, first_id, day, rng):
             "click": rng.integers(0, 2, n).astype(np.int8),
             "watch_ms": rng.uniform(0, 1e4, n),
             "duration_ms": rng.uniform(1e3, 1e5, n),
-            "activity": pa.array(np.where(rng.random(n) < 0.1, None, rng.random(n)).tolist(),
-                                 pa.float64()),
+            "activity": pa.array(
+                np.where(rng.random(n) < 0.1, None, rng.random(n)).tolist(), pa.float64()
+            ),
             # ground truth a training loader must never read: strings, so reading it
             # into the float pipeline would fail loudly
             "oracle_p_click": pa.array(["secret"] * n),
@@ -135,8 +142,12 @@ def test_sparse_output_feeds_an_embedding_bag_collection(tmp_path):
     batch = next(iter(ContractLoader(cfg, days, ds)))
     ebc = EmbeddingBagCollection(
         tables=[
-            EmbeddingBagConfig(name=f.name, embedding_dim=f.embedding_dim,
-                               num_embeddings=f.num_embeddings, feature_names=[f.name])
+            EmbeddingBagConfig(
+                name=f.name,
+                embedding_dim=f.embedding_dim,
+                num_embeddings=f.num_embeddings,
+                feature_names=[f.name],
+            )
             for f in cfg.features.sparse
         ]
     )
@@ -156,9 +167,17 @@ def test_unknown_scenario_names_day_and_code(tmp_path):
 
 
 def test_negative_value_under_log1p_is_an_error():
-    table = pa.table({"user_id": [1], "item_id": [1], "scenario": pa.array([5], pa.int32()),
-                      "click": pa.array([0], pa.int8()), "watch_ms": [1.0],
-                      "duration_ms": [-2.0], "activity": [1.0]})
+    table = pa.table(
+        {
+            "user_id": [1],
+            "item_id": [1],
+            "scenario": pa.array([5], pa.int32()),
+            "click": pa.array([0], pa.int8()),
+            "watch_ms": [1.0],
+            "duration_ms": [-2.0],
+            "activity": [1.0],
+        }
+    )
     with pytest.raises(ValueError, match="'log_dur': 1 negative values in column 'duration_ms'"):
         table_to_batch(table, _config(), day=DAY)
 
@@ -168,8 +187,9 @@ def test_every_row_once_and_equal_batch_counts(tmp_path, world_size):
     batch_size = 16
     ds, days = _dataset(tmp_path, [100, 61])  # 161 rows: not a multiple of 3 * 16
     cfg = _config(batch_size=batch_size)
-    loaders = [ContractLoader(cfg, days, ds, rank=r, world_size=world_size)
-               for r in range(world_size)]
+    loaders = [
+        ContractLoader(cfg, days, ds, rank=r, world_size=world_size) for r in range(world_size)
+    ]
     per_rank = [_ids(ld) for ld in loaders]
     expected = math.ceil(161 / (world_size * batch_size))
     for ld, batches in zip(loaders, per_rank):
@@ -196,8 +216,12 @@ def test_shuffle_is_seeded_by_epoch_and_mixes_days(tmp_path):
 def test_no_shuffle_keeps_file_order_and_interleaves_ranks(tmp_path):
     ds, days = _dataset(tmp_path, [50, 50])
     cfg = _config(batch_size=8, shuffle=False)
-    one = [b.tolist() for b in _ids(ContractLoader(_config(batch_size=16, shuffle=False),
-                                                   days, ds, rank=0, world_size=1))]
+    one = [
+        b.tolist()
+        for b in _ids(
+            ContractLoader(_config(batch_size=16, shuffle=False), days, ds, rank=0, world_size=1)
+        )
+    ]
     assert sum(one, []) == list(range(100))
     two = [_ids(ContractLoader(cfg, days, ds, rank=r, world_size=2)) for r in (0, 1)]
     # step t of 2 ranks at batch 8 holds the rows of step t of 1 rank at batch 16
@@ -221,8 +245,9 @@ def test_only_configured_columns_are_read(tmp_path, monkeypatch):
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
     ld = ContractLoader(_config(), days, ds)
     assert sum(b.batch_size for b in ld) == 40
-    assert seen == [{"user_id", "scenario", "click", "watch_ms", "duration_ms",
-                        "item_id", "activity"}]
+    assert seen == [
+        {"user_id", "scenario", "click", "watch_ms", "duration_ms", "item_id", "activity"}
+    ]
     # a read of every column would hit the string column: prove it is really there
     assert "oracle_p_click" in pq.read_schema(tmp_path / f"date={DAY}" / "part-0.parquet").names
 
@@ -257,8 +282,9 @@ def test_pass_level_counts(tmp_path):
 def test_progress_bar_only_on_rank_zero(tmp_path, capsys):
     ds, days = _dataset(tmp_path, [40])
     for rank in (1, 0):
-        list(ContractLoader(_config(batch_size=4), days, ds, rank=rank, world_size=2,
-                            progress=True))
+        list(
+            ContractLoader(_config(batch_size=4), days, ds, rank=rank, world_size=2, progress=True)
+        )
         err = capsys.readouterr().err
         assert ("batches" in err and "load" in err) == (rank == 0)
 
@@ -281,11 +307,25 @@ def test_train_and_holdout_split_the_rows_whatever_the_world_size(tmp_path, shuf
     cfg = _config(batch_size=16, shuffle=shuffle)
 
     def rows(split, world_size):
-        return np.sort(np.concatenate([
-            b for r in range(world_size)
-            for b in _ids(ContractLoader(cfg, days, ds, rank=r, world_size=world_size,
-                                         split=split, holdout_fraction=0.2))
-        ]))
+        return np.sort(
+            np.concatenate(
+                [
+                    b
+                    for r in range(world_size)
+                    for b in _ids(
+                        ContractLoader(
+                            cfg,
+                            days,
+                            ds,
+                            rank=r,
+                            world_size=world_size,
+                            split=split,
+                            holdout_fraction=0.2,
+                        )
+                    )
+                ]
+            )
+        )
 
     train, holdout = rows("train", 1), rows("holdout", 1)
     assert 60 <= len(holdout) <= 140  # about 20% of 500

@@ -21,8 +21,13 @@ DAY = dt.date(2026, 4, 1)
 SIZES = [700, 331]  # 1031 rows: not a multiple of world_size * batch_size = 2 * 64
 BATCH = 64
 #: (name, epoch, shuffle, start_batch) of the passes each rank runs.
-PASSES = [("e0", 0, True, 0), ("e0_again", 0, True, 0), ("e1", 1, True, 0),
-          ("plain", 0, False, 0), ("e1_from_5", 1, True, 5)]
+PASSES = [
+    ("e0", 0, True, 0),
+    ("e0_again", 0, True, 0),
+    ("e1", 1, True, 0),
+    ("plain", 0, False, 0),
+    ("e1_from_5", 1, True, 5),
+]
 
 
 def _write_dataset(root: Path) -> None:
@@ -33,15 +38,17 @@ def _write_dataset(root: Path) -> None:
     for i, n in enumerate(SIZES):
         day = DAY + dt.timedelta(days=i)
         t0 = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
-        table = pa.table({
-            "user_id": np.arange(first, first + n, dtype=np.int64),
-            "item_id": rng.integers(0, 100, n),
-            "scenario": rng.integers(0, 3, n).astype(np.int32),
-            "ts_ms": t0 + rng.integers(0, 86_400_000, n),
-            "click": rng.integers(0, 2, n).astype(np.int8),
-            "watch_ms": rng.uniform(0, 1e4, n),
-            "duration_ms": rng.uniform(1e3, 1e5, n),
-        })
+        table = pa.table(
+            {
+                "user_id": np.arange(first, first + n, dtype=np.int64),
+                "item_id": rng.integers(0, 100, n),
+                "scenario": rng.integers(0, 3, n).astype(np.int32),
+                "ts_ms": t0 + rng.integers(0, 86_400_000, n),
+                "click": rng.integers(0, 2, n).astype(np.int8),
+                "watch_ms": rng.uniform(0, 1e4, n),
+                "duration_ms": rng.uniform(1e3, 1e5, n),
+            }
+        )
         table = check_columns(table, "test")
         write_day(root, day, table, table.slice(0, 0))
         first += n
@@ -91,8 +98,16 @@ def test_two_ranks_read_every_row_exactly_once(tmp_path):
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(_config_dict(dataset)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(Path(__file__)), str(config_path), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(Path(__file__)),
+        str(config_path),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(2)]
@@ -117,7 +132,7 @@ def test_two_ranks_read_every_row_exactly_once(tmp_path):
         np.testing.assert_array_equal(r["e0_ids"], r["e0_again_ids"])  # seeded
         assert not np.array_equal(r["e0_ids"], r["e1_ids"])  # reshuffled per epoch
         # the resumed pass is the tail of the full pass, batch for batch
-        tail = r["e1_ids"][int(r["e1_sizes"][:5].sum()):]
+        tail = r["e1_ids"][int(r["e1_sizes"][:5].sum()) :]
         np.testing.assert_array_equal(r["e1_from_5_ids"], tail)
     # without shuffle, global batch t is a contiguous run of the files' order, split in two:
     # each rank's rows ascend, and together the ranks cover every row

@@ -66,16 +66,32 @@ def datasets(tmp_path_factory):
     cfg = yaml.safe_load((CONFIG_DIR / "simulator.yaml").read_text())
     cfg["simulator"]["rows_per_day"] = 20_000
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))
-    subprocess.run([sys.executable, "-m", "protorec.jobs.cli", "simulate", "--config",
-                    str(root / "config.yaml"), "--out", str(root / "plain"), "--start",
-                    "2026-01-01", "--days", "3", "--quiet"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "protorec.jobs.cli",
+            "simulate",
+            "--config",
+            str(root / "config.yaml"),
+            "--out",
+            str(root / "plain"),
+            "--start",
+            "2026-01-01",
+            "--days",
+            "3",
+            "--quiet",
+        ],
+        check=True,
+    )
     days = [dt.date(2026, 1, d) for d in (1, 2, 3)]
     for day in days:
         table = pq.read_table(partition_dir(root / "plain", day))
         for column, factor in (("user_id", 1_000_003), ("item_id", 7_919)):
             ids = table.column(column).to_numpy() * factor + BIG
-            table = table.set_column(table.schema.get_field_index(column), column,
-                                     [ids.astype(np.int64)])
+            table = table.set_column(
+                table.schema.get_field_index(column), column, [ids.astype(np.int64)]
+            )
         write_day(root / "raw", day, table, table.slice(0, 0))
     return root
 
@@ -89,10 +105,17 @@ def ctx():
 
 def test_raw_ids_learn_as_well_as_remapped_ids(datasets, ctx):
     config = load_config(str(datasets / "config.yaml"))
-    plain = train_and_evaluate(config, datasets / "plain", "2026-01-01..2026-01-02",
-                               "2026-01-03", ctx, progress=False)
-    managed = train_and_evaluate(_managed(config), datasets / "raw", "2026-01-01..2026-01-02",
-                                 "2026-01-03", ctx, progress=False)
+    plain = train_and_evaluate(
+        config, datasets / "plain", "2026-01-01..2026-01-02", "2026-01-03", ctx, progress=False
+    )
+    managed = train_and_evaluate(
+        _managed(config),
+        datasets / "raw",
+        "2026-01-01..2026-01-02",
+        "2026-01-03",
+        ctx,
+        progress=False,
+    )
     ids = managed["train"]["ids"]
     assert ids["user"]["overflow"] == 0 and ids["user"]["admitted"] == ids["user"]["seen"]
     # each raw id has its own row: the same model up to a permutation of rows
@@ -106,8 +129,9 @@ def test_daily_refresh_admits_new_ids_and_redraws_freed_rows(datasets, ctx):
     sharded = shard_model(build_model(config, "meta"), ctx, config.train, 64)
     sharded.optimizer.init_state()
     day1, day2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
-    first = refresh_id_maps(sharded, config.features, DayReader(datasets / "raw", [day1]),
-                            None, day1, seed=0)
+    first = refresh_id_maps(
+        sharded, config.features, DayReader(datasets / "raw", [day1]), None, day1, seed=0
+    )
     users = sharded.module.managed_id_maps()["user"]
     day1_ids = set(users.raw[users.raw != FREE].tolist())
     assert first["user"]["rows_used"] == len(day1_ids) > 0
@@ -115,14 +139,17 @@ def test_daily_refresh_admits_new_ids_and_redraws_freed_rows(datasets, ctx):
 
     def table():
         return torch.cat([s.tensor for s in sharded.dmp.state_dict()[key].local_shards()]).clone()
+
     with torch.no_grad():  # as if trained: every row moved away from its initial value
         for s in sharded.dmp.state_dict()[key].local_shards():
             s.tensor.fill_(7.0)
     before = table()
-    second = refresh_id_maps(sharded, config.features, DayReader(datasets / "raw", [day2]),
-                             None, day2, seed=0)
-    day2_ids = set(pq.read_table(partition_dir(datasets / "raw", day2)).column("user_id")
-                   .to_numpy().tolist())
+    second = refresh_id_maps(
+        sharded, config.features, DayReader(datasets / "raw", [day2]), None, day2, seed=0
+    )
+    day2_ids = set(
+        pq.read_table(partition_dir(datasets / "raw", day2)).column("user_id").to_numpy().tolist()
+    )
     now = set(users.raw[users.raw != FREE].tolist())
     assert now == day2_ids  # a day's unseen ids evicted, its new ids admitted
     assert second["user"]["admitted"] == len(day2_ids - day1_ids)
@@ -133,8 +160,15 @@ def test_daily_refresh_admits_new_ids_and_redraws_freed_rows(datasets, ctx):
     assert torch.equal(after[kept], before[kept])  # known ids keep what they learnt
     assert not torch.isclose(after[changed], before[changed]).any()  # new ids start fresh
     # the loader reads today's rows through the updated map: no id of the day is OOV
-    loader = ContractLoader(config, [day2], datasets / "raw", rank=0, world_size=1,
-                            id_maps=sharded.module.managed_id_maps(), progress=False)
+    loader = ContractLoader(
+        config,
+        [day2],
+        datasets / "raw",
+        rank=0,
+        world_size=1,
+        id_maps=sharded.module.managed_id_maps(),
+        progress=False,
+    )
     for _ in loader:
         pass
     assert loader.stats.oov["user"] == 0 and loader.stats.oov["item"] == 0

@@ -17,9 +17,10 @@ from protorec.pipeline.monitoring import (
 def _report():
     return JobReport(
         job="protorec_test",
-        per_scenario={"feed": {"auc": 0.71, "label_rate": 0.2, "watch_ratio_shift": 0.05},
-                      "live": {"auc": 0.66, "rows_quarantined": 3.0,
-                               "prototype_mass_shift": float("nan")}},
+        per_scenario={
+            "feed": {"auc": 0.71, "label_rate": 0.2, "watch_ratio_shift": 0.05},
+            "live": {"auc": 0.66, "rows_quarantined": 3.0, "prototype_mass_shift": float("nan")},
+        },
         values={"samples": 1000.0, "exported": 1.0, "last_success_timestamp": 1.7e9},
         ids={"user": {"rows_used": 40, "admitted": 5, "evicted": 2, "overflow": 0}},
     )

@@ -14,11 +14,12 @@ def test_third_party_warnings_are_ignored_at_their_source_only():
             ("torchrec", DeprecationWarning),
             ("fbgemm_gpu.split_table_batched_embeddings_ops", DeprecationWarning),
             ("protorec.pipeline.trainer", FutureWarning),  # ours: to be fixed, so shown
-            ("torchrec_extra", FutureWarning),              # another package
-            ("torchrec.optim.clipping", UserWarning),       # another kind
+            ("torchrec_extra", FutureWarning),  # another package
+            ("torchrec.optim.clipping", UserWarning),  # another kind
         ]:
-            warnings.warn_explicit(f"{module} {category.__name__}", category, "f.py", 1,
-                                   module=module)
+            warnings.warn_explicit(
+                f"{module} {category.__name__}", category, "f.py", 1, module=module
+            )
     assert [str(w.message) for w in caught] == [
         "protorec.pipeline.trainer FutureWarning",
         "torchrec_extra FutureWarning",

@@ -30,16 +30,22 @@ def small(tmp_path_factory):
     config = load_config("simulator")
     config.simulator = dataclasses.replace(config.simulator, rows_per_day=4_000)
     simulate(root, DAY, 1, config.simulator, config.data.scenarios, progress=False)
-    config.model = from_dict(type(config.model), {"name": "distproto",
-                                                  "watch": {"head": "d2q"}})
+    config.model = from_dict(type(config.model), {"name": "distproto", "watch": {"head": "d2q"}})
     return config, root
 
 
 def test_the_daily_refresh_fits_on_training_rows_only(small, monkeypatch):
     config, root = small
     fraction = 0.3
-    loader = ContractLoader(config, [DAY], dataset_dir=root, split="train",
-                            holdout_fraction=fraction, shuffle=False, progress=False)
+    loader = ContractLoader(
+        config,
+        [DAY],
+        dataset_dir=root,
+        split="train",
+        holdout_fraction=fraction,
+        shuffle=False,
+        progress=False,
+    )
     seen = []
 
     def spy(model, reader, rows=None):

@@ -21,10 +21,17 @@ def test_prune_keeps_newest_last_good_partials_and_later_days(tmp_path):
 
     removed = prune(tmp_path, "2026-01-06", keep_checkpoints=2, keep_exports=1)
 
-    assert removed == {"checkpoints": ["2026-01-01", "2026-01-02", "2026-01-04"],
-                       "exports": ["2026-01-01", "2026-01-02"]}
+    assert removed == {
+        "checkpoints": ["2026-01-01", "2026-01-02", "2026-01-04"],
+        "exports": ["2026-01-01", "2026-01-02"],
+    }
     assert sorted(p.name for p in ckpt.iterdir()) == [
-        "2026-01-03", "2026-01-05", "2026-01-06", "2026-01-06.partial", "2026-01-07"]
+        "2026-01-03",
+        "2026-01-05",
+        "2026-01-06",
+        "2026-01-06.partial",
+        "2026-01-07",
+    ]
     assert sorted(p.name for p in exports.iterdir()) == ["2026-01-03"]
 
 

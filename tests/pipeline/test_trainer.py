@@ -24,11 +24,28 @@ def test_adam_tables_are_refused_on_cpu_naming_what_runs():
 
 def test_train_job_exits_2_on_adam_tables_without_training(tmp_path):
     run = subprocess.run(
-        [sys.executable, "-m", "protorec.jobs.cli", "train",
-         "--config", str(CONFIG_DIR / "simulator.yaml"), "--set",
-         "train.embedding_optimizer=adam", "--train", "2026-01-01", "--test", "2026-01-02",
-         "--dataset", str(tmp_path / "nothing"), "--device", "cpu", "--quiet"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "protorec.jobs.cli",
+            "train",
+            "--config",
+            str(CONFIG_DIR / "simulator.yaml"),
+            "--set",
+            "train.embedding_optimizer=adam",
+            "--train",
+            "2026-01-01",
+            "--test",
+            "2026-01-02",
+            "--dataset",
+            str(tmp_path / "nothing"),
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 2, run.stderr[-2000:]
     assert "train.embedding_optimizer" in run.stderr and "rowwise_adagrad" in run.stderr

@@ -26,8 +26,17 @@ class FakeTraining:
 
 def test_search_writes_the_best_config_and_resumes(tmp_path):
     config, fake = load_config("simulator"), FakeTraining()
-    result = tune(config, "mmoe", "data", "2026-01-01..2026-01-05", "2026-01-06", 4,
-                  tmp_path, None, train_fn=fake)
+    result = tune(
+        config,
+        "mmoe",
+        "data",
+        "2026-01-01..2026-01-05",
+        "2026-01-06",
+        4,
+        tmp_path,
+        None,
+        train_fn=fake,
+    )
     assert len(fake.calls) == 4 and result.trials == 4
     # trials are scored on the validation days only
     assert {call[1:] for call in fake.calls} == {("2026-01-01..2026-01-05", "2026-01-06")}
@@ -39,11 +48,29 @@ def test_search_writes_the_best_config_and_resumes(tmp_path):
     assert [t["state"] for t in record["trials"]] == ["COMPLETE"] * 4
 
     # stopped and started again with a larger budget: only the missing trials run
-    tune(config, "mmoe", "data", "2026-01-01..2026-01-05", "2026-01-06", 6, tmp_path, None,
-         train_fn=fake)
+    tune(
+        config,
+        "mmoe",
+        "data",
+        "2026-01-01..2026-01-05",
+        "2026-01-06",
+        6,
+        tmp_path,
+        None,
+        train_fn=fake,
+    )
     assert len(fake.calls) == 6
-    tune(config, "mmoe", "data", "2026-01-01..2026-01-05", "2026-01-06", 6, tmp_path, None,
-         train_fn=fake)
+    tune(
+        config,
+        "mmoe",
+        "data",
+        "2026-01-01..2026-01-05",
+        "2026-01-06",
+        6,
+        tmp_path,
+        None,
+        train_fn=fake,
+    )
     assert len(fake.calls) == 6
 
 
@@ -67,8 +94,18 @@ def test_every_variant_searches_the_common_settings_and_the_papers_their_own():
 def test_unknown_metric_is_refused_before_any_trial(tmp_path):
     fake = FakeTraining()
     with pytest.raises(ConfigError, match="--metric"):
-        tune(load_config("simulator"), "mmoe", "d", "a", "b", 2, tmp_path, None,
-             metric="accuracy", train_fn=fake)
+        tune(
+            load_config("simulator"),
+            "mmoe",
+            "d",
+            "a",
+            "b",
+            2,
+            tmp_path,
+            None,
+            metric="accuracy",
+            train_fn=fake,
+        )
     assert fake.calls == []
 
 
@@ -81,13 +118,46 @@ def test_tune_command_runs_real_trials(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     cli = [sys.executable, "-m", "protorec.jobs.cli"]
-    subprocess.run([*cli, "simulate", "--config", str(config), "--out", str(tmp_path / "data"),
-                    "--start", "2026-01-01", "--days", "2", "--quiet"], check=True, env=env)
+    subprocess.run(
+        [
+            *cli,
+            "simulate",
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "data"),
+            "--start",
+            "2026-01-01",
+            "--days",
+            "2",
+            "--quiet",
+        ],
+        check=True,
+        env=env,
+    )
     run = subprocess.run(
-        [*cli, "tune", "--config", str(config), "--model", "shared_bottom", "--train",
-         "2026-01-01", "--valid", "2026-01-02", "--trials", "2", "--out",
-         str(tmp_path / "study"), "--device", "cpu"],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            *cli,
+            "tune",
+            "--config",
+            str(config),
+            "--model",
+            "shared_bottom",
+            "--train",
+            "2026-01-01",
+            "--valid",
+            "2026-01-02",
+            "--trials",
+            "2",
+            "--out",
+            str(tmp_path / "study"),
+            "--device",
+            "cpu",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     record = json.loads((tmp_path / "study" / "trials.json").read_text())

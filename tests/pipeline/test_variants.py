@@ -50,9 +50,16 @@ def test_watch_variants_set_the_head_or_name_the_missing_section(base, head):
 
 
 def test_overrides_parse_yaml_values_and_leave_the_input_alone(base):
-    pairs = [parse_override(t) for t in
-             ("model.mmoe.expert_hidden=[32, 16]", "train.dense_lr=3e-4", "train.seed=7",
-              "model.distproto.ot.balanced=true", "model.name=ple")]
+    pairs = [
+        parse_override(t)
+        for t in (
+            "model.mmoe.expert_hidden=[32, 16]",
+            "train.dense_lr=3e-4",
+            "train.seed=7",
+            "model.distproto.ot.balanced=true",
+            "model.name=ple",
+        )
+    ]
     config = apply_overrides(base, pairs)
     assert config.model.mmoe.expert_hidden == [32, 16]
     assert config.train.dense_lr == pytest.approx(3e-4)

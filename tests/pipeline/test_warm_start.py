@@ -72,6 +72,7 @@ def test_resized_table_is_initialised_and_the_rest_loaded(ctx, yesterday):
 
     def grow(sparse, _raw):
         next(f for f in sparse if f["name"] == "user")["num_embeddings"] = 6001
+
     today = _shard(_with_features(config, grow), ctx, seed=2)
     fresh = _tensors(today)
     report = warm_start_checkpoint(today, directory)
@@ -82,8 +83,11 @@ def test_resized_table_is_initialised_and_the_rest_loaded(ctx, yesterday):
     assert torch.equal(after[user], fresh[user])
     assert all(torch.equal(after[k], before[k]) for k in before if k != user)
     # The resized table's optimiser state stays fresh; the others' is loaded.
-    momenta = {k: v for k, v in today.optimizer.state_dict()["state"].items()
-               if k.startswith("sparse_arch")}
+    momenta = {
+        k: v
+        for k, v in today.optimizer.state_dict()["state"].items()
+        if k.startswith("sparse_arch")
+    }
     assert set(momenta) >= {user, TABLE.format("item")}
 
 
@@ -106,6 +110,7 @@ def test_removed_feature_is_skipped_and_named(ctx, yesterday):
 
     def drop(sparse, _raw):
         sparse[:] = [f for f in sparse if f["name"] != "author"]
+
     today = _shard(_with_features(config, drop), ctx, seed=2)
     report = warm_start_checkpoint(today, directory)
     assert TABLE.format("author") in report.skipped
@@ -116,6 +121,7 @@ def test_renamed_feature_loads_through_the_rename_map(ctx, yesterday):
 
     def rename(sparse, _raw):
         next(f for f in sparse if f["name"] == "author")["name"] = "creator"
+
     today = _shard(_with_features(config, rename), ctx, seed=2)
     old, new = "sparse_arch.embedding_bags.author", "sparse_arch.embedding_bags.creator"
     report = warm_start_checkpoint(today, directory, {old: new})

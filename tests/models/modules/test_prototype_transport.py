@@ -47,10 +47,10 @@ def test_balanced_plans_meet_both_marginals_and_uot_plans_relax_them():
     rows = torch.ones(1, 30, dtype=torch.bool)
     cols = torch.ones(1, 6, dtype=torch.bool)
     balanced = solve_transport(cost, rows, cols, OTConfig(balanced=True, tol=1e-7, max_iter=5000))
-    torch.testing.assert_close(balanced.plan.sum(-1), torch.full((1, 30), 1 / 30), atol=1e-6,
-                               rtol=0)
-    torch.testing.assert_close(balanced.plan.sum(-2), torch.full((1, 6), 1 / 6), atol=1e-6,
-                               rtol=0)
+    torch.testing.assert_close(
+        balanced.plan.sum(-1), torch.full((1, 30), 1 / 30), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(balanced.plan.sum(-2), torch.full((1, 6), 1 / 6), atol=1e-6, rtol=0)
     assert balanced.converged
     uot = solve_transport(cost, rows, cols, OTConfig())
     assert (uot.plan.sum(-2) - 1 / 6).abs().max() > 1e-3  # mass may vary per prototype
