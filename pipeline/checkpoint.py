@@ -35,6 +35,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
 from protorec.pipeline.atomic import replace_dir
+from protorec.pipeline.config import ConfigError
 from protorec.pipeline.distributed import broadcast_from_rank0
 from protorec.pipeline.manifest import ManifestError, file_entries, sign, verify
 from protorec.pipeline.trainer import ShardedModel
@@ -203,8 +204,9 @@ def warm_start_checkpoint(
     deserialised before the whole directory is verified (:func:`verify_checkpoint`).
 
     Raises:
-        CheckpointError: the checkpoint is refused, or a ``rename`` source prefix names
-            nothing in it (a typo would otherwise silently re-initialise the module).
+        CheckpointError: the checkpoint is refused.
+        ConfigError: a ``rename`` source prefix names nothing in it (a typo would
+            otherwise silently re-initialise the module).
     """
     verify_checkpoint(directory)
     rename = rename or {}
@@ -212,8 +214,10 @@ def warm_start_checkpoint(
     for old in rename:
         prefix = f"model.{old}"
         if not any(k == prefix or k.startswith(prefix + ".") for k in saved):
-            raise CheckpointError(
-                f"daily.warm_start_rename: {old!r} names no tensor of checkpoint {directory}"
+            raise ConfigError(
+                "config",
+                f"daily.warm_start_rename.{old}",
+                f"names no tensor of checkpoint {directory}",
             )
     state = _state(sharded)
     report = WarmStart()

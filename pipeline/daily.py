@@ -39,6 +39,7 @@ from protorec.pipeline.checkpoint import (
     save_checkpoint,
     warm_start_checkpoint,
 )
+from protorec.pipeline.config import ConfigError
 from protorec.pipeline.contract import (
     QUARANTINE_DIR,
     ContractError,
@@ -79,6 +80,7 @@ log = logging.getLogger(__name__)
 #: the day's partition is missing (upstream data not landed; nothing was changed), another
 #: job holds the work directory's lock (nothing was read or changed).
 EXIT_OK = 0
+EXIT_BAD_CONFIG = 2
 EXIT_REFUSED = 3
 EXIT_NO_DATA = 4
 EXIT_LOCKED = 5
@@ -410,7 +412,11 @@ def _run_day(
         baseline = None
         warm = None
         if previous is not None:
-            warm = warm_start_checkpoint(sharded, previous, daily.warm_start_rename)
+            try:
+                warm = warm_start_checkpoint(sharded, previous, daily.warm_start_rename)
+            except ConfigError as exc:  # every rank reads the same checkpoint: all stop
+                log.error("%s: %s; nothing changed (exit %d)", day, exc, EXIT_BAD_CONFIG)
+                return EXIT_BAD_CONFIG
             log.info("%s: warm start from %s (%d tensors loaded)", day, previous, warm.loaded)
             _log_warm_start(day, warm)
             if not warm.partial:

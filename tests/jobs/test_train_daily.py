@@ -163,6 +163,15 @@ def test_changed_config_warm_starts_what_still_matches(sim, tmp_path):
     assert watch and not warm["skipped"] and warm["loaded"] > 0
     assert f"{watch[0]} initialised (not in the checkpoint)" in day2.stderr
     assert "the gate has no baseline today" in day2.stderr
+    # a rename naming nothing in yesterday's checkpoint (a typo) stops the day: exit 2
+    cfg["daily"]["warm_start_rename"] = {"sparse_arch.embedding_bags.auhtor": "x"}
+    changed.write_text(yaml.safe_dump(cfg))
+    day3 = _run(str(changed), data, wd, "2026-01-03")
+    assert day3.returncode == 2, day3.stderr[-3000:]
+    assert "daily.warm_start_rename.sparse_arch.embedding_bags.auhtor: names no tensor" in (
+        day3.stderr
+    )
+    assert not (wd / "runs" / "2026-01-03.json").exists()
 
 
 def test_managed_ids_carry_across_days_and_world_sizes(sim, tmp_path):

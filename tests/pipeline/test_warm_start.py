@@ -8,8 +8,8 @@ feature, a renamed feature) and is warm-started from it in the same process.
 import pytest
 import torch
 
-from protorec.pipeline.checkpoint import CheckpointError, save_checkpoint, warm_start_checkpoint
-from protorec.pipeline.config import from_dict, to_dict
+from protorec.pipeline.checkpoint import save_checkpoint, warm_start_checkpoint
+from protorec.pipeline.config import ConfigError, from_dict, to_dict
 from protorec.pipeline.distributed import init_distributed, shutdown_distributed
 from protorec.pipeline.job_config import ProtorecConfig, load_config
 from protorec.pipeline.manifest import SIGNING_KEY_ENV
@@ -129,5 +129,5 @@ def test_renamed_feature_loads_through_the_rename_map(ctx, yesterday):
     assert TABLE.format("creator") not in report.initialised
     assert torch.equal(_tensors(today)[TABLE.format("creator")], before[TABLE.format("author")])
 
-    with pytest.raises(CheckpointError, match="warm_start_rename: 'sparse_arch.nothing'"):
+    with pytest.raises(ConfigError, match="warm_start_rename.sparse_arch.nothing: names no tensor"):
         warm_start_checkpoint(today, directory, {"sparse_arch.nothing": new})
