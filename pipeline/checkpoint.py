@@ -38,7 +38,7 @@ from protorec.pipeline.atomic import replace_dir
 from protorec.pipeline.config import ConfigError
 from protorec.pipeline.distributed import broadcast_from_rank0
 from protorec.pipeline.manifest import ManifestError, file_entries, sign, verify
-from protorec.pipeline.trainer import ShardedModel
+from protorec.pipeline.trainer import ShardedModel, global_shape
 
 log = logging.getLogger(__name__)
 
@@ -231,9 +231,9 @@ def warm_start_checkpoint(
             continue
         claimed.add(f"model.{source}")
         shape = _shape(stored)
-        if isinstance(value, torch.Tensor) and tuple(value.size()) != shape:
+        if isinstance(value, torch.Tensor) and global_shape(value) != shape:
             report.initialised[key] = (
-                f"shape {list(shape)} in the checkpoint, {list(value.size())} now"
+                f"shape {list(shape)} in the checkpoint, {list(global_shape(value))} now"
             )
             continue
         model_part[source] = value
@@ -249,7 +249,7 @@ def warm_start_checkpoint(
             flat = f"optim.state.{source}.{name}"
             stored = saved.get(flat)
             if stored is not None and (
-                not isinstance(value, torch.Tensor) or tuple(value.size()) == _shape(stored)
+                not isinstance(value, torch.Tensor) or global_shape(value) == _shape(stored)
             ):
                 optim_part.setdefault(source, {})[name] = value
     report.skipped = sorted(

@@ -26,7 +26,7 @@ from protorec.models.features import FeaturesConfig
 from protorec.models.hvqvae import RefitReport
 from protorec.models.prototype_report import PrototypeReport
 from protorec.pipeline.day_reader import DayReader
-from protorec.pipeline.trainer import ShardedModel, stable_seed
+from protorec.pipeline.trainer import ShardedModel, global_shape, stable_seed
 
 
 def refresh_watch_head(
@@ -201,7 +201,7 @@ def _reset_rows(sharded: ShardedModel, name: str, rows: np.ndarray, seed: int) -
     """Re-draw rows of a table and zero their optimiser state, in place on each shard."""
     key = f"sparse_arch.embedding_bags.{name}.weight"
     weight = sharded.dmp.state_dict()[key]  # views of the tables (as init_embeddings uses)
-    num_rows, dim = weight.shape
+    num_rows, dim = global_shape(weight)
     bound = 1.0 / math.sqrt(dim)
     fresh = torch.empty(len(rows), dim).uniform_(
         -bound, bound, generator=torch.Generator().manual_seed(seed)
@@ -210,7 +210,7 @@ def _reset_rows(sharded: ShardedModel, name: str, rows: np.ndarray, seed: int) -
     row_state = [
         v
         for v in optim.get("state", {}).get(key, {}).values()
-        if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == num_rows
+        if isinstance(v, torch.Tensor) and global_shape(v)[:1] == (num_rows,)
     ]
     for value, new in [(weight, fresh), *[(v, None) for v in row_state]]:
         for local, row0, col0 in _local_shards(value):

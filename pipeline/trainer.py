@@ -177,6 +177,16 @@ def shard_model(
     return ShardedModel(dmp=dmp, optimizer=optimizer, plan=plan)
 
 
+def global_shape(tensor: torch.Tensor) -> tuple[int, ...]:
+    """The whole tensor's shape, sharded or not.
+
+    A ShardedTensor's ``metadata()``, not its ``size()``: that goes through the deprecated
+    ShardedTensor API and warns on every call.
+    """
+    metadata = getattr(tensor, "metadata", None) if hasattr(tensor, "local_shards") else None
+    return tuple(metadata().size) if metadata is not None else tuple(tensor.shape)
+
+
 def init_embeddings(dmp: DistributedModelParallel, seed: int) -> None:
     """Initialise every table shard from (seed, table, row block), whatever the sharding.
 
@@ -196,9 +206,7 @@ def init_embeddings(dmp: DistributedModelParallel, seed: int) -> None:
             )
             for (row0, col0), local in shards:
                 num_rows, dim = local.shape
-                # A ShardedTensor's metadata, not its size(): torch warns on every call
-                # that goes through ShardedTensor's deprecated __torch_function__.
-                full = tensor.metadata().size if hasattr(tensor, "local_shards") else tensor.shape
+                full = global_shape(tensor)
                 full_dim = full[1] if len(full) == 2 else dim
                 bound = 1.0 / math.sqrt(full_dim)
                 for b0 in range(
