@@ -194,17 +194,20 @@ def evaluate(
     )
 
 
-def _day_columns(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict | None:
-    """Scenario index, click and watch ratio of the valid rows of ``day`` (None: no day)."""
+def _day_columns(
+    dataset: Path, day: dt.date, config: ProtorecConfig, valid: np.ndarray | None = None
+) -> dict | None:
+    """Scenario index, click and watch ratio of the valid rows of ``day`` (None: no day).
+
+    ``valid``: the day's mask of valid rows when the caller has checked it already.
+    """
     try:
         reader = DayReader(dataset, [day])
-    except FileNotFoundError:
+        if valid is None:  # rows that break the contract are not the day's data
+            valid = reader.invalid_reasons(config.data.scenarios) < 0
+    except (FileNotFoundError, ContractError):
         return None
-    try:  # rows that break the contract are not the day's data
-        valid = np.flatnonzero(reader.invalid_reasons(config.data.scenarios) < 0)
-    except ContractError:
-        return None
-    table = reader.read(["scenario", "click", "watch_ms", "duration_ms"], valid)
+    table = reader.read(["scenario", "click", "watch_ms", "duration_ms"], np.flatnonzero(valid))
     codes = {c: i for i, c in enumerate(config.data.scenarios)}
     scenario = np.vectorize(codes.__getitem__, otypes=[np.int64])(
         table.column("scenario").to_numpy()
@@ -229,13 +232,15 @@ def _quarantined(dataset: Path, day: dt.date, config: ProtorecConfig) -> dict[st
     return counts
 
 
-def drift(config: ProtorecConfig, dataset: Path, day: dt.date) -> dict[str, dict[str, float]]:
+def drift(
+    config: ProtorecConfig, dataset: Path, day: dt.date, valid: np.ndarray | None = None
+) -> dict[str, dict[str, float]]:
     """Per scenario: rows, label rate and watch-ratio shift (W1) against the day before.
 
     Counts the day's valid rows, and the day before's (``rows_day_before``, NaN without
     a partition) for :func:`vanished_scenarios`.
     """
-    today = _day_columns(dataset, day, config)
+    today = _day_columns(dataset, day, config, valid)
     assert today is not None, "drift is measured on a day whose partition was read"
     before = _day_columns(dataset, day - dt.timedelta(days=1), config)
     out = {}
@@ -547,6 +552,7 @@ def _run_day(
             seconds,
             started,
             invalid=invalid,
+            valid=valid,
         )
     record = broadcast_from_rank0(record)
     if dist.is_initialized():
@@ -710,10 +716,11 @@ def _finish(
     seconds: float,
     started: float,
     invalid: ValidationReport,
+    valid: np.ndarray,
 ) -> dict:
     """Rank 0: the run record, LAST_GOOD, the partial checkpoint's removal, Prometheus."""
     names = _scenario_names(config)
-    per_scenario = drift(config, dataset, day)
+    per_scenario = drift(config, dataset, day, valid)
     quarantined = _quarantined(dataset, day, config)
     yesterday = wd.read_record(day - dt.timedelta(days=1))
     prev_mass = (
@@ -751,7 +758,11 @@ def _finish(
         "metrics": metrics,
         "baseline": baseline,
         "oracle": oracle_metrics(
-            config, dataset, f"{day}..{day}", holdout_fraction=config.daily.holdout_fraction
+            config,
+            dataset,
+            f"{day}..{day}",
+            holdout_fraction=config.daily.holdout_fraction,
+            valid=valid,
         ),
         "refresh": refresh,
         "drift": {

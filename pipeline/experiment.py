@@ -35,14 +35,20 @@ def _days(text: str):
 
 
 def oracle_metrics(
-    config: ProtorecConfig, dataset: str | Path, days: str, holdout_fraction: float | None = None
+    config: ProtorecConfig,
+    dataset: str | Path,
+    days: str,
+    holdout_fraction: float | None = None,
+    valid: np.ndarray | None = None,
 ) -> dict | None:
     """The figures of the simulator's true click probability on ``days`` (None elsewhere).
 
     With ``holdout_fraction``, on the loader's held-out rows only (``split="holdout"``:
     the same :class:`~protorec.pipeline.day_reader.DayReader` split),
-    the rows the daily job gates on. Read here, in evaluation only: no training code
-    reads the oracle columns.
+    the rows the daily job gates on. Rows that break the contract are left out: ``valid``
+    is their mask over the days' rows when the caller has it (the daily job), else it is
+    computed here. Read here, in evaluation only: no training code reads the oracle
+    columns.
     """
     reader = DayReader(dataset, _days(days))
     names = reader.schema_names()
@@ -61,7 +67,8 @@ def oracle_metrics(
         else reader.split_rows("holdout", holdout_fraction, config.loader.seed)
     )
     assert rows is not None
-    valid = reader.invalid_reasons(config.data.scenarios) < 0
+    if valid is None:  # the caller has not checked the rows yet
+        valid = reader.invalid_reasons(config.data.scenarios) < 0
     table = reader.read(columns, rows[valid[rows]])
     codes = {c: i for i, c in enumerate(config.data.scenarios)}
     scenario = np.vectorize(codes.__getitem__)(table.column("scenario").to_numpy())
