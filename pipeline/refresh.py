@@ -26,7 +26,7 @@ from protorec.models.features import FeaturesConfig
 from protorec.models.hvqvae import RefitReport
 from protorec.models.prototype_report import PrototypeReport
 from protorec.pipeline.day_reader import DayReader
-from protorec.pipeline.trainer import ShardedModel, global_shape, stable_seed
+from protorec.pipeline.trainer import ShardedModel, global_shape, local_shards, stable_seed
 
 
 def refresh_watch_head(
@@ -182,20 +182,6 @@ def refresh_id_maps(
     return report
 
 
-def _local_shards(value) -> list[tuple[torch.Tensor, int, int]]:
-    """(local tensor, its first global row, its first column) of a (sharded) tensor."""
-    if hasattr(value, "local_shards"):
-        return [
-            (
-                s.tensor,
-                s.metadata.shard_offsets[0],
-                s.metadata.shard_offsets[1] if len(s.metadata.shard_offsets) > 1 else 0,
-            )
-            for s in value.local_shards()
-        ]
-    return [(value, 0, 0)]
-
-
 @torch.no_grad()
 def _reset_rows(sharded: ShardedModel, name: str, rows: np.ndarray, seed: int) -> None:
     """Re-draw rows of a table and zero their optimiser state, in place on each shard."""
@@ -213,7 +199,7 @@ def _reset_rows(sharded: ShardedModel, name: str, rows: np.ndarray, seed: int) -
         if isinstance(v, torch.Tensor) and global_shape(v)[:1] == (num_rows,)
     ]
     for value, new in [(weight, fresh), *[(v, None) for v in row_state]]:
-        for local, row0, col0 in _local_shards(value):
+        for local, row0, col0 in local_shards(value):
             inside = np.flatnonzero((rows >= row0) & (rows < row0 + local.shape[0]))
             where = torch.from_numpy(rows[inside] - row0)
             if new is None:

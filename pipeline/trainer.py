@@ -187,6 +187,21 @@ def global_shape(tensor: torch.Tensor) -> tuple[int, ...]:
     return tuple(metadata().size) if metadata is not None else tuple(tensor.shape)
 
 
+def local_shards(tensor: torch.Tensor) -> list[tuple[torch.Tensor, int, int]]:
+    """(local tensor, its first global row, its first column) of each shard this rank holds.
+
+    A plain tensor is one shard at (0, 0); a 1-D sharded tensor (row-wise optimiser state)
+    starts at column 0.
+    """
+    shards = getattr(tensor, "local_shards", None)
+    if shards is None:
+        return [(tensor, 0, 0)]
+    return [
+        (s.tensor, s.metadata.shard_offsets[0], (list(s.metadata.shard_offsets) + [0])[1])
+        for s in shards()
+    ]
+
+
 def init_embeddings(dmp: DistributedModelParallel, seed: int) -> None:
     """Initialise every table shard from (seed, table, row block), whatever the sharding.
 
@@ -199,12 +214,7 @@ def init_embeddings(dmp: DistributedModelParallel, seed: int) -> None:
             if not name.endswith(".weight") or "embedding_bags" not in name:
                 continue
             table = name.split("embedding_bags.")[1].rsplit(".weight", 1)[0]
-            shards = (
-                [(s.metadata.shard_offsets, s.tensor) for s in tensor.local_shards()]
-                if hasattr(tensor, "local_shards")
-                else [((0, 0), tensor)]
-            )
-            for (row0, col0), local in shards:
+            for local, row0, col0 in local_shards(tensor):
                 num_rows, dim = local.shape
                 full = global_shape(tensor)
                 full_dim = full[1] if len(full) == 2 else dim
