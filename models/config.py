@@ -26,7 +26,7 @@ from protorec.models.watch.d2q import D2QConfig
 from protorec.models.watch.tpm import TPMConfig
 
 ModelName = Literal["shared_bottom", "mmoe", "ple", "star", "distproto"]
-WatchHeadName = Literal["none", "tr", "wlr", "d2q", "tpm", "prowtp"]
+WatchHeadName = Literal["none", "tr", "wlr", "d2q", "tpm", "prowtp", "mean_ratio"]
 
 
 def _check_sizes(name: str, sizes: list[int], allow_empty: bool = True) -> None:
@@ -298,6 +298,13 @@ class ProWTPConfig:
         compact_sample: share of the batch's rows L_compact is computed on (paper: 20%).
         task_weight: weight of L_task (eq. 12) on ``g(T~ P)``.
         infer_weight: weight of the same MSE on the inference path ``g(A P)``.
+        regressor_input: what g reads: "prototypes", the prototype mixture alone (the
+            paper), or "both", the mixture next to the row's own h (``g([T~ P, h])`` in
+            training, ``g([A P, h])`` at inference): the mixture of C K prototypes is a
+            narrow bottleneck for ranking rows.
+        prototype_source: "hvqvae", the credible prototypes of the HVQ-VAE fitted on the
+            watch ratios (the paper), or "random": C K prototypes drawn at random and
+            learned as parameters, the paper's "w/o HVQ-VAE" ablation (Table 2).
     """
 
     dim: int = 32
@@ -312,6 +319,8 @@ class ProWTPConfig:
     compact_sample: float = 0.2
     task_weight: float = 1.0
     infer_weight: float = 1.0
+    regressor_input: Literal["prototypes", "both"] = "prototypes"
+    prototype_source: Literal["hvqvae", "random"] = "hvqvae"
 
     def __post_init__(self) -> None:
         if self.dim < 1 or any(w < 1 for w in self.regressor_hidden):
@@ -342,12 +351,17 @@ class WatchConfig:
     gate per task, PLE a task stream) and ``predict`` adds "watch_pred_ms".
 
     Args:
-        head: "none" (click only, the default), "tr", "wlr", "d2q", "tpm" or "prowtp".
+        head: "none" (click only, the default), "tr", "wlr", "d2q", "tpm", "prowtp", or
+            "mean_ratio", the no-training yardstick duration x the training days' mean
+            watch ratio (``models/watch/mean_ratio.py``).
         weight: multiplies every watch loss term ("loss/watch*").
         click_weight: multiplies the click loss; 0 trains watch time alone (the click
             tower still runs, so "click_logit" stays in the outputs, untrained).
         scale_ms: unit of the regression targets ``t = watch_ms / scale_ms`` (TR, ProWTP)
             and of WLR's odds; about the data's mean watch time keeps targets near 1.
+        target: "watch", TR's and ProWTP's regression target in ``scale_ms`` units, or
+            "ratio", the watch ratio watch / duration (the prediction is then the
+            output times the row's duration). Only TR and ProWTP regress a target.
         hidden: hidden widths of the watch head's per-scenario tower (before its outputs).
         d2q, tpm, prowtp: the per-head sections.
     """
@@ -356,6 +370,7 @@ class WatchConfig:
     weight: float = 1.0
     click_weight: float = 1.0
     scale_ms: float = 10_000.0
+    target: Literal["watch", "ratio"] = "watch"
     hidden: list[int] = field(default_factory=lambda: [64])
     d2q: D2QConfig = field(default_factory=D2QConfig)
     tpm: TPMConfig = field(default_factory=TPMConfig)
@@ -369,6 +384,11 @@ class WatchConfig:
             raise ValueError("click_weight = 0 needs a watch head (head is 'none')")
         if self.head != "none" and self.weight == 0 and self.click_weight == 0:
             raise ValueError("weight and click_weight are both 0: nothing to train")
+        if self.target == "ratio" and self.head not in ("tr", "prowtp"):
+            raise ValueError(
+                f"target 'ratio' is for the heads that regress a target (tr, prowtp), "
+                f"not {self.head!r}"
+            )
 
     @property
     def tasks(self) -> tuple[str, ...]:

@@ -12,7 +12,8 @@ Training, for the N rows of a batch whose watch time is observed:
 4. Losses, each with its weight in :class:`ProWTPConfig`:
    ``assign`` (eq. 9): ``-mean_i sum_k T~_ik log softmax_k(h_i . P_k / tau)``;
    ``compact`` (eqs. 10-11) on a random ``compact_sample`` share of the rows;
-   ``task`` (eq. 12): ``MSE(g(T~ P), t)``, t = watch / scale_ms;
+   ``task`` (eq. 12): ``MSE(g(T~ P), t)``, t = watch / scale_ms (or watch / duration
+   with ``model.watch.target: ratio``);
    ``infer`` (ours): ``MSE(g(A P), t)`` with ``A = softmax(h P^T / tau)``.
 
 Inference (batch-independent): the paper removes the OT module and feeds the regressor a
@@ -134,25 +135,31 @@ class ProWTPHead(WatchHead):
         scale_ms: float,
         config: ProWTPConfig,
         hvqvae: HVQVAEConfig,
+        ratio_target: bool = False,
     ) -> None:
-        super().__init__(in_features, num_scenarios, hidden, config.dim, scale_ms)
+        super().__init__(in_features, num_scenarios, hidden, config.dim, scale_ms, ratio_target)
         self.config = config
         self.num_scenarios = num_scenarios
         self.projection = nn.Linear(hvqvae.dim, config.dim, bias=False)  # W_p
-        self.regressor = MLP(
-            config.dim, [*config.regressor_hidden, 1], activation_on_last=False
-        )  # g
+        width = config.dim * (2 if config.regressor_input == "both" else 1)
+        self.regressor = MLP(width, [*config.regressor_hidden, 1], activation_on_last=False)  # g
         self.hvqvae = HVQVAE(hvqvae).requires_grad_(False)
         self.register_buffer(
             "credible_prototypes", torch.full((hvqvae.num_codes, hvqvae.dim), float("nan"))
         )
+        if config.prototype_source == "random":
+            # The paper's "w/o HVQ-VAE": prototypes that know nothing of the labels,
+            # learned with the network (drawn from the model's seeded RNG).
+            self.learned_prototypes = nn.Parameter(torch.randn(hvqvae.num_codes, hvqvae.dim))
 
     def is_fitted(self) -> bool:
+        if self.config.prototype_source == "random":
+            return True
         return not bool(self.credible_prototypes.isnan().any())
 
     def wants_statistics(self) -> bool:
-        """Always: the codebook is refitted from every day's watch ratios."""
-        return True
+        """With HVQ-VAE prototypes, always: the codebook is refitted from every day's ratios."""
+        return self.config.prototype_source == "hvqvae"
 
     def refresh_statistics(self, ratios: WatchRatios) -> RefitReport | None:
         """Fit (first call) or refit (later calls) the HVQ-VAE; update the prototypes.
@@ -169,6 +176,8 @@ class ProWTPHead(WatchHead):
             None on the first fit (nothing to compare with); the refit's
             :class:`RefitReport` (relabelling, movement) otherwise.
         """
+        if self.config.prototype_source == "random":
+            return None
         cfg = self.hvqvae.config
         previous = copy.deepcopy(self.hvqvae).cpu().requires_grad_(True)
         edges = previous.bucket_edges_ms.numpy()
@@ -216,14 +225,18 @@ class ProWTPHead(WatchHead):
                 "ProWTP head has no credible prototypes yet: call "
                 "protorec.pipeline.refresh.refresh_watch_head first"
             )
+        if self.config.prototype_source == "random":
+            return F.normalize(self.projection(self.learned_prototypes), dim=-1)
         return F.normalize(self.projection(self.credible_prototypes), dim=-1)
 
     def assignment(self, h: Tensor, prototypes: Tensor) -> Tensor:
         """``A = softmax(h P^T / tau)`` (N, C K) of h (N, d): each row from itself alone."""
         return torch.softmax(h @ prototypes.T / self.config.temperature, dim=-1)
 
-    def regress(self, mixture: Tensor) -> Tensor:
-        """The regressor g on prototype mixtures (N, d) -> (N,)."""
+    def regress(self, mixture: Tensor, h: Tensor) -> Tensor:
+        """The regressor g on prototype mixtures (N, d), with h (N, d) if configured -> (N,)."""
+        if self.config.regressor_input == "both":
+            mixture = torch.cat([mixture, h], dim=-1)
         return self.regressor(mixture).squeeze(-1)
 
     def align(self, h: Tensor, prototypes: Tensor, scenario: Tensor) -> ProWTPAlignment:
@@ -260,14 +273,15 @@ class ProWTPHead(WatchHead):
         h = F.normalize(raw, dim=-1)
         prototypes = self.prototypes()
         align = self.align(h, prototypes, scenario)
-        t = self.target(watch_ms)
+        t = watch_ms / self.unit_ms(duration_ms)
         logits = h @ prototypes.T / cfg.temperature
+        mixture = torch.softmax(logits, dim=-1) @ prototypes
         terms = {
-            "watch": cfg.task_weight * F.mse_loss(self.regress(align.soft_labels @ prototypes), t),
+            "watch": cfg.task_weight
+            * F.mse_loss(self.regress(align.soft_labels @ prototypes, h), t),
             "watch_assign": cfg.assign_weight
             * -(align.soft_labels * torch.log_softmax(logits, dim=-1)).sum(-1).mean(),
-            "watch_infer": cfg.infer_weight
-            * F.mse_loss(self.regress(torch.softmax(logits, dim=-1) @ prototypes), t),
+            "watch_infer": cfg.infer_weight * F.mse_loss(self.regress(mixture, h), t),
         }
         if cfg.compact_weight > 0 and h.shape[0] >= 2:
             m = max(2, round(cfg.compact_sample * h.shape[0]))
@@ -287,6 +301,5 @@ class ProWTPHead(WatchHead):
     def predict_ms(self, raw: Tensor, duration_ms: Tensor) -> Tensor:
         h = F.normalize(raw, dim=-1)
         prototypes = self.prototypes()
-        return self.regress(self.assignment(h, prototypes) @ prototypes).clamp_min(0) * (
-            self.scale_ms
-        )
+        mixture = self.assignment(h, prototypes) @ prototypes
+        return self.regress(mixture, h).clamp_min(0) * self.unit_ms(duration_ms)

@@ -21,6 +21,7 @@ from protorec.models.shared_bottom import SharedBottomNet
 from protorec.models.star import StarNet
 from protorec.models.watch.d2q import D2QHead
 from protorec.models.watch.head import WatchHead
+from protorec.models.watch.mean_ratio import MeanRatioHead
 from protorec.models.watch.tpm import TPMHead
 from protorec.models.watch.tr import TRHead
 from protorec.models.watch.wlr import WLRHead
@@ -47,13 +48,14 @@ MODELS: dict[str, ModelSpec] = {
 
 #: A watch head: (in_features, S, model config) -> head.
 WATCH_HEADS: dict[str, Callable[[int, int, ModelConfig], WatchHead]] = {
-    "tr": lambda d, s, c: TRHead(d, s, c.watch.hidden, c.watch.scale_ms),
+    "tr": lambda d, s, c: TRHead(d, s, c.watch.hidden, c.watch.scale_ms, c.watch.target == "ratio"),
     "wlr": lambda d, s, c: WLRHead(d, s, c.watch.hidden, c.watch.scale_ms),
     "d2q": lambda d, s, c: D2QHead(d, s, c.watch.hidden, c.watch.scale_ms, c.watch.d2q),
     "tpm": lambda d, s, c: TPMHead(d, s, c.watch.hidden, c.watch.scale_ms, c.watch.tpm),
     "prowtp": lambda d, s, c: ProWTPHead(
-        d, s, c.watch.hidden, c.watch.scale_ms, c.watch.prowtp, c.hvqvae
+        d, s, c.watch.hidden, c.watch.scale_ms, c.watch.prowtp, c.hvqvae, c.watch.target == "ratio"
     ),
+    "mean_ratio": lambda d, s, c: MeanRatioHead(d, s, c.watch.scale_ms),
 }
 
 

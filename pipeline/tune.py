@@ -82,7 +82,11 @@ SPACES: dict[str, Space] = {
         "model.distproto.gpd_temperature": Range(0.02, 1.0),
     },
     "prowtp": _PROWTP,
-    **{head: {"model.watch.weight": Range(0.1, 10.0)} for head in ("tr", "wlr", "d2q", "tpm")},
+    "prowtp_ratio": _PROWTP,
+    **{
+        head: {"model.watch.weight": Range(0.1, 10.0)}
+        for head in ("tr", "tr_ratio", "wlr", "d2q", "tpm")
+    },
 }
 
 #: Metrics a search may maximise (keys of ``overall`` in the metrics), or minimise.

@@ -36,6 +36,7 @@ _EXPONENT_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 # DistProto's ablations (DistProto paper, Table 2) switch one thing off the plain model;
 # gpd is set explicitly so that a config file with gpd on cannot turn them into GPD-Net.
 _DISTPROTO = {"model.name": "distproto", "model.distproto.gpd": False}
+_PROWTP = {"model.watch.head": "prowtp"}
 
 #: Variant name -> dotted overrides of the config.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -55,8 +56,31 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # How the prototypes reach the prediction (models/distproto.py, tower_input).
     "distproto_prototype_towers": {**_DISTPROTO, "model.distproto.tower_input": "prototypes"},
     "distproto_both_towers": {**_DISTPROTO, "model.distproto.tower_input": "both"},
-    # Watch-time heads (ProWTP and its baselines) on the config's backbone.
-    **{head: {"model.watch.head": head} for head in ("tr", "wlr", "d2q", "tpm", "prowtp")},
+    # Watch-time heads (ProWTP and its baselines) on the config's backbone, and the
+    # no-training yardstick duration x mean watch ratio.
+    **{
+        head: {"model.watch.head": head}
+        for head in ("tr", "wlr", "d2q", "tpm", "prowtp", "mean_ratio")
+    },
+    # The heads that regress a target, on the watch ratio (times the row's duration).
+    "tr_ratio": {"model.watch.head": "tr", "model.watch.target": "ratio"},
+    "prowtp_ratio": {**_PROWTP, "model.watch.target": "ratio"},
+    # ProWTP's ablations (ProWTP paper, Table 2), each off the config's ProWTP.
+    "prowtp_no_hvqvae": {**_PROWTP, "model.watch.prowtp.prototype_source": "random"},
+    "prowtp_no_assign": {**_PROWTP, "model.watch.prowtp.assign_weight": 0.0},
+    # "w/o L_compact" removes it on top of L_assign, as the paper's Table 2 does.
+    "prowtp_no_compact": {
+        **_PROWTP,
+        "model.watch.prowtp.assign_weight": 0.0,
+        "model.watch.prowtp.compact_weight": 0.0,
+    },
+    # "w/o SUOT": no plan at all; g learns from the mixture of the inference path alone.
+    "prowtp_no_suot": {
+        **_PROWTP,
+        "model.watch.prowtp.assign_weight": 0.0,
+        "model.watch.prowtp.compact_weight": 0.0,
+        "model.watch.prowtp.task_weight": 0.0,
+    },
 }
 
 

@@ -6,6 +6,7 @@
 - ``d2q.py``: D2Q (Zhan et al., 2022), duration-deconfounded quantile regression.
 - ``tpm.py``: TPM (Lin et al., 2023), tree-based progressive ordinal classification.
 - ``../prowtp.py``: ProWTP (Cui, Tang et al., 2025), credible prototypes aligned by L2 SUOT.
-- ``fit.py``: what a head fits from the training days before training (quantile tables,
+- ``mean_ratio.py``: the no-training yardstick, duration x the training days' mean watch ratio.
+- ``ratio.py``: the watch ratios a head fits from the training days (quantile tables,
   the HVQ-VAE codebook).
 """

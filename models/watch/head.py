@@ -43,6 +43,10 @@ class WatchHead(nn.Module):
         out_features: m, raw outputs per row.
         scale_ms: the unit of regression targets: ``t = watch_ms / scale_ms`` (keeps
             targets near 1 whatever the data set's scale).
+        ratio_target: regress the watch ratio instead: each row's unit is its own duration
+            (``t = watch_ms / duration_ms``, prediction ``y * duration_ms``); the head then
+            reads the duration (:attr:`needs_duration`). Only heads whose output is a
+            regression in the target's unit (TR, ProWTP) offer it.
 
     Shapes:
         rep: (B, D), scenario: (B,) int64 in [0, S)  ->  (B, m)
@@ -58,6 +62,7 @@ class WatchHead(nn.Module):
         hidden: list[int],
         out_features: int,
         scale_ms: float,
+        ratio_target: bool = False,
     ) -> None:
         super().__init__()
         self.tower = ScenarioMLP(
@@ -65,6 +70,9 @@ class WatchHead(nn.Module):
         )
         self.out_features = out_features
         self.scale_ms = scale_ms
+        self.ratio_target = ratio_target
+        if ratio_target:
+            self.needs_duration = True
 
     def forward(self, rep: Tensor, scenario: Tensor) -> Tensor:
         return self.tower(rep, scenario)
@@ -154,6 +162,14 @@ class WatchHead(nn.Module):
     def target(self, watch_ms: Tensor) -> Tensor:
         """The regression target ``watch_ms / scale_ms``, (N,) -> (N,)."""
         return watch_ms / self.scale_ms
+
+    def unit_ms(self, duration_ms: Tensor) -> Tensor | float:
+        """Each row's target unit: its duration with ``ratio_target``, else ``scale_ms``.
+
+        Shapes:
+            duration_ms (N,)  ->  (N,) or a float
+        """
+        return duration_ms if self.ratio_target else self.scale_ms
 
 
 def check_fitted(head: WatchHead) -> None:

@@ -9,16 +9,18 @@ from protorec.models.watch.head import WatchHead
 
 
 class TRHead(WatchHead):
-    """One output y^ per row, trained by MSE on ``t = watch_ms / scale_ms``.
+    """One output y^ per row, trained by MSE on ``t = watch_ms / unit``.
 
-    MSE makes y^ an estimate of the conditional mean, the minimiser of RMSE. The prediction
-    is ``max(y^, 0) * scale_ms`` (watch time is never negative).
+    The unit is ``scale_ms``, or the row's duration with ``ratio_target`` (y^ is then the
+    watch ratio). MSE makes y^ an estimate of the conditional mean, the minimiser of RMSE.
+    The prediction is ``max(y^, 0) * unit`` (watch time is never negative).
 
     Args:
         in_features: D.
         num_scenarios: S.
         hidden: tower hidden widths.
         scale_ms: target unit.
+        ratio_target: regress watch / duration (see :class:`WatchHead`).
 
     Shapes:
         rep: (B, D), scenario: (B,)  ->  (B, 1); predict_ms: (B,)
@@ -31,14 +33,20 @@ class TRHead(WatchHead):
     """
 
     def __init__(
-        self, in_features: int, num_scenarios: int, hidden: list[int], scale_ms: float
+        self,
+        in_features: int,
+        num_scenarios: int,
+        hidden: list[int],
+        scale_ms: float,
+        ratio_target: bool = False,
     ) -> None:
-        super().__init__(in_features, num_scenarios, hidden, 1, scale_ms)
+        super().__init__(in_features, num_scenarios, hidden, 1, scale_ms, ratio_target)
 
     def loss_terms(
         self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor, scenario: Tensor
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        return {"watch": F.mse_loss(raw.squeeze(-1), self.target(watch_ms))}, {}
+        t = watch_ms / self.unit_ms(duration_ms)
+        return {"watch": F.mse_loss(raw.squeeze(-1), t)}, {}
 
     def predict_ms(self, raw: Tensor, duration_ms: Tensor) -> Tensor:
-        return raw.reshape(-1).clamp_min(0) * self.scale_ms
+        return raw.reshape(-1).clamp_min(0) * self.unit_ms(duration_ms)

@@ -225,6 +225,63 @@ def test_bad_watch_config_names_the_key(key, value, message):
         from_dict(ModelConfig, {"watch": {"head": "tr", key: value}}, key="model")
 
 
+def test_ratio_target_is_refused_for_a_head_that_regresses_no_target():
+    with pytest.raises(ConfigError, match="target 'ratio'.*'d2q'"):
+        from_dict(ModelConfig, {"watch": {"head": "d2q", "target": "ratio"}}, key="model")
+
+
+@pytest.mark.parametrize(
+    "head, options",
+    [
+        ("tr", {"target": "ratio"}),
+        ("prowtp", {"target": "ratio"}),
+        ("prowtp", {"prowtp": {"dim": 8, "regressor_hidden": [8], "regressor_input": "both"}}),
+        ("prowtp", {"prowtp": {"dim": 8, "regressor_hidden": [8], "prototype_source": "random"}}),
+    ],
+)
+def test_watch_head_options_train_and_predict_per_row(head, options, tiny_config, synthetic):
+    model = make_model(tiny_config, synthetic, head, **options)
+    held_out = watch_rows(synthetic, 2000, torch.Generator().manual_seed(10_000))
+    with torch.no_grad():
+        before = float(model(held_out)[1]["loss/watch"])
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(100):
+        loss, _ = model(watch_rows(synthetic, 256, g))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert float(model(held_out)[1]["loss/watch"]) < 0.9 * before
+    head_module = model.dense_arch.watch_head
+    if options.get("target") == "ratio":
+        # The output is a watch ratio: the same row at twice the duration, twice the time.
+        raw = torch.randn(4, head_module.out_features)
+        d = torch.full((4,), 5e3)
+        torch.testing.assert_close(
+            head_module.predict_ms(raw, 2 * d), 2 * head_module.predict_ms(raw, d)
+        )
+    if options.get("prowtp", {}).get("prototype_source") == "random":
+        assert not head_module.wants_statistics()  # nothing fitted from the labels
+        assert head_module.learned_prototypes.grad is not None  # learned with the network
+
+
+def test_mean_ratio_yardstick_is_duration_times_the_training_mean_ratio(tiny_config, synthetic):
+    model = make_model(tiny_config, synthetic, "mean_ratio")
+    fit_rows = watch_rows(synthetic, 4000, torch.Generator().manual_seed(123))
+    r = float((fit_rows.watch_ms / fit_rows.duration_ms).double().mean())
+    batch = watch_rows(synthetic, 64, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        model.predict(batch)["watch_pred_ms"], batch.duration_ms * r, rtol=1e-6, atol=1e-3
+    )
+    head = model.dense_arch.watch_head
+    raw = model.net(model.pooled(batch.sparse), batch.dense, batch.scenario)["watch_logit"]
+    terms, _ = head.losses(raw, batch)
+    assert float(terms["watch"]) == 0.0  # it trains nothing
+    terms["watch"].backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.net.parameters())
+
+
 def test_click_weight_zero_needs_a_head():
     with pytest.raises(ConfigError, match="needs a watch head"):
         from_dict(ModelConfig, {"watch": {"click_weight": 0.0}}, key="model")

@@ -35,6 +35,8 @@ VARIANTS = (
     "d2q",
     "tpm",
     "prowtp",
+    "prowtp_ratio",
+    "mean_ratio",
 )
 TINY = {"model.mmoe.num_experts": 2, "model.mmoe.expert_hidden": [16], "model.tower.hidden": [8]}
 
@@ -115,7 +117,9 @@ def test_program_scores_as_the_model_without_protorec(programs, name):
     expected, scores, outputs = programs
     got = scores[name]
     assert set(got["all"]) == set(expected[name]) == set(outputs[name])
-    assert ("watch_pred_ms" in outputs[name]) == (name in ("tr", "d2q", "tpm", "prowtp"))
+    assert ("watch_pred_ms" in outputs[name]) == (
+        name in ("tr", "d2q", "tpm", "prowtp", "prowtp_ratio", "mean_ratio")
+    )
     for key, want in expected[name].items():
         assert got["all"][key].shape == want.shape == (300,)
         # watch times are in ms (1e3..1e5): the same float32 rounding, relative

@@ -7,7 +7,15 @@ from protorec.pipeline.config import ConfigError, to_dict
 from protorec.pipeline.job_config import load_config
 from protorec.pipeline.variants import VARIANTS, apply_overrides, parse_override, variant_config
 
-WATCH_HEADS = ("tr", "wlr", "d2q", "tpm", "prowtp")
+WATCH_HEADS = ("tr", "wlr", "d2q", "tpm", "prowtp", "mean_ratio")
+WATCH_VARIANTS = {
+    "tr_ratio": "tr",
+    "prowtp_ratio": "prowtp",
+    "prowtp_no_hvqvae": "prowtp",
+    "prowtp_no_assign": "prowtp",
+    "prowtp_no_compact": "prowtp",
+    "prowtp_no_suot": "prowtp",
+}
 ABLATIONS = {
     "distproto_single_encoder": "model.distproto.extractor",
     "distproto_no_scenario_prototypes": "model.distproto.scenario_prototypes",
@@ -23,7 +31,9 @@ def base():
     return load_config("simulator")
 
 
-@pytest.mark.parametrize("name", [v for v in VARIANTS if v not in WATCH_HEADS])
+@pytest.mark.parametrize(
+    "name", [v for v in VARIANTS if v not in WATCH_HEADS and v not in WATCH_VARIANTS]
+)
 def test_every_click_variant_builds_a_valid_config(base, name):
     config = variant_config(base, name)
     expected = "distproto" if name.startswith("distproto") or name == "gpdnet" else name
@@ -47,6 +57,18 @@ def test_watch_variants_set_the_head_or_name_the_missing_section(base, head):
         assert "model.watch" in str(exc)
     else:
         assert config.model.watch.head == head
+
+
+@pytest.mark.parametrize("name", sorted(WATCH_VARIANTS))
+def test_watch_variants_build_on_the_watch_config(name):
+    config = variant_config(load_config("kuairand_watch"), name)
+    assert config.model.watch.head == WATCH_VARIANTS[name]
+    prowtp = config.model.watch.prowtp
+    assert (config.model.watch.target == "ratio") == name.endswith("_ratio")
+    assert (prowtp.prototype_source == "random") == (name == "prowtp_no_hvqvae")
+    if name in ("prowtp_no_assign", "prowtp_no_compact", "prowtp_no_suot"):
+        assert prowtp.assign_weight == 0.0
+    assert (prowtp.task_weight == 0.0) == (name == "prowtp_no_suot")
 
 
 def test_overrides_parse_yaml_values_and_leave_the_input_alone(base):
