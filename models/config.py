@@ -305,6 +305,12 @@ class ProWTPConfig:
         prototype_source: "hvqvae", the credible prototypes of the HVQ-VAE fitted on the
             watch ratios (the paper), or "random": C K prototypes drawn at random and
             learned as parameters, the paper's "w/o HVQ-VAE" ablation (Table 2).
+        transport: "l2_suot", the exact L2 semi-relaxed plan of eq. 8 (the paper, with
+            ``ot_*``), or "entropic", the paper's Table 4 alternatives solved as DistProto's
+            are, with ``entropic``'s settings: UOT (both marginals KL-relaxed, the default),
+            OT (``balanced: true``) or KL semi-relaxed (``tau_a: .inf``).
+        entropic: the entropic solver's settings (:class:`OTConfig`), read with
+            ``transport: entropic`` only.
     """
 
     dim: int = 32
@@ -321,6 +327,8 @@ class ProWTPConfig:
     infer_weight: float = 1.0
     regressor_input: Literal["prototypes", "both"] = "prototypes"
     prototype_source: Literal["hvqvae", "random"] = "hvqvae"
+    transport: Literal["l2_suot", "entropic"] = "l2_suot"
+    entropic: OTConfig = field(default_factory=OTConfig)
 
     def __post_init__(self) -> None:
         if self.dim < 1 or any(w < 1 for w in self.regressor_hidden):

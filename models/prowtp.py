@@ -8,7 +8,8 @@ Training, for the N rows of a batch whose watch time is observed:
 3. Cosine cost ``C = 1 - h P^T``; rows grouped by scenario, one exact L2 semi-relaxed
    problem per scenario (eq. 8, ``protorec.ot.l2_suot``) with ``a = 1/n_s`` on its rows
    and ``b = 1/(C K)``, all scenarios in one batched solver call. The plan, row-normalised
-   (``T~ = n_s T``, each row sums to 1), is a constant soft label.
+   (``T~ = n_s T``, each row sums to 1), is a constant soft label. ``transport:
+   entropic`` swaps in the entropic OT / UOT of Table 4 (rows normalised by their mass).
 4. Losses, each with its weight in :class:`ProWTPConfig`:
    ``assign`` (eq. 9): ``-mean_i sum_k T~_ik log softmax_k(h_i . P_k / tau)``;
    ``compact`` (eqs. 10-11) on a random ``compact_sample`` share of the rows;
@@ -45,7 +46,11 @@ from torchrec.modules.mlp import MLP
 
 from protorec.models.config import ProWTPConfig
 from protorec.models.hvqvae import HVQVAE, HVQVAEConfig, RefitReport, fit, perplexity, refit
-from protorec.models.modules.prototype_transport import ScenarioLayout, uniform_masses
+from protorec.models.modules.prototype_transport import (
+    ScenarioLayout,
+    solve_transport,
+    uniform_masses,
+)
 from protorec.models.watch.head import WatchHead
 from protorec.models.watch.ratio import WatchRatios, sample_watch_ratio_vectors
 from protorec.ot.l2_suot import solve_l2_semirelaxed
@@ -248,20 +253,26 @@ class ProWTPHead(WatchHead):
         cfg = self.config
         layout = ScenarioLayout.from_scenario(scenario, self.num_scenarios)
         cost = 1 - layout.pad(h.detach()) @ prototypes.detach().T  # (S, n, CK)
-        a = uniform_masses(layout.mask).to(cost.dtype)
-        b = torch.full(
-            cost.shape[::2], 1 / prototypes.shape[0], dtype=cost.dtype, device=cost.device
-        )
-        result = solve_l2_semirelaxed(
-            cost,
-            a,
-            b,
-            cfg.ot_lambda,
-            max_iter=cfg.ot_max_iter,
-            tol=cfg.ot_tol,
-            check_every=cfg.ot_check_every,
-        )
-        normalised = result.plan * layout.counts.to(cost.dtype).view(-1, 1, 1)
+        if cfg.transport == "entropic":
+            columns = torch.ones(cost.shape[::2], dtype=torch.bool, device=cost.device)
+            result = solve_transport(cost, layout.mask, columns, cfg.entropic)
+            # Relaxed row marginals: each real row's plan normalised by its own mass.
+            normalised = result.plan / result.plan.sum(-1, keepdim=True).clamp_min(1e-30)
+        else:
+            a = uniform_masses(layout.mask).to(cost.dtype)
+            b = torch.full(
+                cost.shape[::2], 1 / prototypes.shape[0], dtype=cost.dtype, device=cost.device
+            )
+            result = solve_l2_semirelaxed(
+                cost,
+                a,
+                b,
+                cfg.ot_lambda,
+                max_iter=cfg.ot_max_iter,
+                tol=cfg.ot_tol,
+                check_every=cfg.ot_check_every,
+            )
+            normalised = result.plan * layout.counts.to(cost.dtype).view(-1, 1, 1)
         soft_labels = torch.zeros(h.shape[0], prototypes.shape[0], dtype=h.dtype, device=h.device)
         soft_labels[layout.index[layout.mask]] = normalised[layout.mask].to(h.dtype)
         return ProWTPAlignment(soft_labels, result.plan, layout.mask, result)

@@ -74,6 +74,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "model.watch.prowtp.assign_weight": 0.0,
         "model.watch.prowtp.compact_weight": 0.0,
     },
+    # The transport (ProWTP paper, Table 4): entropic UOT and balanced OT instead of SUOT.
+    "prowtp_uot": {**_PROWTP, "model.watch.prowtp.transport": "entropic"},
+    "prowtp_ot": {
+        **_PROWTP,
+        "model.watch.prowtp.transport": "entropic",
+        "model.watch.prowtp.entropic.balanced": True,
+    },
     # "w/o SUOT": no plan at all; g learns from the mixture of the inference path alone.
     "prowtp_no_suot": {
         **_PROWTP,

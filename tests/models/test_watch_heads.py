@@ -237,6 +237,7 @@ def test_ratio_target_is_refused_for_a_head_that_regresses_no_target():
         ("prowtp", {"target": "ratio"}),
         ("prowtp", {"prowtp": {"dim": 8, "regressor_hidden": [8], "regressor_input": "both"}}),
         ("prowtp", {"prowtp": {"dim": 8, "regressor_hidden": [8], "prototype_source": "random"}}),
+        ("prowtp", {"prowtp": {"dim": 8, "regressor_hidden": [8], "transport": "entropic"}}),
     ],
 )
 def test_watch_head_options_train_and_predict_per_row(head, options, tiny_config, synthetic):
@@ -264,6 +265,11 @@ def test_watch_head_options_train_and_predict_per_row(head, options, tiny_config
     if options.get("prowtp", {}).get("prototype_source") == "random":
         assert not head_module.wants_statistics()  # nothing fitted from the labels
         assert head_module.learned_prototypes.grad is not None  # learned with the network
+    if options.get("prowtp", {}).get("transport") == "entropic":
+        h = torch.nn.functional.normalize(torch.randn(32, 8), dim=-1)
+        align = head_module.align(h, head_module.prototypes(), torch.arange(32) % 2)
+        assert align.result.plan.shape[0] == head_module.num_scenarios  # one per scenario
+        torch.testing.assert_close(align.soft_labels.sum(-1), torch.ones(32))
 
 
 def test_mean_ratio_yardstick_is_duration_times_the_training_mean_ratio(tiny_config, synthetic):

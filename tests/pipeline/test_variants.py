@@ -15,6 +15,8 @@ WATCH_VARIANTS = {
     "prowtp_no_assign": "prowtp",
     "prowtp_no_compact": "prowtp",
     "prowtp_no_suot": "prowtp",
+    "prowtp_uot": "prowtp",
+    "prowtp_ot": "prowtp",
 }
 ABLATIONS = {
     "distproto_single_encoder": "model.distproto.extractor",
@@ -69,6 +71,8 @@ def test_watch_variants_build_on_the_watch_config(name):
     if name in ("prowtp_no_assign", "prowtp_no_compact", "prowtp_no_suot"):
         assert prowtp.assign_weight == 0.0
     assert (prowtp.task_weight == 0.0) == (name == "prowtp_no_suot")
+    assert (prowtp.transport == "entropic") == (name in ("prowtp_uot", "prowtp_ot"))
+    assert prowtp.entropic.balanced == (name == "prowtp_ot")
 
 
 def test_overrides_parse_yaml_values_and_leave_the_input_alone(base):
