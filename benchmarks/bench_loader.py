@@ -7,12 +7,14 @@ It writes a synthetic contract data set with every column the config's features 
 passes with and without shuffle. Target (issue 2): at least 300k rows/s on one core for the
 default features and batch size.
 
-``--scale 1000000,5000000,20000000 [--shuffle-buffer S] [--dir /tmp/x]``: for each size,
-writes one day of that many rows (in row groups of 2^20 rows, pyarrow's default, as
-``protorec ingest`` writes them) and times one shuffled pass of one rank (world size 1) in a
-fresh process, printing its rows/s and its peak RSS (``ru_maxrss``) next to its RSS
-before the pass; the day is deleted after each size. Target (issue 12): peak RSS flat
-within 20% from 1M to 20M rows a day, at least 1M rows/s per core.
+``--scale 1000000,5000000,20000000 [--shuffle-buffer S] [--dir /tmp/x] [--repeat 3]``:
+for each size, writes one day of that many rows (in row groups of 2^20 rows, pyarrow's
+default, as ``protorec ingest`` writes them) and times ``--repeat`` shuffled passes of one
+rank (world size 1), each in a fresh process, printing its rows/s (wall clock, and per
+CPU second of the process: the per-core figure on a loaded machine) and its peak RSS
+(``ru_maxrss``) next to its RSS before the pass; the day is deleted after each size.
+Target (issue 12): peak RSS flat within 20% from 1M to 20M rows a day, at least 1M rows/s
+per core.
 """
 
 from __future__ import annotations
@@ -103,12 +105,20 @@ def _measure(config: ProtorecConfig, root: str) -> None:
     """One shuffled pass of one rank over the day in ``root``; prints a JSON line."""
     loader = ContractLoader(config, [_DAY], root, rank=0, world_size=1, shuffle=True)
     before = _rss_mib()
+    cpu0 = time.process_time()
     load_s, total_s, rows, batches = _timed_pass(loader)
+    cpu_s = time.process_time() - cpu0
     assert rows == loader.num_rows and batches == len(loader)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
-            {"rows": rows, "seconds": total_s, "rss_before_mib": before, "peak_rss_mib": peak}
+            {
+                "rows": rows,
+                "seconds": total_s,
+                "cpu_seconds": cpu_s,
+                "rss_before_mib": before,
+                "peak_rss_mib": peak,
+            }
         )
     )
 
@@ -137,19 +147,21 @@ def _scale(args: argparse.Namespace, config: ProtorecConfig) -> None:
                 "--batch-size",
                 str(config.loader.batch_size),
             ]
-            out = json.loads(
-                subprocess.run(cmd, check=True, capture_output=True, text=True)
-                .stdout.strip()
-                .splitlines()[-1]
-            )
+            for _ in range(args.repeat):
+                out = json.loads(
+                    subprocess.run(cmd, check=True, capture_output=True, text=True)
+                    .stdout.strip()
+                    .splitlines()[-1]
+                )
+                print(
+                    f"{rows:>11,} rows: {out['rows'] / out['seconds']:>11,.0f} rows/s "
+                    f"({out['seconds']:.1f} s; {out['rows'] / out['cpu_seconds']:,.0f} rows "
+                    f"per CPU second), peak RSS {out['peak_rss_mib']:,.0f} MiB (RSS before "
+                    f"the pass {out['rss_before_mib']:,.0f} MiB; data written in {write_s:.0f} s)",
+                    flush=True,
+                )
         finally:
             shutil.rmtree(root)
-        print(
-            f"{rows:>11,} rows: {out['rows'] / out['seconds']:>11,.0f} rows/s "
-            f"({out['seconds']:.1f} s), peak RSS {out['peak_rss_mib']:,.0f} MiB "
-            f"(RSS before the pass {out['rss_before_mib']:,.0f} MiB; data written in "
-            f"{write_s:.0f} s)"
-        )
 
 
 def main() -> None:
@@ -161,6 +173,7 @@ def main() -> None:
     parser.add_argument("--shuffle-buffer", type=int, default=None)
     parser.add_argument("--scale", default=None, help="comma-separated rows a day (one rank)")
     parser.add_argument("--dir", default=None, help="where --scale writes its days")
+    parser.add_argument("--repeat", type=int, default=1, help="passes per --scale size")
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     pa.set_cpu_count(1)

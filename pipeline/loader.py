@@ -178,6 +178,24 @@ class _Arrays:
             np.empty((n, len(config.features.dense) + 3), dtype=np.float32),
         )
 
+    def rows(self, a: int, b: int) -> _Arrays:
+        """Rows a..b-1, sharing memory."""
+        return _Arrays(self.ints[a:b], self.floats[a:b])
+
+
+class _Buffer:
+    """Arrays reused from window to window (grown when a window needs more rows)."""
+
+    def __init__(self, config: ProtorecConfig) -> None:
+        self.config = config
+        self.arrays = _Arrays.empty(0, config)
+
+    def get(self, n: int) -> _Arrays:
+        """The first ``n`` rows (contents undefined)."""
+        if n > self.arrays.num_rows:
+            self.arrays = _Arrays.empty(n, self.config)
+        return self.arrays.rows(0, n)
+
 
 #: Features already warned about in this process: one warning each, not one per pass.
 _OOV_WARNED: set[str] = set()
@@ -272,14 +290,20 @@ def _convert(
     source: str,
     stats: LoaderStats,
     id_maps: Mapping[str, ManagedIds] | None = None,
+    into: _Arrays | None = None,
 ) -> _Arrays:
-    """Convert contract rows to packed model inputs, counting every repaired value."""
+    """Convert contract rows to packed model inputs, counting every repaired value.
+
+    ``into``: the arrays to write (as many rows as the table; a view of a reused buffer
+    spares the page faults of fresh memory); default new ones.
+    """
     n = table.num_rows
     feats = config.features
 
     num_sparse, num_dense = len(feats.sparse), len(feats.dense)
-    ints = np.empty((n, num_sparse + 3), dtype=np.int64)
-    floats = np.empty((n, num_dense + 3), dtype=np.float32)
+    arrays = into if into is not None else _Arrays.empty(n, config)
+    ints, floats = arrays.ints, arrays.floats
+    assert len(ints) == n
     for i, f in enumerate(feats.sparse):
         col = _column(table, f.column, source)
         if not pa.types.is_integer(col.type):
@@ -325,8 +349,10 @@ def _convert(
                     f"{source}: dense feature {d.name!r}: {below} negative values in column "
                     f"{d.column!r} cannot take log1p"
                 )
-            x = np.log1p(x)
-        x = (x - d.shift) / d.scale
+            x = np.log1p(x) - d.shift
+        else:
+            x = x - d.shift
+        x /= d.scale  # in place: one temporary per column
         n_missing = int(np.count_nonzero(missing))
         if n_missing:
             x[missing] = d.fill
@@ -355,7 +381,7 @@ def _convert(
     ints[:, num_sparse + 1] = _required_ints(table, "user_id", source)
     ints[:, num_sparse + 2] = day
     stats.rows_read += n
-    return _Arrays(ints, floats)
+    return arrays
 
 
 class _BatchMaker:
@@ -374,13 +400,15 @@ class _BatchMaker:
             offsets = torch.arange(f * n + 1, dtype=torch.int32)
             self._jagged[n] = (lengths, offsets)
         lengths, offsets = self._jagged[n]
-        # one transposed copy each: key-major ids for the KJT, contiguous label columns
-        ints = self.ints[a:b].t().contiguous()
+        # one transposed copy each (key-major ids for the KJT, contiguous label columns),
+        # always a copy: the loader reuses the arrays for its next window
+        copy = torch.contiguous_format
+        ints = self.ints[a:b].t().clone(memory_format=copy)
         floats = self.floats[a:b]
         d = floats.shape[1] - 3
-        labels = floats[:, d:].t().contiguous()
+        labels = floats[:, d:].t().clone(memory_format=copy)
         return Batch(
-            dense=floats[:, :d].contiguous(),
+            dense=floats[:, :d].clone(memory_format=copy),
             sparse=KeyedJaggedTensor(
                 keys=self.keys, values=ints[:f].reshape(-1), lengths=lengths, offsets=offsets
             ),
@@ -671,6 +699,7 @@ class ContractLoader:
         carry = _Arrays.empty(0, self.config)
         carry_at, t = int(bounds[first]), first  # rank row of carry[0]; next batch to yield
         cache: tuple[int, pa.Table] | None = None  # the last decoded row group
+        window_buf, group_buf = _Buffer(self.config), _Buffer(self.config)
         load_bar = self._bar(int(bounds[-1] - bounds[first]), "load", "row")
         batch_bar = self._bar(nb - first, "batches", "batch")
         for j in range(int(lo[first]) // size, -(-n // size)):
@@ -692,7 +721,7 @@ class ContractLoader:
             else:
                 stream, dest = _sort_with_destinations(perm[pos - a], b - a)
                 stream += a
-            out = _Arrays.empty(carry.num_rows + total, self.config)
+            out = window_buf.get(carry.num_rows + total)
             c = carry.num_rows
             out.ints[:c], out.floats[:c] = carry.ints, carry.floats
             s_lo, s_hi = np.searchsorted(starts, [stream[0], stream[-1]], side="right") - 1
@@ -703,20 +732,21 @@ class ContractLoader:
                 gi = int(order[s])
                 g = self.reader.row_groups[gi]
                 if cache is None or cache[0] != gi:
+                    cache = table = None  # the last group freed before the next is decoded
                     cache = (gi, self.reader.read_row_group(g, self.columns))
                 table = cache[1]
                 take = stream[x:y] - starts[s]
                 kept = self._kept(gi)
                 if kept is not None:
                     take = kept[take]
-                if y - x < g.num_rows:
+                if take[-1] - take[0] + 1 == len(take):  # one run of rows (one rank): no copy
+                    table = table.slice(int(take[0]), len(take))
+                else:
                     table = table.take(pa.array(take))
                 day = (g.day - _EPOCH).days
-                part = _convert(table, self.config, day, g.source, self.stats, self.id_maps)
-                # scattered straight into pass order: no second shuffled copy
-                if dest is None:
-                    out.ints[c + x : c + y], out.floats[c + x : c + y] = part.ints, part.floats
-                else:
+                into = out.rows(c + x, c + y) if dest is None else group_buf.get(y - x)
+                part = _convert(table, self.config, day, g.source, self.stats, self.id_maps, into)
+                if dest is not None:  # scattered straight into pass order
                     where = c + dest[x:y]
                     _as_rows(out.ints)[where] = _as_rows(part.ints)
                     _as_rows(out.floats)[where] = _as_rows(part.floats)
