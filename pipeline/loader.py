@@ -184,7 +184,11 @@ class _Arrays:
 
 
 class _Buffer:
-    """Arrays reused from window to window (grown when a window needs more rows)."""
+    """Arrays reused from window to window (grown when a window needs more rows).
+
+    The caller must drop its views of the arrays before a :meth:`get` that grows them, or
+    both copies are held at once.
+    """
 
     def __init__(self, config: ProtorecConfig) -> None:
         self.config = config
@@ -193,7 +197,9 @@ class _Buffer:
     def get(self, n: int) -> _Arrays:
         """The first ``n`` rows (contents undefined)."""
         if n > self.arrays.num_rows:
-            self.arrays = _Arrays.empty(n, self.config)
+            self.arrays = _Arrays.empty(0, self.config)  # the old arrays freed first
+            # headroom: a window's share and its carry vary by up to a batch
+            self.arrays = _Arrays.empty(n + n // 16, self.config)
         return self.arrays.rows(0, n)
 
 
@@ -762,6 +768,9 @@ class ContractLoader:
             rest = int(bounds[t]) - carry_at
             carry = _Arrays(out.ints[rest:].copy(), out.floats[rest:].copy())
             carry_at = int(bounds[t])
+            # freed now, not when the next window's are built: one window's indexes at a time
+            pos = perm = stream = dest = take = None  # type: ignore[assignment]
+            out = make = part = None  # type: ignore[assignment]
         assert t == nb and carry.num_rows == 0
         for bar in (load_bar, batch_bar):
             if bar is not None:
