@@ -9,9 +9,9 @@ import torch
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
-from protorec.pipeline.config import from_dict
+from protorec.pipeline.config import ConfigError, from_dict
 from protorec.pipeline.contract import check_columns, write_day
-from protorec.pipeline.job_config import ProtorecConfig
+from protorec.pipeline.job_config import ProtorecConfig, load_config
 from protorec.pipeline.loader import (
     ContractLoader,
     LoaderStats,
@@ -462,5 +462,13 @@ def test_streaming_split_and_valid_rows(tmp_path):
     np.testing.assert_array_equal(np.sort(np.concatenate([train, holdout])), np.flatnonzero(valid))
     with pytest.raises(ValueError, match="valid has 299 entries for 300 rows"):
         ContractLoader(_config(), days, ds, valid=valid[:-1])
-    with pytest.raises(ValueError, match="loader.shuffle_buffer must be >= 1"):
-        _streaming_config(8, buffer=0).loader.__post_init__()
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "data: {dataset: d, scenarios: [0]}\n"
+        "features: {sparse: [{name: u, column: user_id, num_embeddings: 3}]}\n"
+        "loader: {shuffle_buffer: 0}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"bad\.yaml: loader: loader\.shuffle_buffer must be >= 1"
+    ):
+        load_config(str(path))
