@@ -27,7 +27,7 @@ A pass of at most S rows (``loader.shuffle_buffer``, 4M rows by default) is one 
 shuffled by one permutation of the whole pass, seeded by (seed, epoch): the batches every
 shipped config had before the buffer existed. A larger pass mixes rows across the pass at
 row-group granularity (the groups' order) and row by row within a window only: a window
-holds S / (rows per group) whole groups drawn from anywhere in the pass.
+holds the rows of about S / (rows per group) groups drawn from anywhere in the pass.
 
 Reading: only the columns the config names (ids, dense features, scenario, labels, user id)
 are read; other columns of the data set, the simulator's ground truth included, are never
@@ -36,10 +36,11 @@ holding its rows of that window (one at a time; a group cut by a window's end is
 once, kept for the next window), keeps only its rows and converts them. Its memory is
 bounded by the window, not by the pass: about S/W rows of 8*(F + 3) + 4*(D + 3) bytes for F
 sparse and D dense features (88 bytes a row for the simulator's 5 + 3 features), plus about
-40 bytes per window row for the window's permutation and its sort, plus one decoded row
-group. The only per-pass indexes are one number per row group and three per batch (no
-per-row array of its own): the hold-out draw and the ``valid`` mask (the caller's, one byte
-a row) are applied row group by row group.
+45 bytes per window row for the window's permutation and its sort, plus one row group
+decoded and one converted (measured figures: docs/own_data.md). The only per-pass indexes
+are one number per row group and three per batch (no per-row array of its own): the
+hold-out draw and the ``valid`` mask (the caller's, one byte a row) are applied row group
+by row group.
 """
 
 from __future__ import annotations
