@@ -489,8 +489,8 @@ def _as_rows(x: np.ndarray) -> np.ndarray:
 def _sort_with_destinations(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``rows`` sorted, and where each sorted row goes back to: ``rows[dest] == sorted``.
 
-    Linear time through a bitmap over the pass (a sort plus searchsorted costs ~10x more
-    on a day of rows, and is the loader's hot spot when shuffling).
+    Linear time through a bitmap over the window (a sort plus searchsorted costs ~10x
+    more on a window of rows, and is the loader's hot spot when shuffling).
 
     Shapes:
         rows: (m,) distinct ints in [0, n)  ->  sorted (m,) int64, dest (m,) int64
