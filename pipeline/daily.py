@@ -71,7 +71,12 @@ from protorec.pipeline.refresh import (
 )
 from protorec.pipeline.retention import prune
 from protorec.pipeline.tensorboard import TensorBoardLog
-from protorec.pipeline.trainer import ShardedModel, predict_pass, shard_model, train_pass
+from protorec.pipeline.trainer import (
+    ShardedModel,
+    predict_pass,
+    shard_model,
+    train_pass,
+)
 from protorec.pipeline.workdir_lock import WorkdirLock, WorkdirLocked
 
 log = logging.getLogger(__name__)
@@ -179,19 +184,26 @@ def _scenario_names(config: ProtorecConfig) -> list[str]:
 def evaluate(
     sharded: ShardedModel, loader: ContractLoader, config: ProtorecConfig, ctx: DistContext
 ) -> dict:
-    """compute_metrics of the sharded model on ``loader``'s rows (every rank gets them)."""
+    """compute_metrics of the sharded model on ``loader``'s rows, on every rank.
+
+    The predictions go to rank 0 only, which computes the metrics and hands them to the
+    other ranks (they take the gate's decision from the same figures).
+    """
     preds = predict_pass(sharded, loader, ctx)
-    has_watch = "watch_pred_ms" in preds
-    return compute_metrics(
-        preds["click"],
-        preds["click_prob"],
-        preds["scenario"],
-        preds["user_id"],
-        preds["day"],
-        watch_ms=preds["watch_ms"] if has_watch else None,
-        pred_watch_ms=preds.get("watch_pred_ms"),
-        scenario_names=_scenario_names(config),
-    )
+    metrics = None
+    if preds is not None:
+        has_watch = "watch_pred_ms" in preds
+        metrics = compute_metrics(
+            preds["click"],
+            preds["click_prob"],
+            preds["scenario"],
+            preds["user_id"],
+            preds["day"],
+            watch_ms=preds["watch_ms"] if has_watch else None,
+            pred_watch_ms=preds.get("watch_pred_ms"),
+            scenario_names=_scenario_names(config),
+        )
+    return broadcast_from_rank0(metrics)
 
 
 def _day_columns(

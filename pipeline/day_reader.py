@@ -72,10 +72,22 @@ def holdout_mask(num_rows: int, fraction: float, seed: int) -> np.ndarray:
     >>> int(holdout_mask(100_000, 0.1, seed=0).sum())
     10061
     """
+    return holdout_range(0, num_rows, fraction, seed)
+
+
+def holdout_range(start: int, stop: int, fraction: float, seed: int) -> np.ndarray:
+    """:func:`holdout_mask` of the rows ``start..stop-1`` only (one row group at a time).
+
+    Shapes:
+        -> (stop - start,) bool
+
+    >>> bool((holdout_range(7, 90, 0.3, 1) == holdout_mask(90, 0.3, 1)[7:]).all())
+    True
+    """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {fraction}")
     buckets = 1 << 20
-    salted = np.arange(num_rows, dtype=np.int64) + (np.int64(seed) << np.int64(40))
+    salted = np.arange(start, stop, dtype=np.int64) + (np.int64(seed) << np.int64(40))
     return hash_ids(salted, buckets) < int(fraction * buckets)
 
 
@@ -135,6 +147,7 @@ class DayReader:
                     self.row_groups.append(RowGroup(path, day, i, start, rows))
                     start += rows
         self.num_rows = start
+        self._open: tuple[Path, pq.ParquetFile] | None = None
 
     def split_rows(self, split: Split, fraction: float, seed: int) -> np.ndarray | None:
         """Row numbers of one side of the hold-out draw (None: ``"all"`` rows).
@@ -190,7 +203,6 @@ class DayReader:
         then ``lo, hi`` are its row numbers). A row group with none of the rows is not
         decoded.
         """
-        file, file_path = None, None
         for g in self.row_groups:
             if rows_sorted is None:
                 lo, hi = g.start, g.start + g.num_rows
@@ -200,15 +212,19 @@ class DayReader:
                 )
                 if lo == hi:
                     continue
-            if g.path != file_path:
-                file, file_path = pq.ParquetFile(g.path), g.path
-            assert file is not None
-            table = file.read_row_group(g.index, columns=list(columns))
-            if table.num_rows != g.num_rows:
-                raise RuntimeError(f"{g.source} changed while it was being read")
+            table = self.read_row_group(g, columns)
             if rows_sorted is not None and hi - lo < g.num_rows:
                 table = table.take(pa.array(rows_sorted[lo:hi] - g.start))
             yield g, lo, hi, table
+
+    def read_row_group(self, g: RowGroup, columns: Sequence[str]) -> pa.Table:
+        """Every row of one row group, ``columns`` only (the last file stays open)."""
+        if self._open is None or self._open[0] != g.path:
+            self._open = (g.path, pq.ParquetFile(g.path))
+        table = self._open[1].read_row_group(g.index, columns=list(columns))
+        if table.num_rows != g.num_rows:
+            raise RuntimeError(f"{g.source} changed while it was being read")
+        return table
 
     def read(self, columns: Sequence[str], rows: np.ndarray | None = None) -> pa.Table:
         """The given rows (ascending row numbers; None: all) of ``columns``, in row order."""

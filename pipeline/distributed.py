@@ -15,6 +15,7 @@ import os
 import socket
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -82,6 +83,25 @@ def broadcast_from_rank0(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_to_rank0(local: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """Every rank's arrays, concatenated rank after rank, on rank 0; None on the others.
+
+    A collective (every rank must call it). Only rank 0 ever holds every rank's rows (the
+    evaluation's predictions: an exact AUC needs every score in one place); the others
+    send theirs and keep nothing more. Without a multi-rank group: ``local`` itself.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return local
+    main = dist.get_rank() == 0
+    parts: list[dict[str, np.ndarray]] | None = (
+        [{} for _ in range(dist.get_world_size())] if main else None
+    )
+    dist.gather_object(local, parts, dst=0)
+    if parts is None:
+        return None
+    return {k: np.concatenate([p[k] for p in parts if k in p]) for k in local}
 
 
 def shutdown_distributed() -> None:

@@ -13,7 +13,7 @@ from protorec.models.base import RecModel
 from protorec.models.batch import Batch
 from protorec.pipeline.contract import parse_day_range
 from protorec.pipeline.day_reader import DayReader
-from protorec.pipeline.distributed import DistContext
+from protorec.pipeline.distributed import DistContext, broadcast_from_rank0
 from protorec.pipeline.export import export_model
 from protorec.pipeline.job_config import ProtorecConfig
 from protorec.pipeline.loader import ContractLoader
@@ -216,8 +216,8 @@ def train_and_evaluate(
     test = ContractLoader(
         config, test_days, dataset_dir=dataset, shuffle=False, progress=False, id_maps=id_maps
     )
-    preds = predict_pass(sharded, test, ctx)
-    metrics = prediction_metrics(config, preds)
+    preds = predict_pass(sharded, test, ctx)  # on rank 0 only: the metrics are computed there
+    metrics = broadcast_from_rank0(prediction_metrics(config, preds) if preds is not None else None)
     metrics["train"] = {
         "model": config.model.name,
         "steps": stats.steps if stats else 0,

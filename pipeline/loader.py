@@ -4,31 +4,43 @@
 of days and yields :class:`~protorec.models.batch.Batch` objects; :func:`table_to_batch`
 turns one in-memory table into one batch with the same conversion code (evaluator, export).
 
-How a pass is cut (N rows over the pass, W ranks, batch size B)::
+How a pass is cut (N rows over the pass, W ranks, batch size B, shuffle buffer S)::
 
-    order   = seeded permutation of 0..N-1 over the whole pass   (shuffle: true)
-            = 0..N-1, the files' order                             (shuffle: false)
+    stream  = the pass's rows laid end to end, row group after row group: in the files'
+              order, or (shuffle: true and N > S) in a seeded order of the row groups
+    windows = consecutive runs of S stream positions (one window when N <= S)
+    order   = within each window, a seeded permutation of its positions  (shuffle: true)
+            = the stream's order                                          (shuffle: false)
     global batches: nb = ceil(N / (W*B)); global batch t = order[t*N//nb : (t+1)*N//nb]
     rank r  takes the r-th of W near-equal slices of each global batch
             (floor or ceil of its size / W rows: never more than B, never empty)
 
 so the rows of step t are the same whatever the world size: 1 rank at batch 2B and 2 ranks
 at batch B train on the same global batches (the 1-vs-2 process equivalence rests on it),
-
 every row is read by exactly one rank, and every rank yields the same number of batches
 (DistributedModelParallel runs collectives every step: unequal counts would hang the job).
-The cut depends only on (N, W, B, seed, epoch): a job resumed at ``start_batch = k`` with
-the same world size and batch size yields exactly the batches k.. of the full pass.
+The cut depends only on (N, W, B, S, seed, epoch) and the row groups' sizes: a job resumed
+at ``start_batch = k`` with the same world size and batch size yields exactly the batches
+k.. of the full pass, reading from the window that holds batch k on.
+
+A pass of at most S rows (``loader.shuffle_buffer``, 4M rows by default) is one window
+shuffled by one permutation of the whole pass, seeded by (seed, epoch): the batches every
+shipped config had before the buffer existed. A larger pass mixes rows across the pass at
+row-group granularity (the groups' order) and row by row within a window only: a window
+holds the rows of about S / (rows per group) groups drawn from anywhere in the pass.
 
 Reading: only the columns the config names (ids, dense features, scenario, labels, user id)
 are read; other columns of the data set, the simulator's ground truth included, are never
-read. A rank reads only the row groups that hold some of its rows, and keeps only its rows,
-so its memory is its share of the pass: n_r * (8*(F + 3) + 4*(D + 3)) bytes for F sparse
-and D dense features (88 MB per million rows for the simulator's 5 + 3 features), plus about
-13 bytes per row of the pass for the permutation when shuffling, plus one decoded row group.
-Holding the share in memory is what lets ``shuffle`` mix rows across the whole pass; it fits
-a day at this project's scale (1e5..1e7 rows). Data sets much larger than a rank's memory
-would need a shuffle buffer instead of a full permutation.
+read. A rank streams the pass window by window: for each window it decodes the row groups
+holding its rows of that window (one at a time; a group cut by a window's end is decoded
+once, kept for the next window), keeps only its rows and converts them. Its memory is
+bounded by the window, not by the pass: about S/W rows of 8*(F + 3) + 4*(D + 3) bytes for F
+sparse and D dense features (88 bytes a row for the simulator's 5 + 3 features), plus about
+45 bytes per window row for the window's permutation and its sort, plus one row group
+decoded and one converted (measured figures: docs/own_data.md). The only per-pass indexes
+are one number per row group and three per batch (no per-row array of its own): the
+hold-out draw and the ``valid`` mask (the caller's, one byte a row) are applied row group
+by row group.
 """
 
 from __future__ import annotations
@@ -50,7 +62,7 @@ from tqdm import tqdm
 from protorec.models.batch import Batch
 from protorec.models.managed_ids import ManagedIds
 from protorec.pipeline.contract import parse_day_range
-from protorec.pipeline.day_reader import DayReader, hash_ids
+from protorec.pipeline.day_reader import DayReader, hash_ids, holdout_range
 
 if TYPE_CHECKING:
     from protorec.pipeline.job_config import ProtorecConfig
@@ -77,6 +89,12 @@ class LoaderConfig:
         max_oov_share: a pass in which a larger share of a sparse feature's ids went to
             its out-of-vocabulary row warns once, naming the feature, the share and the fix
             (an id table sized below the largest id sends most rows to one row silently).
+        shuffle_buffer: S, the most rows of the pass a rank's memory holds at once (the
+            pass is read in windows of S consecutive rows, see the module doc). A pass of at
+            most S rows is shuffled whole, as one permutation; a larger one is shuffled by
+            row groups and within each window. The default, 4M rows, keeps every shipped
+            config's passes whole; it costs about 840 MiB on one rank at the simulator's
+            5 + 3 features (1M rows: about 430 MiB; docs/own_data.md).
     """
 
     batch_size: int = 512
@@ -84,8 +102,11 @@ class LoaderConfig:
     seed: int = 0
     progress: bool = False
     max_oov_share: float = 0.05
+    shuffle_buffer: int = 4_000_000
 
     def __post_init__(self) -> None:
+        if self.shuffle_buffer < 1:
+            raise ValueError("loader.shuffle_buffer must be >= 1")
         if self.batch_size < 1:
             raise ValueError("loader.batch_size must be >= 1")
         if self.seed < 0:
@@ -158,6 +179,30 @@ class _Arrays:
             np.empty((n, len(config.features.sparse) + 3), dtype=np.int64),
             np.empty((n, len(config.features.dense) + 3), dtype=np.float32),
         )
+
+    def rows(self, a: int, b: int) -> _Arrays:
+        """Rows a..b-1, sharing memory."""
+        return _Arrays(self.ints[a:b], self.floats[a:b])
+
+
+class _Buffer:
+    """Arrays reused from window to window (grown when a window needs more rows).
+
+    The caller must drop its views of the arrays before a :meth:`get` that grows them, or
+    both copies are held at once.
+    """
+
+    def __init__(self, config: ProtorecConfig) -> None:
+        self.config = config
+        self.arrays = _Arrays.empty(0, config)
+
+    def get(self, n: int) -> _Arrays:
+        """The first ``n`` rows (contents undefined)."""
+        if n > self.arrays.num_rows:
+            self.arrays = _Arrays.empty(0, self.config)  # the old arrays freed first
+            # headroom: a window's share and its carry vary by up to a batch
+            self.arrays = _Arrays.empty(n + n // 16, self.config)
+        return self.arrays.rows(0, n)
 
 
 #: Features already warned about in this process: one warning each, not one per pass.
@@ -253,14 +298,20 @@ def _convert(
     source: str,
     stats: LoaderStats,
     id_maps: Mapping[str, ManagedIds] | None = None,
+    into: _Arrays | None = None,
 ) -> _Arrays:
-    """Convert contract rows to packed model inputs, counting every repaired value."""
+    """Convert contract rows to packed model inputs, counting every repaired value.
+
+    ``into``: the arrays to write (as many rows as the table; a view of a reused buffer
+    spares the page faults of fresh memory); default new ones.
+    """
     n = table.num_rows
     feats = config.features
 
     num_sparse, num_dense = len(feats.sparse), len(feats.dense)
-    ints = np.empty((n, num_sparse + 3), dtype=np.int64)
-    floats = np.empty((n, num_dense + 3), dtype=np.float32)
+    arrays = into if into is not None else _Arrays.empty(n, config)
+    ints, floats = arrays.ints, arrays.floats
+    assert len(ints) == n
     for i, f in enumerate(feats.sparse):
         col = _column(table, f.column, source)
         if not pa.types.is_integer(col.type):
@@ -269,10 +320,12 @@ def _convert(
                 f"{col.type}; only integer ids are supported"
             )
         null = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else None
-        raw = (col.fill_null(0) if null is not None else col).to_numpy().astype(np.int64)
+        raw = (col.fill_null(0) if null is not None else col).to_numpy()
+        raw = raw.astype(np.int64, copy=False)
         oov_row = f.num_embeddings - 1
+        out = ints[:, i]  # written in place: no per-column temporary
         if f.hashed:
-            out = hash_ids(raw, f.num_embeddings)
+            out[:] = hash_ids(raw, f.num_embeddings)
             bad = null
         elif f.managed:
             if id_maps is None or f.name not in id_maps:
@@ -280,18 +333,19 @@ def _convert(
                     f"sparse feature {f.name!r} is managed: the loader needs "
                     "the model's id map (id_maps)"
                 )
-            out, bad = id_maps[f.name].lookup(raw)
+            out[:], bad = id_maps[f.name].lookup(raw)
             if null is not None:
                 bad |= null
         else:
-            out = raw
-            bad = (raw < 0) | (raw >= oov_row)
+            out[:] = raw
+            bad = raw.view(np.uint64) >= oov_row  # one compare: negative ids wrap above 2^63
             if null is not None:
                 bad |= null
         if bad is not None:
-            out[bad] = oov_row
-            stats.oov[f.name] = stats.oov.get(f.name, 0) + int(np.count_nonzero(bad))
-        ints[:, i] = out
+            n_bad = int(np.count_nonzero(bad))
+            if n_bad:
+                out[bad] = oov_row
+            stats.oov[f.name] = stats.oov.get(f.name, 0) + n_bad
 
     for j, d in enumerate(feats.dense):
         x = _floats(_column(table, d.column, source), d.column, source)
@@ -303,8 +357,10 @@ def _convert(
                     f"{source}: dense feature {d.name!r}: {below} negative values in column "
                     f"{d.column!r} cannot take log1p"
                 )
-            x = np.log1p(x)
-        x = (x - d.shift) / d.scale
+            x = np.log1p(x) - d.shift
+        else:
+            x = x - d.shift
+        x /= d.scale  # in place: one temporary per column
         n_missing = int(np.count_nonzero(missing))
         if n_missing:
             x[missing] = d.fill
@@ -333,7 +389,7 @@ def _convert(
     ints[:, num_sparse + 1] = _required_ints(table, "user_id", source)
     ints[:, num_sparse + 2] = day
     stats.rows_read += n
-    return _Arrays(ints, floats)
+    return arrays
 
 
 class _BatchMaker:
@@ -352,13 +408,15 @@ class _BatchMaker:
             offsets = torch.arange(f * n + 1, dtype=torch.int32)
             self._jagged[n] = (lengths, offsets)
         lengths, offsets = self._jagged[n]
-        # one transposed copy each: key-major ids for the KJT, contiguous label columns
-        ints = self.ints[a:b].t().contiguous()
+        # one transposed copy each (key-major ids for the KJT, contiguous label columns),
+        # always a copy: the loader reuses the arrays for its next window
+        copy = torch.contiguous_format
+        ints = self.ints[a:b].t().clone(memory_format=copy)
         floats = self.floats[a:b]
         d = floats.shape[1] - 3
-        labels = floats[:, d:].t().contiguous()
+        labels = floats[:, d:].t().clone(memory_format=copy)
         return Batch(
-            dense=floats[:, :d].contiguous(),
+            dense=floats[:, :d].clone(memory_format=copy),
             sparse=KeyedJaggedTensor(
                 keys=self.keys, values=ints[:f].reshape(-1), lengths=lengths, offsets=offsets
             ),
@@ -416,11 +474,23 @@ def table_to_batch(
     return _BatchMaker(arrays, [f.name for f in config.features.sparse])(0, arrays.num_rows)
 
 
+def _as_rows(x: np.ndarray) -> np.ndarray:
+    """A C-contiguous (n, k) array as n opaque k-item records: one element per row.
+
+    A row scatter through this view moves each row as one element, 3x faster than
+    numpy's (n, k) fancy indexing.
+
+    Shapes:
+        x: (n, k)  ->  (n,) void records sharing x's memory
+    """
+    return x.view(np.dtype((np.void, x.shape[1] * x.itemsize))).reshape(-1)
+
+
 def _sort_with_destinations(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``rows`` sorted, and where each sorted row goes back to: ``rows[dest] == sorted``.
 
-    Linear time through a bitmap over the pass (a sort plus searchsorted costs ~10x more
-    on a day of rows, and is the loader's hot spot when shuffling).
+    Linear time through a bitmap over the window (a sort plus searchsorted costs ~10x
+    more on a window of rows, and is the loader's hot spot when shuffling).
 
     Shapes:
         rows: (m,) distinct ints in [0, n)  ->  sorted (m,) int64, dest (m,) int64
@@ -510,13 +580,24 @@ class ContractLoader:
         self.progress = config.loader.progress if progress is None else progress
         self.columns = needed_columns(config)
         self.reader = DayReader(self.dataset_dir, self.days)
-        self._file_rows = self.reader.num_rows
-        # Row numbers (files' order) of the rows of the pass; None: all of them.
-        self._rows = self.reader.split_rows(split, holdout_fraction, config.loader.seed)
-        if valid is not None:  # the hold-out draw stays the same; invalid rows leave it
-            rows = np.arange(self._file_rows) if self._rows is None else self._rows
-            self._rows = rows[valid[rows]]
-        self.num_rows = self._file_rows if self._rows is None else len(self._rows)
+        if split not in ("all", "train", "holdout"):
+            raise ValueError(f"split must be all, train or holdout, got {split!r}")
+        if split != "all":
+            holdout_range(0, 0, holdout_fraction, config.loader.seed)  # checks the fraction
+        if valid is not None and len(valid) != self.reader.num_rows:
+            raise ValueError(
+                f"valid has {len(valid)} entries for {self.reader.num_rows} rows of the days"
+            )
+        self.split, self.holdout_fraction, self.valid = split, holdout_fraction, valid
+        # rows of the pass per row group: the loader's only per-data index (O(row groups))
+        self._kept_counts = np.array(
+            [
+                g.num_rows if (k := self._kept(i)) is None else len(k)
+                for i, g in enumerate(self.reader.row_groups)
+            ],
+            dtype=np.int64,
+        )
+        self.num_rows = int(self._kept_counts.sum())
         if self.num_rows == 0:
             raise ValueError(
                 f"no rows in the {split} split of days "
@@ -533,10 +614,35 @@ class ContractLoader:
         self.stats = LoaderStats.zeros(config)
         self.set_epoch(epoch, start_batch)
 
+    def _kept(self, i: int) -> np.ndarray | None:
+        """Rows of row group ``i`` (numbers within the group) in the pass; None: all."""
+        g = self.reader.row_groups[i]
+        keep = None
+        if self.split != "all":
+            held = holdout_range(
+                g.start, g.start + g.num_rows, self.holdout_fraction, self.config.loader.seed
+            )
+            keep = held if self.split == "holdout" else ~held
+        if self.valid is not None:
+            ok = self.valid[g.start : g.start + g.num_rows]
+            keep = ok if keep is None else keep & ok
+        return None if keep is None else np.flatnonzero(keep)
+
     @property
     def rows(self) -> np.ndarray | None:
-        """Row numbers of the pass in :attr:`reader`'s order (None: all its rows)."""
-        return self._rows
+        """Row numbers of the pass in :attr:`reader`'s order (None: all its rows).
+
+        Built on each call, O(rows): for the daily job's refits, which read those rows'
+        columns whole anyway; the loader itself never builds it.
+        """
+        if self.split == "all" and self.valid is None:
+            return None
+        parts = [
+            g.start + k
+            for i, g in enumerate(self.reader.row_groups)
+            if (k := self._kept(i)) is not None
+        ]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Choose the pass (shuffle order) and the batch to start at for the next iteration."""
@@ -550,57 +656,37 @@ class ContractLoader:
         """Batches per pass on every rank (the iterator yields ``len - start_batch``)."""
         return self._num_batches
 
-    def batch_bounds(self) -> np.ndarray:
-        """Where this rank's batches start and end in its list of pass positions.
+    def _cut(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rank's slice of each global batch, as pass positions (O(batches)).
 
         Shapes:
-            -> (len(loader) + 1,) int64; batch i holds
-            order[positions[bounds[i]:bounds[i + 1]]] (see :meth:`positions`).
+            -> lo (nb,), hi (nb,), bounds (nb + 1,) int64: batch t holds the pass
+            positions lo[t]..hi[t]-1, this rank's rows bounds[t]..bounds[t+1]-1.
         """
-        return self._split()[1]
-
-    def positions(self) -> np.ndarray:
-        """Positions of this rank's rows in the pass order, batch after batch (ascending)."""
-        return self._split()[0]
-
-    def _split(self) -> tuple[np.ndarray, np.ndarray]:
         n, w, r, nb = self.num_rows, self.world_size, self.rank, self._num_batches
         chunk = np.arange(nb + 1, dtype=np.int64) * n // nb
         size = np.diff(chunk)
         lo = chunk[:-1] + r * size // w
-        counts = chunk[:-1] + (r + 1) * size // w - lo
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        pos = np.repeat(lo - bounds[:-1], counts) + np.arange(bounds[-1], dtype=np.int64)
-        return pos, bounds
+        hi = chunk[:-1] + (r + 1) * size // w
+        bounds = np.concatenate([[0], np.cumsum(hi - lo)])
+        return lo, hi, bounds
 
-    def _pass_rows(self, positions: np.ndarray) -> np.ndarray:
-        """Pass positions as row numbers (files' order), for this epoch."""
-        if self.shuffle:
-            rng = np.random.default_rng([self.config.loader.seed, self.epoch])
-            positions = rng.permutation(self.num_rows)[positions]
-        return positions if self._rows is None else self._rows[positions]
+    def _group_order(self) -> np.ndarray:
+        """Row groups in stream order for this epoch (shuffled only across windows)."""
+        g = len(self.reader.row_groups)
+        if self.shuffle and self.num_rows > self.config.loader.shuffle_buffer:
+            return np.random.default_rng([self.config.loader.seed, self.epoch, 0]).permutation(g)
+        return np.arange(g)
 
-    def _load(self, rows_sorted: np.ndarray, dest: np.ndarray | None) -> _Arrays:
-        """Read and convert the given rows, row group by row group, into pass order.
-
-        Args:
-            rows_sorted: the row numbers to read, sorted.
-            dest: where the j-th of them goes in the output; None keeps them in order.
-        """
-        out = _Arrays.empty(len(rows_sorted), self.config)
-        bar = self._bar(len(rows_sorted), "load", "row")
-        for g, lo, hi, table in self.reader.iter_row_groups(self.columns, rows_sorted):
-            day = (g.day - _EPOCH).days
-            part = _convert(table, self.config, day, g.source, self.stats, self.id_maps)
-            # scattered straight into pass order: no concatenation, no second shuffled copy
-            where = slice(lo, hi) if dest is None else dest[lo:hi]
-            out.ints[where] = part.ints
-            out.floats[where] = part.floats
-            if bar is not None:
-                bar.update(int(hi - lo))
-        if bar is not None:
-            bar.close()
-        return out
+    def _window_order(self, j: int, size: int) -> np.ndarray | None:
+        """Pass order within window ``j`` of ``size`` rows (None: the stream's order)."""
+        if not self.shuffle:
+            return None
+        seed = self.config.loader.seed
+        if self.num_rows <= self.config.loader.shuffle_buffer:
+            # the whole pass in one window: the same permutation as a whole-pass shuffle
+            return np.random.default_rng([seed, self.epoch]).permutation(size)
+        return np.random.default_rng([seed, self.epoch, 1 + j]).permutation(size)
 
     def _bar(self, total: int, desc: str, unit: str) -> tqdm | None:
         if not (self.progress and self.rank == 0):
@@ -609,25 +695,87 @@ class ContractLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         """Yield this rank's batches ``start_batch..len(loader)-1`` of the current epoch."""
-        positions, bounds = self._split()
-        first = self.start_batch
         self.stats = LoaderStats.zeros(self.config)
-        if first == len(self):
+        first, nb = self.start_batch, len(self)
+        if first == nb:
             return
-        rows = self._pass_rows(positions[bounds[first] :])
-        if self.shuffle:
-            rows_sorted, dest = _sort_with_destinations(rows, self._file_rows)
-            arrays = self._load(rows_sorted, dest)
-        else:
-            arrays = self._load(rows, None)
-        make = _BatchMaker(arrays, [f.name for f in self.config.features.sparse])
-        local = bounds[first:] - bounds[first]
-        bar = self._bar(len(self) - first, "batches", "batch")
-        for a, b in zip(local[:-1].tolist(), local[1:].tolist()):
-            yield make(a, b)
+        lo, hi, bounds = self._cut()
+        order = self._group_order()
+        starts = np.concatenate([[0], np.cumsum(self._kept_counts[order])])
+        keys = [f.name for f in self.config.features.sparse]
+        n, size = self.num_rows, self.config.loader.shuffle_buffer
+        carry = _Arrays.empty(0, self.config)
+        carry_at, t = int(bounds[first]), first  # rank row of carry[0]; next batch to yield
+        cache: tuple[int, pa.Table] | None = None  # the last decoded row group
+        window_buf, group_buf = _Buffer(self.config), _Buffer(self.config)
+        load_bar = self._bar(int(bounds[-1] - bounds[first]), "load", "row")
+        batch_bar = self._bar(nb - first, "batches", "batch")
+        for j in range(int(lo[first]) // size, -(-n // size)):
+            a, b = j * size, min(n, (j + 1) * size)
+            # this rank's batches with pass positions in window [a, b)
+            t0 = max(first, int(np.searchsorted(hi, a, side="right")))
+            t1 = int(np.searchsorted(lo, b, side="left"))
+            if t0 >= t1:
+                continue
+            pos_lo, pos_hi = np.maximum(lo[t0:t1], a), np.minimum(hi[t0:t1], b)
+            lens = pos_hi - pos_lo
+            total = int(lens.sum())
+            pos = np.repeat(pos_lo - (np.cumsum(lens) - lens), lens) + np.arange(total)
+            assert bounds[t0] + pos_lo[0] - lo[t0] == carry_at + carry.num_rows
+            perm = self._window_order(j, b - a)
+            dest: np.ndarray | None = None
+            if perm is None:
+                stream = pos
+            else:
+                stream, dest = _sort_with_destinations(perm[pos - a], b - a)
+                stream += a
+            out = window_buf.get(carry.num_rows + total)
+            c = carry.num_rows
+            out.ints[:c], out.floats[:c] = carry.ints, carry.floats
+            s_lo, s_hi = np.searchsorted(starts, [stream[0], stream[-1]], side="right") - 1
+            for s in range(int(s_lo), int(s_hi) + 1):
+                x, y = (int(v) for v in np.searchsorted(stream, starts[s : s + 2]))
+                if x == y:
+                    continue
+                gi = int(order[s])
+                g = self.reader.row_groups[gi]
+                if cache is None or cache[0] != gi:
+                    cache = table = None  # the last group freed before the next is decoded
+                    cache = (gi, self.reader.read_row_group(g, self.columns))
+                table = cache[1]
+                take = stream[x:y] - starts[s]
+                kept = self._kept(gi)
+                if kept is not None:
+                    take = kept[take]
+                if take[-1] - take[0] + 1 == len(take):  # one run of rows (one rank): no copy
+                    table = table.slice(int(take[0]), len(take))
+                else:
+                    table = table.take(pa.array(take))
+                day = (g.day - _EPOCH).days
+                into = out.rows(c + x, c + y) if dest is None else group_buf.get(y - x)
+                part = _convert(table, self.config, day, g.source, self.stats, self.id_maps, into)
+                if dest is not None:  # scattered straight into pass order
+                    where = c + dest[x:y]
+                    _as_rows(out.ints)[where] = _as_rows(part.ints)
+                    _as_rows(out.floats)[where] = _as_rows(part.floats)
+                if load_bar is not None:
+                    load_bar.update(y - x)
+            end = carry_at + out.num_rows
+            make = _BatchMaker(out, keys)
+            while t < nb and bounds[t + 1] <= end:
+                yield make(int(bounds[t]) - carry_at, int(bounds[t + 1]) - carry_at)
+                t += 1
+                if batch_bar is not None:
+                    batch_bar.update(1)
+            rest = int(bounds[t]) - carry_at
+            carry = _Arrays(out.ints[rest:].copy(), out.floats[rest:].copy())
+            carry_at = int(bounds[t])
+            # freed now, not when the next window's are built: one window's indexes at a time
+            pos = perm = stream = dest = take = None  # type: ignore[assignment]
+            out = make = part = None  # type: ignore[assignment]
+        assert t == nb and carry.num_rows == 0
+        for bar in (load_bar, batch_bar):
             if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+                bar.close()
         if self.rank == 0:
             warn_oov(self.stats, self.config, f"{self.dataset_dir} {self.days[0]}..{self.days[-1]}")

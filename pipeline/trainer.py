@@ -34,7 +34,7 @@ from tqdm import tqdm
 from protorec.models.base import RecModel
 from protorec.models.batch import Batch
 from protorec.pipeline.config import ConfigError
-from protorec.pipeline.distributed import DistContext
+from protorec.pipeline.distributed import DistContext, gather_to_rank0
 from protorec.pipeline.tensorboard import TensorBoardLog
 from protorec.pipeline.train_config import TrainConfig
 
@@ -327,11 +327,14 @@ def train_pass(
 @torch.no_grad()
 def predict_pass(
     sharded: ShardedModel, batches: Iterable[Batch], ctx: DistContext
-) -> dict[str, np.ndarray]:
-    """Predictions and keys of every row of ``batches``, gathered from all ranks.
+) -> dict[str, np.ndarray] | None:
+    """Predictions and keys of every row of ``batches``, gathered to rank 0 only.
 
-    Returns numpy arrays (on every rank): the model's ``predict`` outputs plus the
-    batch's scenario, click, watch_ms, duration_ms, user_id and day.
+    Returns numpy arrays on rank 0: the model's ``predict`` outputs plus the batch's
+    scenario, click, watch_ms, duration_ms, user_id and day, ranks' rows one rank after
+    the other; None on the other ranks. An exact AUC needs every score in one place: one
+    rank holds them, the others only their own rows (compute the metrics on rank 0 and
+    hand them to every rank with ``distributed.broadcast_from_rank0``).
     """
     sharded.dmp.eval()
     module = sharded.module
@@ -346,9 +349,4 @@ def predict_pass(
             parts.setdefault(k, []).append(
                 v.detach().float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy()
             )
-    local = {k: np.concatenate(v) for k, v in parts.items()}
-    if ctx.world_size == 1:
-        return local
-    gathered: list[dict[str, np.ndarray]] = [None] * ctx.world_size  # type: ignore[list-item]
-    dist.all_gather_object(gathered, local)
-    return {k: np.concatenate([g[k] for g in gathered if k in g]) for k in local}
+    return gather_to_rank0({k: np.concatenate(v) for k, v in parts.items()})

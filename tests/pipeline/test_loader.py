@@ -9,10 +9,16 @@ import torch
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
-from protorec.pipeline.config import from_dict
+from protorec.pipeline.config import ConfigError, from_dict
 from protorec.pipeline.contract import check_columns, write_day
-from protorec.pipeline.job_config import ProtorecConfig
-from protorec.pipeline.loader import ContractLoader, LoaderStats, hash_ids, table_to_batch
+from protorec.pipeline.job_config import ProtorecConfig, load_config
+from protorec.pipeline.loader import (
+    ContractLoader,
+    LoaderStats,
+    _Arrays,
+    hash_ids,
+    table_to_batch,
+)
 
 DAY = dt.date(2026, 3, 1)
 SCENARIOS = [5, 2, 9]
@@ -334,3 +340,135 @@ def test_train_and_holdout_split_the_rows_whatever_the_world_size(tmp_path, shuf
     np.testing.assert_array_equal(rows("holdout", 2), holdout)
     with pytest.raises(ValueError, match="holdout_fraction must be in"):
         ContractLoader(cfg, days, ds, split="holdout", holdout_fraction=0.0)
+
+
+def _grouped_dataset(tmp_path, sizes, group_rows=23, seed=0):
+    """Like :func:`_dataset`, but each day is two files of many small row groups."""
+    rng = np.random.default_rng(seed)
+    first = 0
+    for i, n in enumerate(sizes):
+        day = DAY + dt.timedelta(days=i)
+        table = check_columns(_rows(n, first, day, rng), "test")
+        folder = tmp_path / f"date={day}"
+        folder.mkdir()
+        pq.write_table(table.slice(0, n // 2), folder / "a.parquet", row_group_size=group_rows)
+        pq.write_table(table.slice(n // 2), folder / "b.parquet", row_group_size=group_rows)
+        first += n
+    return tmp_path, [DAY + dt.timedelta(days=i) for i in range(len(sizes))]
+
+
+def _streaming_config(batch_size, shuffle=True, buffer=50):
+    cfg = _config(batch_size=batch_size, shuffle=shuffle)
+    cfg.loader.shuffle_buffer = buffer
+    return cfg
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("world_size", [1, 3])
+def test_streaming_pass_holds_one_window_and_reads_every_row_once(
+    tmp_path, monkeypatch, shuffle, world_size
+):
+    ds, days = _grouped_dataset(tmp_path, [180, 121])  # 301 rows, 14 row groups
+    cfg = _streaming_config(batch_size=8, shuffle=shuffle)
+    held = []
+    original = _Arrays.empty
+
+    def spy(n, config):
+        held.append(n)
+        return original(n, config)
+
+    monkeypatch.setattr(_Arrays, "empty", staticmethod(spy))
+    loaders = [
+        ContractLoader(cfg, days, ds, rank=r, world_size=world_size) for r in range(world_size)
+    ]
+    per_rank = [_ids(ld) for ld in loaders]
+    expected = math.ceil(301 / (world_size * 8))
+    for ld, batches in zip(loaders, per_rank):
+        assert len(ld) == len(batches) == expected
+        assert all(1 <= len(b) <= 8 for b in batches)
+    seen = np.concatenate([b for batches in per_rank for b in batches])
+    np.testing.assert_array_equal(np.sort(seen), np.arange(301))
+    # a rank never holds more than its share of one window plus a batch's carry
+    assert max(held) <= 50 // world_size + 1 + 8
+    if shuffle:  # row groups are drawn across the pass: its first half mixes both days
+        first = np.concatenate(per_rank[0][: expected // 2])
+        assert (first < 180).any() and (first >= 180).any()
+        assert np.ptp(first) >= len(first)  # not one run of rows in file order
+    else:
+        assert [x for b in per_rank[0] for x in b.tolist()] == sorted(
+            x for b in per_rank[0] for x in b.tolist()
+        )
+
+
+def test_streaming_keeps_step_rows_across_world_sizes_seeds_and_resumes(tmp_path):
+    ds, days = _grouped_dataset(tmp_path, [150, 90])
+    one = _ids(ContractLoader(_streaming_config(16), days, ds, rank=0, world_size=1, epoch=1))
+    two = [
+        _ids(ContractLoader(_streaming_config(8), days, ds, rank=r, world_size=2, epoch=1))
+        for r in (0, 1)
+    ]
+    assert len(one) == len(two[0]) == len(two[1]) == 15
+    for t, rows in enumerate(one):
+        np.testing.assert_array_equal(
+            np.sort(np.concatenate([two[0][t], two[1][t]])), np.sort(rows)
+        )
+    again = _ids(ContractLoader(_streaming_config(16), days, ds, epoch=1))
+    other = _ids(ContractLoader(_streaming_config(16), days, ds, epoch=2))
+    assert all(np.array_equal(a, b) for a, b in zip(one, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(one, other))
+    # whole-pass shuffle differs from windowed shuffle only through the buffer size
+    whole = _ids(ContractLoader(_streaming_config(16, buffer=240), days, ds, epoch=1))
+    assert not all(np.array_equal(a, b) for a, b in zip(one, whole))
+    for k in (4, 7, 15):
+        resumed = ContractLoader(_streaming_config(8), days, ds, rank=1, world_size=2, epoch=1)
+        resumed.set_epoch(1, start_batch=k)
+        tail = _ids(resumed)
+        assert len(tail) == 15 - k
+        for a, b in zip(two[1][k:], tail):
+            np.testing.assert_array_equal(a, b)
+        assert resumed.stats.rows_read == sum(len(b) for b in tail)
+
+
+def test_streaming_split_and_valid_rows(tmp_path):
+    ds, days = _grouped_dataset(tmp_path, [200, 100])
+    valid = np.random.default_rng(3).random(300) > 0.1
+
+    def rows(split, buffer, world_size=2):
+        cfg = _streaming_config(8, buffer=buffer)
+        return np.sort(
+            np.concatenate(
+                [
+                    b
+                    for r in range(world_size)
+                    for b in _ids(
+                        ContractLoader(
+                            cfg,
+                            days,
+                            ds,
+                            rank=r,
+                            world_size=world_size,
+                            split=split,
+                            holdout_fraction=0.3,
+                            valid=valid,
+                        )
+                    )
+                ]
+            )
+        )
+
+    for split in ("train", "holdout"):
+        np.testing.assert_array_equal(rows(split, 40), rows(split, 10_000, world_size=1))
+    train, holdout = rows("train", 40), rows("holdout", 40)
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, holdout])), np.flatnonzero(valid))
+    with pytest.raises(ValueError, match="valid has 299 entries for 300 rows"):
+        ContractLoader(_config(), days, ds, valid=valid[:-1])
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "data: {dataset: d, scenarios: [0]}\n"
+        "features: {sparse: [{name: u, column: user_id, num_embeddings: 3}]}\n"
+        "loader: {shuffle_buffer: 0}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"bad\.yaml: loader: loader\.shuffle_buffer must be >= 1"
+    ):
+        load_config(str(path))

@@ -20,13 +20,17 @@ ROOT = Path(__file__).resolve().parents[2]
 DAY = dt.date(2026, 4, 1)
 SIZES = [700, 331]  # 1031 rows: not a multiple of world_size * batch_size = 2 * 64
 BATCH = 64
-#: (name, epoch, shuffle, start_batch) of the passes each rank runs.
+#: (name, epoch, shuffle, start_batch, shuffle_buffer) of the passes each rank runs; a
+#: buffer below the pass's 1031 rows streams it in windows (None: the config's default).
 PASSES = [
-    ("e0", 0, True, 0),
-    ("e0_again", 0, True, 0),
-    ("e1", 1, True, 0),
-    ("plain", 0, False, 0),
-    ("e1_from_5", 1, True, 5),
+    ("e0", 0, True, 0, None),
+    ("e0_again", 0, True, 0, None),
+    ("e1", 1, True, 0, None),
+    ("plain", 0, False, 0, None),
+    ("e1_from_5", 1, True, 5, None),
+    ("stream", 0, True, 0, 300),
+    ("stream_from_3", 0, True, 3, 300),
+    ("stream_plain", 0, False, 0, 300),
 ]
 
 
@@ -79,7 +83,9 @@ def _worker(config_path: str, out_dir: str) -> None:
     days = [DAY + dt.timedelta(days=i) for i in range(len(SIZES))]
     rank = dist.get_rank()
     saved = {}
-    for name, epoch, shuffle, start in PASSES:
+    default = config.loader.shuffle_buffer
+    for name, epoch, shuffle, start, buffer in PASSES:
+        config.loader.shuffle_buffer = buffer or default
         loader = ContractLoader(config, days, shuffle=shuffle, epoch=epoch, start_batch=start)
         ids = [b.user_id.numpy().copy() for b in loader]
         saved[f"{name}_ids"] = np.concatenate(ids)
@@ -115,7 +121,7 @@ def test_two_ranks_read_every_row_exactly_once(tmp_path):
     items = pq.read_table(dataset, columns=["item_id"]).column("item_id").to_numpy()
     oov = int((items >= 49).sum())  # num_embeddings 50: ids 0..48 kept
     nb = -(-n // (2 * BATCH))
-    for name, _, _, start in PASSES:
+    for name, _, _, start, _ in PASSES:
         ids = [r[f"{name}_ids"] for r in ranks]
         sizes = [r[f"{name}_sizes"] for r in ranks]
         # every rank: the same number of non-empty batches of at most BATCH rows
@@ -134,6 +140,10 @@ def test_two_ranks_read_every_row_exactly_once(tmp_path):
         # the resumed pass is the tail of the full pass, batch for batch
         tail = r["e1_ids"][int(r["e1_sizes"][:5].sum()) :]
         np.testing.assert_array_equal(r["e1_from_5_ids"], tail)
+        tail = r["stream_ids"][int(r["stream_sizes"][:3].sum()) :]
+        np.testing.assert_array_equal(r["stream_from_3_ids"], tail)
+        np.testing.assert_array_equal(r["stream_plain_ids"], r["plain_ids"])  # same cut
+        assert not np.array_equal(r["stream_ids"], r["e0_ids"])  # windows: another order
     # without shuffle, global batch t is a contiguous run of the files' order, split in two:
     # each rank's rows ascend, and together the ranks cover every row
     for r in ranks:
