@@ -38,13 +38,21 @@ from pathlib import Path
 
 import torch
 
+from protorec.pipeline.contract import parse_day_range
+from protorec.pipeline.day_reader import DayReader
 from protorec.pipeline.distributed import init_distributed, shutdown_distributed
 from protorec.pipeline.job_config import ProtorecConfig, load_config
 from protorec.pipeline.loader import ContractLoader
 from protorec.pipeline.model_factory import build_model
+from protorec.pipeline.refresh import refresh_watch_head
 from protorec.pipeline.simulator import simulate
 from protorec.pipeline.trainer import shard_model, train_pass
 from protorec.pipeline.variants import variant_config
+
+
+def _days(text: str) -> list[dt.date]:
+    lo, hi = parse_day_range(text)
+    return [lo + dt.timedelta(days=i) for i in range((hi - lo).days + 1)]
 
 
 def _loader(config: ProtorecConfig, days: str, data: Path, epoch: int) -> ContractLoader:
@@ -64,18 +72,31 @@ def bench_loader(config: ProtorecConfig, days: str, data: Path, passes: int) -> 
     return rates
 
 
-def bench_model(config: ProtorecConfig, days: str, data: Path, passes: int, ctx) -> list[float]:
-    """Samples/s of full training passes (loader construction and iteration included)."""
-    torch.manual_seed(config.train.seed)
-    sharded = shard_model(
-        build_model(config, ebc_device="meta"), ctx, config.train, config.loader.batch_size
-    )
-    rates = []
+def bench_models(
+    configs: dict[str, ProtorecConfig], days: str, data: Path, passes: int, ctx
+) -> dict[str, list[float]]:
+    """Samples/s of full training passes (loader construction and iteration included).
+
+    The models' passes are interleaved (pass 1 of every model, then pass 2, ...), so that a
+    change in the machine's load reaches every model alike and their ratios stay fair.
+    """
+    sharded = {}
+    for name, config in configs.items():
+        torch.manual_seed(config.train.seed)
+        sharded[name] = shard_model(
+            build_model(config, ebc_device="meta"), ctx, config.train, config.loader.batch_size
+        )
+        # Watch heads' tables / ProWTP's codebook from the pass's days, as protorec train does.
+        refresh_watch_head(sharded[name].module, DayReader(data, _days(days)))
+    rates: dict[str, list[float]] = {name: [] for name in configs}
     for epoch in range(passes):
-        t0 = time.perf_counter()
-        loader = _loader(config, days, data, epoch)
-        stats = train_pass(sharded, loader, ctx, config.train, len(loader), progress=False)
-        rates.append(stats.samples / (time.perf_counter() - t0))
+        for name, config in configs.items():
+            t0 = time.perf_counter()
+            loader = _loader(config, days, data, epoch)
+            stats = train_pass(
+                sharded[name], loader, ctx, config.train, len(loader), progress=False
+            )
+            rates[name].append(stats.samples / (time.perf_counter() - t0))
     return rates
 
 
@@ -86,6 +107,7 @@ def profile_model(config: ProtorecConfig, days: str, data: Path, ctx, steps: int
     sharded = shard_model(
         build_model(config, ebc_device="meta"), ctx, config.train, config.loader.batch_size
     )
+    refresh_watch_head(sharded.module, DayReader(data, _days(days)))
     batches = list(_loader(config, days, data, 0))
     train_pass(sharded, batches[:20], ctx, config.train, progress=False)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -140,13 +162,23 @@ def main() -> None:
             )
             print("| what | samples/s per pass | median |")
             print("|---|---|---:|")
-            results = {"loader alone": bench_loader(base, days, data, args.passes)}
-            _print_row("loader alone", results["loader alone"])
-            for name in args.models.split(","):
-                results[name] = bench_model(
-                    variant_config(base, name), days, data, args.passes, ctx
+            _print_row("loader alone", bench_loader(base, days, data, args.passes))
+            names = args.models.split(",")
+            rates = bench_models(
+                {name: variant_config(base, name) for name in names}, days, data, args.passes, ctx
+            )
+            for name in names:
+                _print_row(name, rates[name])
+            # The first model is the reference: ratios of the best passes (the least
+            # disturbed by other jobs) and of the medians.
+            ref = names[0]
+            for name in names[1:]:
+                print(
+                    f"\n{name} / {ref} samples/s: {max(rates[name]) / max(rates[ref]):.2f} "
+                    f"(best passes), "
+                    f"{statistics.median(rates[name]) / statistics.median(rates[ref]):.2f} "
+                    "(medians)"
                 )
-                _print_row(name, results[name])
     finally:
         shutdown_distributed()
 
