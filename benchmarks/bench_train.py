@@ -1,20 +1,28 @@
 """Benchmark of training throughput on CPU: samples/s of whole passes, loader included.
 
 Run: ``OMP_NUM_THREADS=2 python benchmarks/bench_train.py [--models mmoe,distproto
---rows-per-day 100000 --days 2 --passes 2 --threads 2 --batch 512]``.
+--rows-per-day 100000 --days 2 --passes 2 --threads 2 --batch 512]``; issue 17's ratios:
+``OMP_NUM_THREADS=1 python benchmarks/bench_train.py --models mmoe,distproto --threads 1
+--rows-per-day 50000 --days 1 --passes 3`` (DistProto / MMoE) and ``--models tr,prowtp``
+(ProWTP / TR).
 
 It simulates ``--days`` days of the default simulator world into a temporary folder, then
-in one process (a one-rank gloo group, as ``protorec train`` runs) times, per model:
-``shard_model`` once, then ``--passes`` full training passes of ``trainer.train_pass`` over
-a shuffled ``ContractLoader`` — the exact training path of ``protorec train``, including
-reading and converting the Parquet rows, DMP with the fused embedding optimiser, the
-TorchRec train pipeline, AdamW and clipping. Beside it, the loader alone over the same
-pass. The first pass of each model pays one-off costs (allocator, the pipeline's fx
+in one process (a one-rank gloo group, as ``protorec train`` runs) builds every model
+(``shard_model``, and the watch heads' statistics / ProWTP's codebook fitted on those days,
+as ``protorec train`` does) and times ``--passes`` full training passes of
+``trainer.train_pass`` over a shuffled ``ContractLoader`` — the exact training path of
+``protorec train``, including reading and converting the Parquet rows, DMP with the fused
+embedding optimiser, the TorchRec train pipeline, AdamW and clipping. The models' passes
+are interleaved (pass 1 of each, then pass 2, ...), so that other jobs' load reaches them
+alike; then each model's samples/s ratio to the first model of ``--models`` (its
+reference), of the best passes and of the medians. Beside it, the loader alone over the
+same pass. The first pass of each model pays one-off costs (allocator, the pipeline's fx
 trace); the table gives every pass and the median.
 
 Yardstick (issue 6): the plain-PyTorch Scenario-Wise-Rec MMoE trains at 22-25k samples/s
 in this setting (batch 512, 2 threads, one process); targets: MMoE >= 25k, DistProto
->= 20k.
+>= 20k; issue 17: DistProto >= 0.8x MMoE, ProWTP's step <= 1.5x TR's (figures in
+docs/ot.md).
 
 Run it on a quiet machine: with more OpenMP threads than free cores (another job on one
 of 2 cores and ``--threads 2`` here), PyTorch's workers spin-wait and a pass ran over 30x
@@ -172,12 +180,13 @@ def main() -> None:
             # The first model is the reference: ratios of the best passes (the least
             # disturbed by other jobs) and of the medians.
             ref = names[0]
+            print()
             for name in names[1:]:
+                best = max(rates[name]) / max(rates[ref])
+                median = statistics.median(rates[name]) / statistics.median(rates[ref])
                 print(
-                    f"\n{name} / {ref} samples/s: {max(rates[name]) / max(rates[ref]):.2f} "
-                    f"(best passes), "
-                    f"{statistics.median(rates[name]) / statistics.median(rates[ref]):.2f} "
-                    "(medians)"
+                    f"{name} / {ref} samples/s: {best:.2f} (best passes), {median:.2f} "
+                    f"(medians); step time {1 / best:.2f}x, {1 / median:.2f}x"
                 )
     finally:
         shutdown_distributed()
