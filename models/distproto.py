@@ -270,8 +270,8 @@ class DistProtoArch(DenseArch):
         weight = [layout.counts.to(z_g.dtype) / scenario.shape[0]]
         if self.scenario_prototypes is not None:
             k_s = cfg.num_scenario_prototypes
-            # Against every scenario's set in one product (S K_s columns, a few more
-            # FLOPs than a per-row gather of the sets would copy), then the row's own.
+            # Against every scenario's set in one product (S K_s columns: S times the
+            # FLOPs, cheaper than gathering a K_s x d set per row), then the row's own.
             every = cosine_cost(z_s, self.scenario_prototypes.weight.flatten(0, 1))
             own = every.view(-1, S, k_s).gather(1, scenario.view(-1, 1, 1).expand(-1, 1, k_s))
             rows.append(_widen(own.squeeze(1), width))

@@ -314,8 +314,9 @@ class _ReducedDual:
         if (v - self.v_abs).abs().amax() > half_drift:
             self.absorb(v)
         cur, p = self.evaluate(v)
-        # A start that already meets tol (a tenth of DistProto's steps at its tol 1e-4)
-        # needs no Hessian: the seed is a third of a short solve. One host sync.
+        # A start that already meets tol (~5% of DistProto's steps at its tol 1e-4) needs
+        # no Hessian: the seed is a third of a short solve. This host sync is the loop's
+        # first check.
         converged = bool((self.unpack(cur)[1] <= thresh).all())
         if not converged:
             hinv = inverse_pd(self.neg_hessian(p))
@@ -326,7 +327,7 @@ class _ReducedDual:
         while not converged:
             value, gmax, dev, grad, v, _ = self.unpack(cur)
             done = gmax <= thresh
-            if n_iter % check_every == 0 or n_iter >= max_iter:
+            if (n_iter and n_iter % check_every == 0) or n_iter >= max_iter:
                 # The only host synchronisation: every check_every iterations.
                 flags = torch.stack(
                     [done.all(), (done | (step < _MIN_STEP)).all(), dev.amax() > half_drift]
