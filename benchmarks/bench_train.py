@@ -1,20 +1,28 @@
 """Benchmark of training throughput on CPU: samples/s of whole passes, loader included.
 
 Run: ``OMP_NUM_THREADS=2 python benchmarks/bench_train.py [--models mmoe,distproto
---rows-per-day 100000 --days 2 --passes 2 --threads 2 --batch 512]``.
+--rows-per-day 100000 --days 2 --passes 2 --threads 2 --batch 512]``; issue 17's ratios:
+``OMP_NUM_THREADS=1 python benchmarks/bench_train.py --models mmoe,distproto --threads 1
+--rows-per-day 50000 --days 1 --passes 3`` (DistProto / MMoE) and ``--models tr,prowtp``
+(ProWTP / TR).
 
 It simulates ``--days`` days of the default simulator world into a temporary folder, then
-in one process (a one-rank gloo group, as ``protorec train`` runs) times, per model:
-``shard_model`` once, then ``--passes`` full training passes of ``trainer.train_pass`` over
-a shuffled ``ContractLoader`` — the exact training path of ``protorec train``, including
-reading and converting the Parquet rows, DMP with the fused embedding optimiser, the
-TorchRec train pipeline, AdamW and clipping. Beside it, the loader alone over the same
-pass. The first pass of each model pays one-off costs (allocator, the pipeline's fx
+in one process (a one-rank gloo group, as ``protorec train`` runs) builds every model
+(``shard_model``, and the watch heads' statistics / ProWTP's codebook fitted on those days,
+as ``protorec train`` does) and times ``--passes`` full training passes of
+``trainer.train_pass`` over a shuffled ``ContractLoader`` — the exact training path of
+``protorec train``, including reading and converting the Parquet rows, DMP with the fused
+embedding optimiser, the TorchRec train pipeline, AdamW and clipping. The models' passes
+are interleaved (pass 1 of each, then pass 2, ...), so that other jobs' load reaches them
+alike; then each model's samples/s ratio to the first model of ``--models`` (its
+reference), of the best passes and of the medians. Beside it, the loader alone over the
+same pass. The first pass of each model pays one-off costs (allocator, the pipeline's fx
 trace); the table gives every pass and the median.
 
 Yardstick (issue 6): the plain-PyTorch Scenario-Wise-Rec MMoE trains at 22-25k samples/s
 in this setting (batch 512, 2 threads, one process); targets: MMoE >= 25k, DistProto
->= 20k.
+>= 20k; issue 17: DistProto >= 0.8x MMoE, ProWTP's step <= 1.5x TR's (figures in
+docs/ot.md).
 
 Run it on a quiet machine: with more OpenMP threads than free cores (another job on one
 of 2 cores and ``--threads 2`` here), PyTorch's workers spin-wait and a pass ran over 30x
@@ -38,13 +46,21 @@ from pathlib import Path
 
 import torch
 
+from protorec.pipeline.contract import parse_day_range
+from protorec.pipeline.day_reader import DayReader
 from protorec.pipeline.distributed import init_distributed, shutdown_distributed
 from protorec.pipeline.job_config import ProtorecConfig, load_config
 from protorec.pipeline.loader import ContractLoader
 from protorec.pipeline.model_factory import build_model
+from protorec.pipeline.refresh import refresh_watch_head
 from protorec.pipeline.simulator import simulate
 from protorec.pipeline.trainer import shard_model, train_pass
 from protorec.pipeline.variants import variant_config
+
+
+def _days(text: str) -> list[dt.date]:
+    lo, hi = parse_day_range(text)
+    return [lo + dt.timedelta(days=i) for i in range((hi - lo).days + 1)]
 
 
 def _loader(config: ProtorecConfig, days: str, data: Path, epoch: int) -> ContractLoader:
@@ -64,18 +80,31 @@ def bench_loader(config: ProtorecConfig, days: str, data: Path, passes: int) -> 
     return rates
 
 
-def bench_model(config: ProtorecConfig, days: str, data: Path, passes: int, ctx) -> list[float]:
-    """Samples/s of full training passes (loader construction and iteration included)."""
-    torch.manual_seed(config.train.seed)
-    sharded = shard_model(
-        build_model(config, ebc_device="meta"), ctx, config.train, config.loader.batch_size
-    )
-    rates = []
+def bench_models(
+    configs: dict[str, ProtorecConfig], days: str, data: Path, passes: int, ctx
+) -> dict[str, list[float]]:
+    """Samples/s of full training passes (loader construction and iteration included).
+
+    The models' passes are interleaved (pass 1 of every model, then pass 2, ...), so that a
+    change in the machine's load reaches every model alike and their ratios stay fair.
+    """
+    sharded = {}
+    for name, config in configs.items():
+        torch.manual_seed(config.train.seed)
+        sharded[name] = shard_model(
+            build_model(config, ebc_device="meta"), ctx, config.train, config.loader.batch_size
+        )
+        # Watch heads' tables / ProWTP's codebook from the pass's days, as protorec train does.
+        refresh_watch_head(sharded[name].module, DayReader(data, _days(days)))
+    rates: dict[str, list[float]] = {name: [] for name in configs}
     for epoch in range(passes):
-        t0 = time.perf_counter()
-        loader = _loader(config, days, data, epoch)
-        stats = train_pass(sharded, loader, ctx, config.train, len(loader), progress=False)
-        rates.append(stats.samples / (time.perf_counter() - t0))
+        for name, config in configs.items():
+            t0 = time.perf_counter()
+            loader = _loader(config, days, data, epoch)
+            stats = train_pass(
+                sharded[name], loader, ctx, config.train, len(loader), progress=False
+            )
+            rates[name].append(stats.samples / (time.perf_counter() - t0))
     return rates
 
 
@@ -86,6 +115,7 @@ def profile_model(config: ProtorecConfig, days: str, data: Path, ctx, steps: int
     sharded = shard_model(
         build_model(config, ebc_device="meta"), ctx, config.train, config.loader.batch_size
     )
+    refresh_watch_head(sharded.module, DayReader(data, _days(days)))
     batches = list(_loader(config, days, data, 0))
     train_pass(sharded, batches[:20], ctx, config.train, progress=False)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -140,13 +170,24 @@ def main() -> None:
             )
             print("| what | samples/s per pass | median |")
             print("|---|---|---:|")
-            results = {"loader alone": bench_loader(base, days, data, args.passes)}
-            _print_row("loader alone", results["loader alone"])
-            for name in args.models.split(","):
-                results[name] = bench_model(
-                    variant_config(base, name), days, data, args.passes, ctx
+            _print_row("loader alone", bench_loader(base, days, data, args.passes))
+            names = args.models.split(",")
+            rates = bench_models(
+                {name: variant_config(base, name) for name in names}, days, data, args.passes, ctx
+            )
+            for name in names:
+                _print_row(name, rates[name])
+            # The first model is the reference: ratios of the best passes (the least
+            # disturbed by other jobs) and of the medians.
+            ref = names[0]
+            print()
+            for name in names[1:]:
+                best = max(rates[name]) / max(rates[ref])
+                median = statistics.median(rates[name]) / statistics.median(rates[ref])
+                print(
+                    f"{name} / {ref} samples/s: {best:.2f} (best passes), {median:.2f} "
+                    f"(medians); step time {1 / best:.2f}x, {1 / median:.2f}x"
                 )
-                _print_row(name, results[name])
     finally:
         shutdown_distributed()
 

@@ -160,7 +160,8 @@ class PrototypeAlignment:
 
     Args:
         cost: (P, n, k) cosine costs, with gradient (finite on padding, which has no
-            mass). Slot j of problems s and S + s is batch row ``layout.index[s, j]``.
+            mass: padding rows hold batch row 0's costs, padding prototypes 0). Slot j of
+            problems s and S + s is batch row ``layout.index[s, j]``.
         row_mask: (P, n) real rows.
         col_mask: (P, k) real prototypes (the first K_g, resp. K_s).
         weight: (P,) weight of each problem in the losses: n_s / B for the global
@@ -183,6 +184,11 @@ class PrototypeAlignment:
     def alignment(self) -> Tensor:
         """DistProto's ``L_align = sum_p weight_p sum_jk T_p(j, k) C_p(j, k)`` (scalar)."""
         return (self.weight * (self.plan * self.cost).sum((-2, -1))).sum()
+
+
+def _widen(cost: Tensor, width: int) -> Tensor:
+    """``cost`` (B, K) with zero columns appended up to ``width`` (padding prototypes)."""
+    return cost if cost.shape[-1] == width else F.pad(cost, (0, width - cost.shape[-1]))
 
 
 class DistProtoArch(DenseArch):
@@ -254,24 +260,27 @@ class DistProtoArch(DenseArch):
         width = self.num_columns
         columns = torch.arange(width, device=z_g.device)
         k_g = cfg.num_global_prototypes
-        costs = [
-            F.pad(cosine_cost(layout.pad(z_g), self.global_prototypes.weight), (0, width - k_g))
-        ]
+        # Each row's costs first, (B, width) per prototype set from one product per set;
+        # then one gather lays out all 2S problems: no padded copies of z, one index op
+        # (and one scatter in the backward pass) for every problem.
+        rows = [_widen(cosine_cost(z_g, self.global_prototypes.weight[0]), width)]
         cols = [(columns < k_g).expand(S, -1)]
         # The paper's one global problem over the batch, split by scenario: its rows weigh
         # n_s / B, as their mass would there; each scenario problem weighs one.
         weight = [layout.counts.to(z_g.dtype) / scenario.shape[0]]
         if self.scenario_prototypes is not None:
             k_s = cfg.num_scenario_prototypes
-            costs.append(
-                F.pad(
-                    cosine_cost(layout.pad(z_s), self.scenario_prototypes.weight), (0, width - k_s)
-                )
-            )
+            # Against every scenario's set in one product (S K_s columns: S times the
+            # FLOPs, cheaper than gathering a K_s x d set per row), then the row's own.
+            every = cosine_cost(z_s, self.scenario_prototypes.weight.flatten(0, 1))
+            own = every.view(-1, S, k_s).gather(1, scenario.view(-1, 1, 1).expand(-1, 1, k_s))
+            rows.append(_widen(own.squeeze(1), width))
             cols.append((columns < k_s).expand(S, -1))
             weight.append((layout.counts > 0).to(z_g.dtype))
-        cost = torch.cat(costs)
-        row_mask = layout.mask.repeat(len(costs), 1)
+        # (G, B, width) -> (G, S, n, width) -> (G S, n, width); padding slots hold row 0's
+        # costs, which get no mass (the plan is zero there).
+        cost = torch.stack(rows)[:, layout.index].flatten(0, 1)
+        row_mask = layout.mask.repeat(len(rows), 1)
         col_mask = torch.cat(cols)
         result = solve_transport(cost, row_mask, col_mask, cfg.ot)
         return PrototypeAlignment(cost, row_mask, col_mask, torch.cat(weight), layout, result)

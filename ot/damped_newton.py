@@ -43,7 +43,10 @@ def inverse_pd(neg_hess: Tensor) -> Tensor:
     tiny = torch.finfo(neg_hess.dtype).tiny
     ridge = 16 * torch.finfo(neg_hess.dtype).eps * diag.abs() + tiny
     factor, info = torch.linalg.cholesky_ex(neg_hess + torch.diag_embed(ridge))
-    inv = torch.cholesky_inverse(factor)
+    # cholesky_solve against I: the same inverse, measured ~30% faster than cholesky_inverse
+    # on a batch of 64 x 64 float32 matrices (MKL, one thread).
+    eye = torch.eye(neg_hess.shape[-1], dtype=neg_hess.dtype, device=neg_hess.device)
+    inv = torch.cholesky_solve(eye.expand_as(neg_hess), factor)
     # One non-finite entry makes the sum non-finite (a sum that merely overflows also
     # falls back, which is harmless): ten times cheaper than isfinite().all() per matrix.
     ok = (info == 0) & torch.isfinite(inv.sum((-2, -1)))
