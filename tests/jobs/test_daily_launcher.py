@@ -97,7 +97,7 @@ def _summary(run):
 def test_published_day_exits_0(sim, tmp_path):
     run = _daily(sim, sim / "data", tmp_path / "wd", procs=1)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert _summary(run) == [f"protorec daily: {DAY}: published (or already done) (exit 0)"]
+    assert _summary(run) == [f"protorec daily: {DAY}: published (exit 0)"]
     assert (tmp_path / "wd" / "exports" / DAY / "manifest.json").exists()
 
 
@@ -140,3 +140,20 @@ def test_bad_launch_flags_exit_2_before_torchrun(tmp_path):
         run.stderr.strip() == "protorec daily: --rdzv-endpoint (host:port) is required "
         "with --nnodes 2"
     )
+
+
+def test_summary_says_already_done_for_a_day_with_a_record(tmp_path):
+    from protorec.jobs.daily import outcome, recorded_before
+
+    assert not recorded_before(str(tmp_path), DAY, force=False)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / f"{DAY}.json").write_text("{}")
+    assert recorded_before(str(tmp_path), DAY, force=False)
+    assert not recorded_before(str(tmp_path), DAY, force=True)  # retrained: not skipped
+
+    assert outcome(0, done_before=False) == "published"
+    assert outcome(0, done_before=True) == (
+        "already done (published): nothing changed; --force retrains it"
+    )
+    assert outcome(3, done_before=True).startswith("already done (refused by the gate")
+    assert outcome(4, done_before=True).startswith("no data for the day yet")
