@@ -6,7 +6,6 @@ means) and a one-line summary.
 """
 
 import datetime as dt
-import os
 import subprocess
 import sys
 
@@ -16,22 +15,9 @@ import yaml
 from protorec.pipeline.contract import partition_dir
 from protorec.pipeline.job_config import CONFIG_DIR
 
+from ..conftest import job_env
+
 DAY = "2026-01-01"
-
-
-def _env():
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in (
-        "WORLD_SIZE",
-        "RANK",
-        "LOCAL_RANK",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        "PROTOREC_PUSHGATEWAY",
-        "PROTOREC_STATUS_FILE",
-    ):
-        env.pop(key, None)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +44,7 @@ def sim(tmp_path_factory):
             "--quiet",
         ],
         check=True,
-        env=_env(),
+        env=job_env(),
     )
     return root
 
@@ -83,7 +69,7 @@ def _daily(sim, data, workdir, date=DAY, procs=2):
             "--quiet",
             f"--nproc-per-node={procs}",
         ],
-        env=_env(),
+        env=job_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -130,7 +116,7 @@ def test_bad_launch_flags_exit_2_before_torchrun(tmp_path):
             "--nnodes",
             "2",
         ],
-        env=_env(),
+        env=job_env(),
         capture_output=True,
         text=True,
         timeout=60,
