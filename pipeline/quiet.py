@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import warnings
 
 #: (category, regex of the module the warning is attributed to).
@@ -70,17 +71,22 @@ def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
         "--log-level",
         choices=LOG_LEVELS,
         default="info",
-        help="protorec's log level; debug also shows TorchRec's and fbgemm's INFO lines "
-        "and the third-party notices hidden by default",
+        help="protorec's log level (info: rank 0's INFO lines, every rank's warnings); "
+        "debug: every rank, with TorchRec's and fbgemm's INFO lines and the third-party "
+        "notices hidden by default",
     )
 
 
 def setup_logging(level: str, fmt: str = "%(asctime)s %(levelname)s %(message)s") -> None:
     """Log protorec's lines at ``level``, everything else at WARNING (all at ``debug``).
 
-    TorchRec and fbgemm log every planning and kernel choice at INFO. ``force``: importing
-    torchrec has configured the root logger already.
+    TorchRec and fbgemm log every planning and kernel choice at INFO. Under torchrun every
+    rank logs the same INFO lines: at ``info`` only rank 0 (``RANK``) does, the others
+    log warnings and errors. ``force``: importing torchrec has configured the root logger
+    already.
     """
+    if level == "info" and int(os.environ.get("RANK", "0")) != 0:
+        level = "warning"
     logging.basicConfig(
         level=logging.DEBUG if level == "debug" else logging.WARNING, format=fmt, force=True
     )

@@ -58,3 +58,22 @@ def test_third_party_notices_are_hidden_at_their_loggers_unless_log_level_debug(
     assert shown["info"] == ["another planner warning"]  # only the known notices go
     assert shown["debug"] == [message for _, message in lines]
     assert len(logging.getLogger(THIRD_PARTY_LOGS[0][0]).filters) == 1
+
+
+def test_info_lines_come_from_rank_0_only_unless_debug(monkeypatch):
+    protorec = logging.getLogger("protorec")
+    before = protorec.level
+    levels = {}
+    try:
+        for rank, level in (("0", "info"), ("1", "info"), ("1", "debug"), ("1", "warning")):
+            monkeypatch.setenv("RANK", rank)
+            setup_logging(level)
+            levels[rank, level] = protorec.getEffectiveLevel()
+    finally:
+        protorec.setLevel(before)
+    assert levels == {
+        ("0", "info"): logging.INFO,
+        ("1", "info"): logging.WARNING,
+        ("1", "debug"): logging.DEBUG,
+        ("1", "warning"): logging.WARNING,
+    }
