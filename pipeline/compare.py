@@ -350,7 +350,8 @@ def _bars(
     for i, (variant, m) in enumerate(models.items()):
         stats = [m["figures"].get(g) or {"mean": None, "std": None} for g in groups]
         means = np.array([np.nan if s["mean"] is None else s["mean"] for s in stats])
-        stds = np.array([0.0 if s["std"] is None else s["std"] for s in stats])
+        # No bar of spread from one seed (NaN draws none).
+        stds = np.array([np.nan if s["std"] is None else s["std"] for s in stats])
         ax.bar(
             x - 0.4 + width * (i + 0.5),
             means,
@@ -360,8 +361,9 @@ def _bars(
             label=variant,
             color=colors[variant],
         )
-        lows.append(np.nanmin(means - stds) if np.isfinite(means).any() else np.nan)
-        highs.append(np.nanmax(means + stds) if np.isfinite(means).any() else np.nan)
+        spread = np.nan_to_num(stds)
+        lows.append(np.nanmin(means - spread) if np.isfinite(means).any() else np.nan)
+        highs.append(np.nanmax(means + spread) if np.isfinite(means).any() else np.nan)
     if oracle is not None:
         values = np.array([oracle["figures"].get(g) or np.nan for g in groups], dtype=float)
         if np.isfinite(values).any():
@@ -403,7 +405,8 @@ def scenario_figure(summary: dict):
     scenarios = next(iter(models.values()))["scenarios"] if models else []
     watch = {v: m for v, m in models.items() if "overall.xauc" in m["figures"]}
     groups = ["overall.auc"] + [f"per_scenario.{s}.auc" for s in scenarios]
-    width = min(14.0, 4.0 + 0.22 * len(groups) * len(models))
+    # Wide enough for the title's data set and days.
+    width = min(14.0, max(7.5, 4.0 + 0.22 * len(groups) * len(models)))
     if watch:
         fig, axes = plt.subplots(
             1, 3, figsize=(width + 6.0, 4.5), gridspec_kw={"width_ratios": [width, 3, 3]}
