@@ -37,6 +37,16 @@ def readme_commands() -> list[list[str]]:
 COMMANDS = readme_commands()
 
 
+def test_readme_names_only_files_that_exist():
+    text = (ROOT / "README.md").read_text()
+    named = set(
+        re.findall(r"\b(?:docs|benchmarks|docker|jobs|models|pipeline|tests)/[\w./-]+", text)
+    )
+    files = {n.rstrip(".") for n in named if re.search(r"\.(md|py|sh)$", n.rstrip("."))}
+    assert "docs/design.md" in files
+    assert sorted(f for f in files if not (ROOT / f).is_file()) == []
+
+
 def test_readme_shows_every_verb():
     assert {c[0] for c in COMMANDS} == set(JOBS)
 
