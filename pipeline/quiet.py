@@ -14,11 +14,18 @@ import logging
 import os
 import warnings
 
-#: (category, regex of the module the warning is attributed to).
+#: (category, regex of the module the warning is attributed to, regex of the message's
+#: start). torch.distributed.checkpoint warns on every ShardedTensor it saves or loads:
+#: TorchRec's sharded tables are ShardedTensors, which protorec does not choose.
 THIRD_PARTY = (
-    (FutureWarning, r"torchrec(\..*)?$"),
-    (DeprecationWarning, r"torchrec(\..*)?$"),
-    (DeprecationWarning, r"fbgemm_gpu(\..*)?$"),
+    (FutureWarning, r"torchrec(\..*)?$", ""),
+    (DeprecationWarning, r"torchrec(\..*)?$", ""),
+    (DeprecationWarning, r"fbgemm_gpu(\..*)?$", ""),
+    (
+        FutureWarning,
+        r"torch\.distributed\.checkpoint(\..*)?$",
+        "Please use DTensor instead and we are deprecating ShardedTensor",
+    ),
 )
 
 #: (logger, start of the message): WARNING lines about TorchRec's and torch's own choices.
@@ -40,8 +47,8 @@ LOG_LEVELS = ("debug", "info", "warning")
 
 def quiet_third_party_warnings() -> None:
     """Ignore :data:`THIRD_PARTY`'s warnings in this process (call before the work)."""
-    for category, module in THIRD_PARTY:
-        warnings.filterwarnings("ignore", category=category, module=module)
+    for category, module, message in THIRD_PARTY:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
 
 
 class _DebugOnly(logging.Filter):

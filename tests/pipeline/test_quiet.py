@@ -26,10 +26,17 @@ def test_third_party_warnings_are_ignored_at_their_source_only():
             warnings.warn_explicit(
                 f"{module} {category.__name__}", category, "f.py", 1, module=module
             )
+        dcp = "torch.distributed.checkpoint.planner_helpers"
+        for message in (
+            "Please use DTensor instead and we are deprecating ShardedTensor.",
+            "another deprecation",  # torch's other warnings there still show
+        ):
+            warnings.warn_explicit(message, FutureWarning, "f.py", 1, module=dcp)
     assert [str(w.message) for w in caught] == [
         "protorec.pipeline.trainer FutureWarning",
         "torchrec_extra FutureWarning",
         "torchrec.optim.clipping UserWarning",
+        "another deprecation",
     ]
 
 
