@@ -14,7 +14,7 @@ import os
 import sys
 
 from protorec.pipeline.provenance import package_version
-from protorec.pipeline.quiet import quiet_third_party_warnings
+from protorec.pipeline.quiet import quiet_third_party_logs, quiet_third_party_warnings
 
 #: Job modules, in the order `protorec --help` lists them.
 JOBS = (
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     quiet_third_party_warnings()
+    quiet_third_party_logs()
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:

@@ -9,11 +9,11 @@ flags and ``--out``; the finished runs are kept.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
 
+from protorec.pipeline.quiet import add_log_level_argument, setup_logging
 from protorec.pipeline.threads import add_threads_argument
 
 #: Exit status after Ctrl-C: 128 + SIGINT, as a shell reports a program the signal ended.
@@ -63,6 +63,7 @@ def add_parser(subparsers) -> None:
         help="train nothing: write the tables of the runs finished in --out",
     )
     add_threads_argument(p)
+    add_log_level_argument(p)
     p.set_defaults(func=run)
 
 
@@ -108,12 +109,7 @@ def _compare(args: argparse.Namespace) -> int:
     from protorec.pipeline.threads import set_threads
     from protorec.pipeline.variants import apply_overrides, parse_override
 
-    # force: importing torchrec has configured the root logger already. TorchRec and
-    # fbgemm log every planning and kernel choice at INFO: INFO for protorec's lines only.
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", force=True
-    )
-    logging.getLogger("protorec").setLevel(logging.INFO)
+    setup_logging(args.log_level)
     config = apply_overrides(load_config(args.config), [parse_override(s) for s in args.overrides])
     variants = [v.strip() for v in args.models.split(",") if v.strip()]
     dataset = args.dataset or config.data.dataset

@@ -18,9 +18,11 @@ import subprocess
 import sys
 import tempfile
 
+from protorec.pipeline.quiet import add_log_level_argument
+
 #: One line per status for the summary (jobs/train_daily.py documents them).
 OUTCOMES = {
-    0: "published (or already done)",
+    0: "published",
     2: "bad arguments or config (see above)",
     3: "refused by the gate: yesterday's export stays current",
     4: "no data for the day yet: nothing changed",
@@ -40,6 +42,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="retrain a date that is already done")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_log_level_argument(p)
     p.add_argument(
         "--nproc-per-node",
         type=int,
@@ -96,7 +99,28 @@ def launch_command(args: argparse.Namespace) -> list[str]:
     if args.dataset:
         job += ["--dataset", args.dataset]
     job += ["--force"] * args.force + ["--quiet"] * args.quiet
+    job += ["--log-level", args.log_level]
     return launcher + job
+
+
+def recorded_before(workdir: str, date: str, force: bool) -> bool:
+    """Whether the job will skip ``date``: a run record and no ``--force``.
+
+    The record's path is pipeline/daily.py's ``Workdir.record``.
+    """
+    return not force and os.path.exists(os.path.join(workdir, "runs", f"{date}.json"))
+
+
+def outcome(status: int, done_before: bool) -> str:
+    """The summary's words for ``status``.
+
+    ``done_before``: the day had a run record before this launch and no ``--force``, so
+    the job changed nothing and returned the recorded day's status.
+    """
+    words = OUTCOMES.get(status, "status")
+    if done_before and status in (0, 3):
+        return f"already done ({words}): nothing changed; --force retrains it"
+    return words
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"protorec daily: {exc}", file=sys.stderr)
         return 2
+    done_before = recorded_before(args.workdir, args.date, args.force)
     fd, status_file = tempfile.mkstemp(prefix="protorec-daily-", suffix=".status")
     os.close(fd)
     try:
@@ -121,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     if text:
         status = int(text)
         print(
-            f"protorec daily: {args.date}: {OUTCOMES.get(status, 'status')} (exit {status})",
+            f"protorec daily: {args.date}: {outcome(status, done_before)} (exit {status})",
             file=sys.stderr,
         )
         return status

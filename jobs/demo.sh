@@ -16,13 +16,18 @@ export OMP_NUM_THREADS=1
 for i in $(seq 1 "$days"); do
   day=$(date -u -d "2026-01-01 + $i day" +%F)
   status=0
+  # a day with a run record is skipped by the job, which returns its recorded status
+  done_before=0
+  [ ! -f "$workdir/workdir/runs/$day.json" ] || done_before=1
   # the container entrypoint, run directly: the same mapping onto torchrun as in the images
   PROTOREC_WORKDIR="$workdir/workdir" PROTOREC_DATASET="$workdir/data" PROTOREC_DATE="$day" \
     PROTOREC_CONFIG=simulator PROTOREC_DEVICE=cpu PROTOREC_NPROC_PER_NODE=2 \
     TORCHRUN="$bin/torchrun" "$root/docker/entrypoint.sh" --quiet || status=$?
-  case $status in
-    0) echo "$day: published" ;;
-    3) echo "$day: refused by the gate; yesterday's export stays current" ;;
+  case $done_before$status in
+    00) echo "$day: published" ;;
+    03) echo "$day: refused by the gate; yesterday's export stays current" ;;
+    10) echo "$day: already done (published): nothing changed" ;;
+    13) echo "$day: already done (refused by the gate): nothing changed" ;;
     *) echo "$day: failed with status $status" >&2; exit "$status" ;;
   esac
 done

@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from protorec.pipeline.quiet import add_log_level_argument, setup_logging
 from protorec.pipeline.threads import add_threads_argument
 
 
@@ -47,6 +48,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--progress", action="store_true", help="progress bar of the read")
     add_threads_argument(p)
+    add_log_level_argument(p)
     p.set_defaults(func=run)
 
 
@@ -77,12 +79,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from protorec.pipeline.threads import set_threads
     from protorec.pipeline.variants import apply_overrides, parse_override
 
-    # force: importing torchrec has configured the root logger already. TorchRec and
-    # fbgemm log every planning and kernel choice at INFO: INFO for protorec's lines only.
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", force=True
-    )
-    logging.getLogger("protorec").setLevel(logging.INFO)
+    setup_logging(args.log_level)
     if args.data_deprecated:
         print("protorec evaluate: --data is deprecated, use --dataset", file=sys.stderr)
     config = read_export_config(args.model)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from protorec.pipeline.quiet import add_log_level_argument, setup_logging
+
 
 def _table_rows(text: str) -> tuple[str, int]:
     name, sep, rows = text.partition("=")
@@ -33,6 +35,7 @@ def add_parser(subparsers) -> None:
         metavar="NAME=ROWS",
         help="override a sparse feature's table size",
     )
+    add_log_level_argument(p)
     p.set_defaults(func=run)
 
 
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         config, features=dataclasses.replace(config.features, sparse=sparse)
     )
     # The planner's memory and balance report goes to this logger at INFO.
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    setup_logging(args.log_level, "%(message)s")
     logging.getLogger("torchrec.distributed.planner.stats").setLevel(logging.INFO)
     topology_args = {"hbm_cap": int(args.hbm_gb * 1024**3)} if args.hbm_gb else {}
     topology = Topology(

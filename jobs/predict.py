@@ -13,6 +13,8 @@ import argparse
 import logging
 import sys
 
+from protorec.pipeline.quiet import add_log_level_argument, setup_logging
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("predict", help="score every row of days A..B with an export")
@@ -21,6 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dates", required=True, metavar="A..B", help="days to score")
     p.add_argument("--out", required=True, metavar="FILE.parquet", help="write the scores here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_log_level_argument(p)
     p.set_defaults(func=run)
 
 
@@ -37,13 +40,8 @@ def run(args: argparse.Namespace) -> int:
     except (ExportError, FileNotFoundError, ValueError) as exc:
         print(f"protorec predict: {exc}", file=sys.stderr)
         return 2
-    # force: importing torchrec has configured the root logger already. TorchRec and
-    # fbgemm log every planning and kernel choice at INFO: INFO for protorec's lines only.
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", force=True
-    )
+    setup_logging(args.log_level)
     log = logging.getLogger("protorec")
-    log.setLevel(logging.INFO)
     config, model = load_export(args.model)
     rows = predict_to_parquet(config, model, reader, args.out, progress=not args.quiet)
     log.info(

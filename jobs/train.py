@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
+from protorec.pipeline.quiet import add_log_level_argument, setup_logging
 from protorec.pipeline.threads import add_threads_argument
 
 
@@ -55,6 +55,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_argument(p)
+    add_log_level_argument(p)
     p.set_defaults(func=run)
 
 
@@ -76,12 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from protorec.pipeline.trainer import check_embedding_optimizer
     from protorec.pipeline.variants import apply_overrides, parse_override, variant_config
 
-    # force: importing torchrec has configured the root logger already. TorchRec and
-    # fbgemm log every planning and kernel choice at INFO: INFO for protorec's lines only.
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", force=True
-    )
-    logging.getLogger("protorec").setLevel(logging.INFO)
+    setup_logging(args.log_level)
     try:
         config = load_config(args.config)
         if args.model:

@@ -20,7 +20,12 @@ import logging
 import os
 import sys
 
-from protorec.pipeline.quiet import quiet_third_party_warnings
+from protorec.pipeline.quiet import (
+    add_log_level_argument,
+    quiet_third_party_logs,
+    quiet_third_party_warnings,
+    setup_logging,
+)
 from protorec.pipeline.threads import add_threads_argument, set_threads
 
 
@@ -39,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_argument(p)
+    add_log_level_argument(p)
     return p
 
 
@@ -47,13 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     quiet_third_party_warnings()
+    quiet_third_party_logs()
     _tag_rank(int(os.environ.get("RANK", "0")))
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s [rank %(rank)s] %(name)s: %(message)s",
-    )
-    # TorchRec and fbgemm log every plan and pipeline fill at INFO: protorec's own lines only.
-    logging.getLogger("protorec").setLevel(logging.INFO)
+    setup_logging(args.log_level, "%(asctime)s %(levelname)s [rank %(rank)s] %(name)s: %(message)s")
 
     from protorec.pipeline.config import ConfigError
     from protorec.pipeline.daily import run_day

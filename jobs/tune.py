@@ -7,9 +7,9 @@ One process (a search runs its trials one after another); run it again with the 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from protorec.pipeline.quiet import add_log_level_argument, setup_logging
 from protorec.pipeline.threads import add_threads_argument
 
 
@@ -64,6 +64,7 @@ def add_parser(subparsers) -> None:
         help="auto: CUDA when torch sees a device, else CPU",
     )
     add_threads_argument(p)
+    add_log_level_argument(p)
     p.set_defaults(func=run)
 
 
@@ -78,10 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from protorec.pipeline.tune import tune
     from protorec.pipeline.variants import apply_overrides, parse_override
 
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", force=True
-    )
-    logging.getLogger("protorec").setLevel(logging.INFO)
+    setup_logging(args.log_level)
     if args.trials < 1:
         print("protorec tune: --trials must be >= 1", file=sys.stderr)
         return 2

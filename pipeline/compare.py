@@ -9,7 +9,7 @@ the tables. Runs of one variant are averaged only when they ran on the same worl
 and device (:func:`check_same_environment`). The aggregate over every run in ``OUT`` goes
 to ``compare.json``, ``compare.md`` (each figure the mean ± sample standard deviation over
 seeds, the oracle beside) and ``compare.png`` (per-scenario AUC per model, with error
-bars).
+bars; watch-time MAE and XAUC when watch heads were compared).
 
 Layout of ``OUT``::
 
@@ -219,7 +219,13 @@ def aggregate(records: Sequence[dict], oracle: dict | None, settings: dict) -> d
         keys = list(dict.fromkeys(k for f in per_run for k in f))
         models[variant] = {
             "seeds": [r["seed"] for r in runs],
-            "scenarios": list(runs[0]["metrics"]["per_scenario"]),
+            # Only scenarios with test rows: a data set's scenario list may name codes
+            # that never occur in the evaluated days (no AUC, an empty column).
+            "scenarios": [
+                name
+                for name in runs[0]["metrics"]["per_scenario"]
+                if any(r["metrics"]["per_scenario"].get(name, {}).get("samples", 1) for r in runs)
+            ],
             "figures": {
                 k: {**mean_std([f.get(k) for f in per_run]), "values": [f.get(k) for f in per_run]}
                 for k in keys
@@ -326,8 +332,70 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_scenario_auc(summary: dict, path: Path) -> None:
-    """PNG bar chart: AUC overall and per scenario, one bar per model (± std), oracle ticks."""
+def _title_data(settings: dict) -> str:
+    """The data set's folder name and the days: what a chart was computed on."""
+    return (
+        f"{Path(settings['dataset']).name}, train {settings['train_days']}, "
+        f"test {settings['test_days']}"
+    )
+
+
+def _bars(
+    ax, models: dict, oracle: dict | None, groups: list[str], colors: dict[str, str]
+) -> tuple[float, float]:
+    """One bar per model and group (mean ± std), the oracle as a tick; the values' range."""
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(models))
+    lows, highs = [], []
+    for i, (variant, m) in enumerate(models.items()):
+        stats = [m["figures"].get(g) or {"mean": None, "std": None} for g in groups]
+        means = np.array([np.nan if s["mean"] is None else s["mean"] for s in stats])
+        # No bar of spread from one seed (NaN draws none).
+        stds = np.array([np.nan if s["std"] is None else s["std"] for s in stats])
+        ax.bar(
+            x - 0.4 + width * (i + 0.5),
+            means,
+            width,
+            yerr=stds,
+            capsize=2,
+            label=variant,
+            color=colors[variant],
+        )
+        spread = np.nan_to_num(stds)
+        lows.append(np.nanmin(means - spread) if np.isfinite(means).any() else np.nan)
+        highs.append(np.nanmax(means + spread) if np.isfinite(means).any() else np.nan)
+    if oracle is not None:
+        values = np.array([oracle["figures"].get(g) or np.nan for g in groups], dtype=float)
+        if np.isfinite(values).any():
+            ax.hlines(
+                values, x - 0.42, x + 0.42, colors="black", linewidths=2, label="oracle", zorder=3
+            )
+            lows.append(np.nanmin(values))
+            highs.append(np.nanmax(values))
+    finite_lows = [v for v in lows if math.isfinite(v)]
+    finite_highs = [v for v in highs if math.isfinite(v)]
+    if not finite_lows:
+        return math.nan, math.nan
+    return min(finite_lows), max(finite_highs)
+
+
+def _from_chance(ax, low: float, high: float) -> None:
+    """A rank figure's (AUC, XAUC) axis from 0.5, chance, drawn as a dashed line."""
+    top = 1.0 if not math.isfinite(high) else min(1.0, high + 0.1 * (high - 0.5) + 0.01)
+    bottom = 0.5 if not math.isfinite(low) else min(0.5, low - 0.01)
+    ax.set_ylim(bottom, max(top, 0.51))
+    # Above the spine it lies on.
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1.5, label="chance (0.5)", zorder=3)
+
+
+def scenario_figure(summary: dict):
+    """The compare chart as a matplotlib Figure (written by :func:`plot_scenario_auc`).
+
+    Click AUC overall and per scenario (the scenarios with test rows), one bar per model
+    (± std over seeds), the oracle as a black tick, the axis from 0.5 with a dashed chance
+    line. When watch heads were compared, two panels beside it: watch-time MAE (axis
+    from 0) and XAUC (from 0.5) per model.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a training node
@@ -335,36 +403,56 @@ def plot_scenario_auc(summary: dict, path: Path) -> None:
 
     models, oracle = summary["models"], summary["oracle"]
     scenarios = next(iter(models.values()))["scenarios"] if models else []
+    watch = {v: m for v, m in models.items() if "overall.xauc" in m["figures"]}
     groups = ["overall.auc"] + [f"per_scenario.{s}.auc" for s in scenarios]
-    labels = ["overall"] + scenarios
-    x = np.arange(len(groups))
-    width = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(min(14.0, 4.0 + 0.22 * len(groups) * len(models)), 4.5))
-    lows, highs = [], []
-    for i, (variant, m) in enumerate(models.items()):
-        stats = [m["figures"].get(g) or {"mean": None, "std": None} for g in groups]
-        means = np.array([np.nan if s["mean"] is None else s["mean"] for s in stats])
-        stds = np.array([0.0 if s["std"] is None else s["std"] for s in stats])
-        ax.bar(x - 0.4 + width * (i + 0.5), means, width, yerr=stds, capsize=2, label=variant)
-        lows.append(np.nanmin(means - stds))
-        highs.append(np.nanmax(means + stds))
-    if oracle is not None:
-        values = np.array([oracle["figures"].get(g) or np.nan for g in groups], dtype=float)
-        ax.hlines(
-            values, x - 0.42, x + 0.42, colors="black", linewidths=2, label="oracle", zorder=3
+    # Wide enough for the title's data set and days.
+    width = min(14.0, max(7.5, 4.0 + 0.22 * len(groups) * len(models)))
+    if watch:
+        fig, axes = plt.subplots(
+            1, 3, figsize=(width + 6.0, 4.5), gridspec_kw={"width_ratios": [width, 3, 3]}
         )
-        lows.append(np.nanmin(values))
-        highs.append(np.nanmax(values))
-    if lows and all(math.isfinite(v) for v in lows + highs):
-        # AUCs of rival models differ in the second decimal: zoom in on the range used.
-        span = max(highs) - min(lows)
-        ax.set_ylim(max(0.0, min(lows) - 0.1 * span - 0.01), min(1.0, max(highs) + 0.1 * span))
-    ax.set_xticks(x, labels)
+    else:
+        fig, axes = plt.subplots(figsize=(width, 4.5))
+        axes = [axes]
+    ax = axes[0]
+    # A model keeps its colour in every panel.
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = {v: cycle[i % len(cycle)] for i, v in enumerate(models)}
+    _from_chance(ax, *_bars(ax, models, oracle, groups, colors))
+    ax.set_xticks(np.arange(len(groups)), ["overall", *scenarios])
     ax.set_ylabel("AUC (mean ± std over seeds)")
-    ax.set_title(f"AUC per scenario, test {summary['settings']['test_days']}")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("click AUC per scenario")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    if watch:
+        watch_oracle = (
+            oracle if oracle is not None and "overall.xauc" in oracle["figures"] else None
+        )
+        for ax_w, key, label in (
+            (axes[1], "mae", "watch-time MAE (ms)"),
+            (axes[2], "xauc", "watch-time XAUC"),
+        ):
+            low, high = _bars(ax_w, watch, watch_oracle, [f"overall.{key}"], colors)
+            if key == "xauc":
+                _from_chance(ax_w, low, high)
+            else:
+                ax_w.set_ylim(0.0, 1.1 * high if math.isfinite(high) and high > 0 else 1.0)
+            ax_w.set_xticks([0], ["overall"])
+            ax_w.set_title(label)
+            ax_w.grid(axis="y", alpha=0.3)
+    fig.suptitle(_title_data(summary["settings"]))
+    # One legend below the panels: the click panel names every model, oracle and chance.
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize="small", loc="lower center", ncol=min(6, len(labels)))
+    rows = -(-len(labels) // 6)
+    fig.tight_layout(rect=(0.0, min(0.3, 0.07 * rows), 1.0, 1.0))
+    return fig
+
+
+def plot_scenario_auc(summary: dict, path: Path) -> None:
+    """Write :func:`scenario_figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = scenario_figure(summary)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

@@ -1,4 +1,4 @@
-"""The interaction data contract (DESIGN.md): schema, row validation, atomic partition writes.
+"""The interaction data contract (docs/design.md): schema, row validation, atomic partition writes.
 
 A contract data set is a directory of Parquet files partitioned by day::
 
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from protorec.pipeline.atomic import replace_dir
 
-#: The columns every contract row has, with their types (DESIGN.md, "Data contract").
+#: The columns every contract row has, with their types (docs/design.md, "Data contract").
 CONTRACT_SCHEMA = pa.schema(
     [
         pa.field("user_id", pa.int64(), nullable=False),

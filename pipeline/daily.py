@@ -1,6 +1,6 @@
 """One day of the daily warm-start job: resume or warm-start, refresh, train, gate, publish.
 
-The work directory (DESIGN.md, "Outputs")::
+The work directory (docs/design.md, "Outputs")::
 
     checkpoints/<date>/          end of day (DCP, one shard per rank; meta.json last)
     checkpoints/<date>.partial/  the day's newest mid-day checkpoint, removed at the end

@@ -1,4 +1,4 @@
-"""Ingest: a raw source, read in chunks, becomes the day-partitioned contract (DESIGN.md).
+"""Ingest: a raw source, read in chunks, becomes the day-partitioned contract (docs/design.md).
 
 The source adapters (``ingest_kuairand.py``, ``ingest_open_bandit.py``) describe each input
 file as a :class:`SourceFile`: which raw columns to read, with which types, and how a raw

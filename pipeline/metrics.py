@@ -1,4 +1,4 @@
-"""Evaluation metrics of click and watch-time predictions (DESIGN.md, "Outputs").
+"""Evaluation metrics of click and watch-time predictions (docs/design.md, "Outputs").
 
 Pure functions on numpy arrays (float64 inside), then :func:`compute_metrics`, which
 assembles the JSON-ready figures of one model's predictions overall and per scenario, and
@@ -13,7 +13,7 @@ and none computes these definitions exactly.
 - ``torchrec.metrics.gauc`` averages sessions unweighted and skips sessions whose
   predictions are all equal; we weight by group size and keep them (AUC 1/2).
 - ``torchrec.metrics.xauc`` is O(n^2) per batch, counts pairs with tied truths as
-  matches, and counts prediction ties as 0; :func:`xauc` is the DESIGN.md definition in
+  matches, and counts prediction ties as 0; :func:`xauc` is the docs/design.md definition in
   O(n log n).
 - ``torchrec.metrics.ndcg`` has no cut-off ``k`` and builds a (sessions x rows) mask.
 
@@ -387,7 +387,7 @@ def rmse(truth, pred) -> float:
 
 
 def xauc(truth, pred) -> float:
-    """XAUC of watch-time predictions (DESIGN.md), exact, in O(n log n).
+    """XAUC of watch-time predictions (docs/design.md), exact, in O(n log n).
 
     Exactly: over all unordered pairs of rows with different true watch times, the share
     that the prediction orders the same way as the truth; a tie in predictions counts 1/2.
@@ -515,7 +515,7 @@ def compute_metrics(
         pred_watch_ms: predicted watch time; required with ``watch_ms`` and finite where
             ``watch_ms`` is observed.
         scenario_names: display name of each scenario index; by default the index.
-        ndcg_k: NDCG cut-off (DESIGN.md: 10).
+        ndcg_k: NDCG cut-off (docs/design.md: 10).
 
     Returns:
         ``{"overall": {...}, "per_scenario": {name: {...}}, "worst_scenario_auc": float |

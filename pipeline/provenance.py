@@ -21,27 +21,42 @@ def package_version() -> str:
         return "unknown (not installed)"
 
 
-def git_commit() -> str:
-    """``git rev-parse --short HEAD`` of the source tree, or ``unknown``.
-
-    The strict editable install links each file: resolve the link to reach the checkout.
-    An installed wheel, or a machine without git, has no commit to give.
-    """
+def _git(source: Path, *args: str) -> str | None:
+    """``git -C source ARGS``'s output, or None (no git, not a checkout)."""
     try:
         done = subprocess.run(
-            ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(source), *args],
             capture_output=True,
             text=True,
             timeout=10,
             check=True,
         )
     except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout
+
+
+def git_commit(source: Path | None = None) -> str:
+    """``git rev-parse --short HEAD`` of the source tree, ``+dirty`` if changed, or ``unknown``.
+
+    ``+dirty``: ``git status`` shows changes to tracked files (untracked files do not
+    count), so the commit alone does not say what ran. The strict editable install links
+    each file: resolve the link to reach the checkout. An installed wheel, or a machine
+    without git, has no commit to give.
+
+    Args:
+        source: a folder of the checkout; by default this file's.
+    """
+    source = source or Path(__file__).resolve().parent
+    commit = (_git(source, "rev-parse", "--short", "HEAD") or "").strip()
+    if not commit:
         return "unknown"
-    return done.stdout.strip() or "unknown"
+    changes = _git(source, "status", "--porcelain", "--untracked-files=no")
+    return commit + ("+dirty" if changes else "")
 
 
 def code_version() -> str:
-    """``protorec <version> (git <commit>)``, the commit ``unknown`` outside a checkout.
+    """``protorec <version> (git <commit>[+dirty])``, the commit ``unknown`` outside a checkout.
 
     >>> code_version().startswith("protorec ")
     True

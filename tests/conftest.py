@@ -1,4 +1,4 @@
-"""Shared test fixtures: where the real data lies, a real Pushgateway."""
+"""Shared test fixtures: where the real data lies, a real Pushgateway, a job's environment."""
 
 import os
 import shutil
@@ -20,6 +20,24 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").exists():
         pytest.fail(f"real data not found at {SHARED_DATA}; set PROTOREC_SHARED_DATA")
     return SHARED_DATA
+
+
+#: What a job's subprocess must not inherit: torchrun's placement of this process (a
+#: test run under torchrun) and protorec's own settings (a Pushgateway, fault injection,
+#: a status file, a signing key).
+_INHERITED = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def job_env(**extra: str) -> dict[str, str]:
+    """The environment of a job run as a subprocess: one torch thread, nothing inherited.
+
+    ``OMP_NUM_THREADS=1`` (the 2-core CI machine runs several processes at once), without
+    :data:`_INHERITED` or any ``PROTOREC_*`` variable; ``extra`` is set on top.
+    """
+    env = {
+        k: v for k, v in os.environ.items() if k not in _INHERITED and not k.startswith("PROTOREC_")
+    }
+    return {**env, "OMP_NUM_THREADS": "1", **extra}
 
 
 GATEWAY = shutil.which("prometheus-pushgateway")

@@ -10,7 +10,6 @@ to the work directory when the job stops.
 
 import datetime as dt
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,24 +24,11 @@ import yaml
 from protorec.pipeline.contract import partition_dir
 from protorec.pipeline.job_config import CONFIG_DIR
 
+from ..conftest import job_env
+
 ROOT = Path(__file__).resolve().parents[2]
 JOB = str(ROOT / "jobs" / "train_daily.py")
 DAY = dt.date(2026, 1, 1)
-
-
-def _env():
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in (
-        "WORLD_SIZE",
-        "RANK",
-        "LOCAL_RANK",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        "PROTOREC_PUSHGATEWAY",
-        "PROTOREC_KILL_AT_STEP",
-    ):
-        env.pop(key, None)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +55,7 @@ def sim(tmp_path_factory):
             "--quiet",
         ],
         check=True,
-        env=_env(),
+        env=job_env(),
     )
     return root
 
@@ -100,7 +86,7 @@ def _run(sim, data, workdir, day=DAY):
             "--device",
             "cpu",
         ],
-        env=_env(),
+        env=job_env(),
         capture_output=True,
         text=True,
     )

@@ -18,6 +18,8 @@ import pytest
 from protorec.pipeline.daily import EXIT_LOCKED
 from protorec.pipeline.workdir_lock import LOCK_FILE, WorkdirLock, WorkdirLocked
 
+from ..conftest import job_env
+
 HOLDER = (
     "import sys\n"
     "from protorec.pipeline.workdir_lock import WorkdirLock\n"
@@ -28,13 +30,6 @@ HOLDER = (
 )
 
 
-def _env():
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    return env
-
-
 @pytest.fixture
 def holder(tmp_path):
     workdir = tmp_path / "wd"
@@ -43,7 +38,7 @@ def holder(tmp_path):
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env=_env(),
+        env=job_env(),
     )
     assert proc.stdout.readline().strip() == "held"
     yield workdir, proc
@@ -75,7 +70,7 @@ def test_second_daily_job_exits_locked_naming_the_holder(holder, tmp_path):
         ],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=job_env(),
         timeout=300,
     )
     assert job.returncode == EXIT_LOCKED == 5, job.stderr

@@ -20,6 +20,7 @@ from protorec.pipeline.compare import (
     pending_runs,
     run_compare,
     run_config,
+    scenario_figure,
     summary_markdown,
 )
 from protorec.pipeline.config import ConfigError, to_dict
@@ -191,6 +192,58 @@ def test_aggregate_mean_std_and_watch_table():
     assert "| prowtp | 1000.0 ± 0.0 | 2000.0 ± 0.0 | 0.6500 ± 0.0707 | 0.6500 ± 0.0707 |" in md
     assert "| oracle | 1000.0 | 2000.0 | 0.8000 | 0.8000 |" in md
     assert mean_std([None, None]) == {"mean": None, "std": None, "n": 0}
+
+
+def _with_empty_scenario(metrics):
+    """``metrics`` plus a scenario without test rows, as compute_metrics lists it."""
+    empty = {"samples": 0, "auc": None, "gauc": None, "ndcg@10": None, "logloss": None}
+    metrics["per_scenario"]["tab7"] = empty
+    return metrics
+
+
+def test_chart_names_its_data_starts_at_chance_and_plots_only_scenarios_with_rows():
+    settings = {"dataset": "/x/data/kuairand", "train_days": "d1..d4", "test_days": "d5"}
+    records = [
+        {"variant": "mmoe", "seed": s, "wall_s": 1.0, "metrics": _with_empty_scenario(_metrics(a))}
+        for s, a in enumerate([0.7, 0.72])
+    ]
+    summary = aggregate(records, None, settings)
+    assert summary["models"]["mmoe"]["scenarios"] == ["feed", "live"]  # tab7: no rows
+    assert "tab7" not in summary_markdown(summary)
+    fig = scenario_figure(summary)
+    (ax,) = fig.axes
+    assert fig._suptitle.get_text() == "kuairand, train d1..d4, test d5"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["overall", "feed", "live"]
+    assert ax.get_ylim()[0] == 0.5
+    chance = [line for line in ax.get_lines() if line.get_label() == "chance (0.5)"]
+    assert len(chance) == 1 and chance[0].get_linestyle() == "--"
+    assert list(chance[0].get_ydata()) == [0.5, 0.5]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["chance (0.5)", "mmoe"]
+
+
+def test_chart_of_watch_heads_adds_mae_and_xauc_panels():
+    records = [
+        {"variant": "prowtp", "seed": 0, "wall_s": 1.0, "metrics": _metrics(0.7, 0.62)},
+        {"variant": "mmoe", "seed": 0, "wall_s": 1.0, "metrics": _metrics(0.75)},
+    ]
+    settings = {"dataset": "sim", "train_days": "a", "test_days": "b"}
+    fig = scenario_figure(aggregate(records, _metrics(0.9, 0.8), settings))
+    click, mae, xauc = fig.axes
+    assert [a.get_title() for a in fig.axes] == [
+        "click AUC per scenario",
+        "watch-time MAE (ms)",
+        "watch-time XAUC",
+    ]
+    assert [p.get_height() for p in mae.patches] == [1000.0]  # prowtp only: mmoe has no head
+    assert mae.get_ylim()[0] == 0.0
+    (prowtp_bars,) = [c for c in click.containers if c.get_label() == "prowtp"]
+    assert mae.patches[0].get_facecolor() == prowtp_bars.patches[0].get_facecolor()
+    assert [p.get_height() for p in xauc.patches] == [0.62]
+    assert xauc.get_ylim()[0] == 0.5
+    assert any(line.get_linestyle() == "--" for line in xauc.get_lines())
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert sorted(legend) == ["chance (0.5)", "mmoe", "oracle", "prowtp"]
 
 
 def _job_args(data, out, *extra):

@@ -6,7 +6,6 @@ means) and a one-line summary.
 """
 
 import datetime as dt
-import os
 import subprocess
 import sys
 
@@ -16,22 +15,9 @@ import yaml
 from protorec.pipeline.contract import partition_dir
 from protorec.pipeline.job_config import CONFIG_DIR
 
+from ..conftest import job_env
+
 DAY = "2026-01-01"
-
-
-def _env():
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in (
-        "WORLD_SIZE",
-        "RANK",
-        "LOCAL_RANK",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        "PROTOREC_PUSHGATEWAY",
-        "PROTOREC_STATUS_FILE",
-    ):
-        env.pop(key, None)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +44,7 @@ def sim(tmp_path_factory):
             "--quiet",
         ],
         check=True,
-        env=_env(),
+        env=job_env(),
     )
     return root
 
@@ -83,7 +69,7 @@ def _daily(sim, data, workdir, date=DAY, procs=2):
             "--quiet",
             f"--nproc-per-node={procs}",
         ],
-        env=_env(),
+        env=job_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -97,7 +83,7 @@ def _summary(run):
 def test_published_day_exits_0(sim, tmp_path):
     run = _daily(sim, sim / "data", tmp_path / "wd", procs=1)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert _summary(run) == [f"protorec daily: {DAY}: published (or already done) (exit 0)"]
+    assert _summary(run) == [f"protorec daily: {DAY}: published (exit 0)"]
     assert (tmp_path / "wd" / "exports" / DAY / "manifest.json").exists()
 
 
@@ -130,7 +116,7 @@ def test_bad_launch_flags_exit_2_before_torchrun(tmp_path):
             "--nnodes",
             "2",
         ],
-        env=_env(),
+        env=job_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -140,3 +126,20 @@ def test_bad_launch_flags_exit_2_before_torchrun(tmp_path):
         run.stderr.strip() == "protorec daily: --rdzv-endpoint (host:port) is required "
         "with --nnodes 2"
     )
+
+
+def test_summary_says_already_done_for_a_day_with_a_record(tmp_path):
+    from protorec.jobs.daily import outcome, recorded_before
+
+    assert not recorded_before(str(tmp_path), DAY, force=False)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / f"{DAY}.json").write_text("{}")
+    assert recorded_before(str(tmp_path), DAY, force=False)
+    assert not recorded_before(str(tmp_path), DAY, force=True)  # retrained: not skipped
+
+    assert outcome(0, done_before=False) == "published"
+    assert outcome(0, done_before=True) == (
+        "already done (published): nothing changed; --force retrains it"
+    )
+    assert outcome(3, done_before=True).startswith("already done (refused by the gate")
+    assert outcome(4, done_before=True).startswith("no data for the day yet")

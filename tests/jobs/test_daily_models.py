@@ -14,6 +14,8 @@ import yaml
 
 from protorec.pipeline.job_config import CONFIG_DIR
 
+from ..conftest import job_env
+
 ROOT = Path(__file__).resolve().parents[2]
 JOB = str(ROOT / "jobs" / "train_daily.py")
 DAYS = ("2026-01-01", "2026-01-02")
@@ -38,13 +40,6 @@ def _config(path: Path, model: dict) -> str:
     return str(path)
 
 
-def _env():
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROTOREC_")}
-    return {**env, "OMP_NUM_THREADS": "1"}
-
-
 def _two_days(tmp_path: Path, model: dict) -> list[dict]:
     config = _config(tmp_path / "config.yaml", model)
     data, workdir = tmp_path / "data", tmp_path / "work"
@@ -65,7 +60,7 @@ def _two_days(tmp_path: Path, model: dict) -> list[dict]:
             "--quiet",
         ],
         check=True,
-        env=_env(),
+        env=job_env(),
     )
     records = []
     for day in DAYS:
@@ -85,7 +80,7 @@ def _two_days(tmp_path: Path, model: dict) -> list[dict]:
                 "--device",
                 "cpu",
             ],
-            env=_env(),
+            env=job_env(),
             capture_output=True,
             text=True,
         )

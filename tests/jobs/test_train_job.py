@@ -66,6 +66,9 @@ def test_train_job_learns_and_reports_every_scenario(tmp_path, scalar_tags):
     assert run.returncode == 0, run.stderr[-3000:]
     # TorchRec's deprecations are silenced at their source; protorec raises none of its own.
     assert "FutureWarning" not in run.stderr and "DeprecationWarning" not in run.stderr
+    # nor TorchRec's planner notices or torch's is_fx_tracing line (pipeline/quiet.py)
+    warnings = [line for line in run.stderr.splitlines() if " WARNING " in line or ":W" in line]
+    assert warnings == []
     assert "torch thread(s) per process: OMP_NUM_THREADS=1" in run.stderr
     metrics = json.loads(out.read_text())
     assert set(metrics["per_scenario"]) == set(cfg["data"]["scenario_names"])
