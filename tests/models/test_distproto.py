@@ -224,3 +224,25 @@ def test_prototypes_are_not_under_the_weight_penalty(tiny_config):
     assert id(arch.global_prototypes.weight) not in penalised
     assert id(arch.scenario_prototypes.weight) not in penalised
     assert id(arch.net.get_parameter("backbone.gate.weight")) in penalised
+
+
+def test_alignment_warmup_ramps_the_weight_over_training_steps_only(tiny_config, batch):
+    model = _model(tiny_config, align_weight=0.4, align_warmup_steps=4)
+    arch = model.dense_arch
+
+    def expected_align():
+        out = _net_out(model, batch)
+        align = arch.transport(out["z_g"], out["z_s"], batch.scenario)
+        return align.alignment().detach()
+
+    seen = []
+    for _ in range(6):
+        _, outputs = model(batch)
+        seen.append((outputs["loss/align"] / expected_align()).item())
+    torch.testing.assert_close(torch.tensor(seen), 0.4 * torch.tensor([0.25, 0.5, 0.75, 1, 1, 1]))
+    model.eval()
+    model(batch)  # an evaluation pass is no training step
+    assert int(arch.align_step) == 6
+    assert "dense_arch.align_step" in model.state_dict()
+    # Without a warm-up nothing is counted into checkpoints: their keys stay as they were.
+    assert not any("align_step" in key for key in _model(tiny_config).state_dict())
