@@ -247,7 +247,8 @@ class DistProtoConfig:
         ot: the transport solver.
         tower_input: what the towers read beside the extractor's h: ``encodings``
             (z^_g, z^_s), ``prototypes`` (the soft assignment's prototype mixtures) or
-            ``both`` (models/distproto.py).
+            ``both`` (models/distproto.py). ``both`` won on the simulator's validation
+            days, 3 seeds (docs/results/simulator.md).
         assign_temperature: temperature of the soft assignment ``softmax(cos / t)``
             behind the prototype mixtures.
     """
@@ -266,7 +267,7 @@ class DistProtoConfig:
     gpd_weight: float = 0.01
     gpd_temperature: float = 0.1
     ot: OTConfig = field(default_factory=OTConfig)
-    tower_input: Literal["encodings", "prototypes", "both"] = "encodings"
+    tower_input: Literal["encodings", "prototypes", "both"] = "both"
     assign_temperature: float = 0.1
 
     def __post_init__(self) -> None:

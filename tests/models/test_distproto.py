@@ -148,7 +148,10 @@ def test_ablation_balanced_ot_changes_only_the_solver(tiny_config, batch):
 def test_ablation_no_scenario_prototypes_removes_them_and_their_problems(
     tiny_config, batch, monkeypatch
 ):
-    full, ablated = _model(tiny_config), _model(tiny_config, scenario_prototypes=False)
+    # Towers on the encodings: with the default "both" the ablation reads z_s in place of
+    # the scenario mixture, so only here must the same draws give the same logits.
+    full = _model(tiny_config, tower_input="encodings")
+    ablated = _model(tiny_config, scenario_prototypes=False, tower_input="encodings")
     assert _names(full) - _names(ablated) == {"dense_arch.net.scenario_prototypes.weight"}
     assert _names(ablated) <= _names(full)
     shapes = []
