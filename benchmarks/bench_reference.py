@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import statistics
 import time
@@ -168,6 +169,11 @@ def main() -> None:
     )
     parser.add_argument("--skip", choices=["protorec", "reference"], default=None)
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    parser.add_argument(
+        "--runs-json",
+        type=Path,
+        help="also write every run's metrics here (per scenario too), rewritten after each run",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -184,6 +190,7 @@ def main() -> None:
     ]
     print("\n".join(lines), flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
+    records: list[dict] = []
     try:
         for name in args.models.split(","):
             for epochs in (int(e) for e in args.epochs.split(",")):
@@ -216,6 +223,10 @@ def main() -> None:
                                     args.ref_dim,
                                 )
                             )
+                        if args.runs_json:
+                            record = {"side": side, "model": name, "epochs": epochs, "seed": seed}
+                            records.append({**record, "metrics": runs[-1]})
+                            args.runs_json.write_text(json.dumps(records, indent=1, default=str))
                     lines.append(_row(side, name, epochs, runs))
                     print(lines[-1], flush=True)
     finally:

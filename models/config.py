@@ -236,6 +236,10 @@ class DistProtoConfig:
             no scenario transport problems (E_s and z_s stay, unaligned).
         orthogonality: False is Table 2's "no orthogonality" ablation.
         align_weight: lambda_a of the alignment loss sum T*C.
+        align_warmup_steps: N; lambda_a rises linearly from lambda_a / N at the first
+            training step to lambda_a at step N (0: full weight from the start), so that
+            the extractor learns the click task before the alignment pulls its encodings.
+            The step count is saved with the model when N > 0 (a warm start goes on).
         ortho_weight: lambda_o of ||P^ P^T - I||_F^2.
         gpd: GPD-Net's auxiliary supervision: the row-normalised plan as soft labels of a
             cross-entropy over prototype similarities.
@@ -244,7 +248,8 @@ class DistProtoConfig:
         ot: the transport solver.
         tower_input: what the towers read beside the extractor's h: ``encodings``
             (z^_g, z^_s), ``prototypes`` (the soft assignment's prototype mixtures) or
-            ``both`` (models/distproto.py).
+            ``both`` (models/distproto.py). ``both`` won on the simulator's validation
+            days, 3 seeds (docs/results/simulator.md).
         assign_temperature: temperature of the soft assignment ``softmax(cos / t)``
             behind the prototype mixtures.
     """
@@ -257,12 +262,13 @@ class DistProtoConfig:
     scenario_prototypes: bool = True
     orthogonality: bool = True
     align_weight: float = 0.1
+    align_warmup_steps: int = 0
     ortho_weight: float = 1e-3
     gpd: bool = False
     gpd_weight: float = 0.01
     gpd_temperature: float = 0.1
     ot: OTConfig = field(default_factory=OTConfig)
-    tower_input: Literal["encodings", "prototypes", "both"] = "encodings"
+    tower_input: Literal["encodings", "prototypes", "both"] = "both"
     assign_temperature: float = 0.1
 
     def __post_init__(self) -> None:
@@ -272,6 +278,8 @@ class DistProtoConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         _check_sizes("encoder_hidden", self.encoder_hidden)
+        if self.align_warmup_steps < 0:
+            raise ValueError(f"align_warmup_steps must be >= 0, got {self.align_warmup_steps}")
         _check_nonnegative(
             align_weight=self.align_weight,
             ortho_weight=self.ortho_weight,

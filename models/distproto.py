@@ -208,6 +208,8 @@ class DistProtoArch(DenseArch):
         pooled: (B, D_sparse), batch of B rows  ->  (loss (), outputs)
     """
 
+    align_step: Tensor
+
     def __init__(self, net: DistProtoNet, num_scenarios: int, config: ModelConfig) -> None:
         super().__init__(net, num_scenarios, config)
         self.config = config.distproto
@@ -215,6 +217,11 @@ class DistProtoArch(DenseArch):
         # Prototype columns of the batched problems: the larger of K_g and K_s.
         self.num_columns = max(
             cfg.num_global_prototypes, cfg.num_scenario_prototypes if cfg.scenario_prototypes else 0
+        )
+        # Training steps seen, for the alignment warm-up; a tensor (no host sync) saved
+        # with the model only when the warm-up is on, so other checkpoints keep their keys.
+        self.register_buffer(
+            "align_step", torch.zeros((), dtype=torch.long), persistent=cfg.align_warmup_steps > 0
         )
 
     @property
@@ -241,6 +248,19 @@ class DistProtoArch(DenseArch):
         if self.scenario_prototypes is not None:
             prototypes |= {id(p) for p in self.scenario_prototypes.parameters()}
         return [p for p in super().l2_parameters() if id(p) not in prototypes]
+
+    def align_scale(self) -> float | Tensor:
+        """lambda_a of this step: ramped over ``align_warmup_steps`` training steps.
+
+        Counts a step per call in training mode (one per batch), none in eval mode.
+        """
+        cfg = self.config
+        if cfg.align_warmup_steps == 0:
+            return cfg.align_weight
+        if self.training:
+            self.align_step += 1
+        ramp = (self.align_step.float() / cfg.align_warmup_steps).clamp(max=1.0)
+        return cfg.align_weight * ramp
 
     def transport(self, z_g: Tensor, z_s: Tensor, scenario: Tensor) -> PrototypeAlignment:
         """Costs and plans of every problem of the batch, from one solver call.
@@ -291,7 +311,7 @@ class DistProtoArch(DenseArch):
         losses, diagnostics = super().compute_losses(out, batch)
         cfg = self.config
         align = self.transport(out["z_g"], out["z_s"], batch.scenario)
-        losses["align"] = cfg.align_weight * align.alignment()
+        losses["align"] = self.align_scale() * align.alignment()
         if cfg.orthogonality:
             losses["ortho"] = cfg.ortho_weight * orthogonality_loss(
                 self.global_prototypes.weight[0]

@@ -55,7 +55,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "distproto_balanced_ot": {**_DISTPROTO, "model.distproto.ot.balanced": True},
     # How the prototypes reach the prediction (models/distproto.py, tower_input).
     "distproto_prototype_towers": {**_DISTPROTO, "model.distproto.tower_input": "prototypes"},
-    "distproto_both_towers": {**_DISTPROTO, "model.distproto.tower_input": "both"},
+    "distproto_encoding_towers": {**_DISTPROTO, "model.distproto.tower_input": "encodings"},
     # Watch-time heads (ProWTP and its baselines) on the config's backbone, and the
     # no-training yardstick duration x mean watch ratio.
     **{

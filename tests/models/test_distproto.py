@@ -148,7 +148,10 @@ def test_ablation_balanced_ot_changes_only_the_solver(tiny_config, batch):
 def test_ablation_no_scenario_prototypes_removes_them_and_their_problems(
     tiny_config, batch, monkeypatch
 ):
-    full, ablated = _model(tiny_config), _model(tiny_config, scenario_prototypes=False)
+    # Towers on the encodings: with the default "both" the ablation reads z_s in place of
+    # the scenario mixture, so only here must the same draws give the same logits.
+    full = _model(tiny_config, tower_input="encodings")
+    ablated = _model(tiny_config, scenario_prototypes=False, tower_input="encodings")
     assert _names(full) - _names(ablated) == {"dense_arch.net.scenario_prototypes.weight"}
     assert _names(ablated) <= _names(full)
     shapes = []
@@ -224,3 +227,25 @@ def test_prototypes_are_not_under_the_weight_penalty(tiny_config):
     assert id(arch.global_prototypes.weight) not in penalised
     assert id(arch.scenario_prototypes.weight) not in penalised
     assert id(arch.net.get_parameter("backbone.gate.weight")) in penalised
+
+
+def test_alignment_warmup_ramps_the_weight_over_training_steps_only(tiny_config, batch):
+    model = _model(tiny_config, align_weight=0.4, align_warmup_steps=4)
+    arch = model.dense_arch
+
+    def expected_align():
+        out = _net_out(model, batch)
+        align = arch.transport(out["z_g"], out["z_s"], batch.scenario)
+        return align.alignment().detach()
+
+    seen = []
+    for _ in range(6):
+        _, outputs = model(batch)
+        seen.append((outputs["loss/align"] / expected_align()).item())
+    torch.testing.assert_close(torch.tensor(seen), 0.4 * torch.tensor([0.25, 0.5, 0.75, 1, 1, 1]))
+    model.eval()
+    model(batch)  # an evaluation pass is no training step
+    assert int(arch.align_step) == 6
+    assert "dense_arch.align_step" in model.state_dict()
+    # Without a warm-up nothing is counted into checkpoints: their keys stay as they were.
+    assert not any("align_step" in key for key in _model(tiny_config).state_dict())

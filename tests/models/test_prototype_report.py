@@ -36,7 +36,8 @@ def test_usage_sums_match_the_plans_and_the_png_is_written(tiny_config, syntheti
             report.global_usage[s].sum(), sum(plan[s].sum() for plan in seen)
         )
     cos = report.global_cosine
-    torch.testing.assert_close(cos.diagonal(), torch.ones(16, dtype=cos.dtype))
+    # the prototypes are normalised in float32 before the float64 product
+    torch.testing.assert_close(cos.diagonal(), torch.ones(16, dtype=cos.dtype), rtol=0, atol=1e-6)
     torch.testing.assert_close(cos, cos.t())
     path = plot_prototype_report(report, tmp_path / "report" / "prototypes.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

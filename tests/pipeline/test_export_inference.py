@@ -30,7 +30,7 @@ VARIANTS = (
     "star",
     "distproto",
     "gpdnet",
-    "distproto_both_towers",
+    "distproto_encoding_towers",
     "tr",
     "d2q",
     "tpm",

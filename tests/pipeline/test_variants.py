@@ -24,7 +24,7 @@ ABLATIONS = {
     "distproto_no_orthogonality": "model.distproto.orthogonality",
     "distproto_balanced_ot": "model.distproto.ot.balanced",
     "distproto_prototype_towers": "model.distproto.tower_input",
-    "distproto_both_towers": "model.distproto.tower_input",
+    "distproto_encoding_towers": "model.distproto.tower_input",
 }
 
 
