@@ -71,6 +71,17 @@ def make_model(tiny_config, synthetic, head: str, name: str = "mmoe", **watch) -
     return model
 
 
+def train_steps(model: RecModel, synthetic, steps: int, rows: int, seed: int) -> None:
+    """``steps`` Adam steps (lr 0.01) on fresh toy batches of ``rows`` rows."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        loss, _ = model(watch_rows(synthetic, rows, g))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
 @pytest.mark.parametrize("head", HEADS)
 def test_each_head_trains_with_finite_losses_and_its_loss_falls(head, tiny_config, synthetic):
     model = make_model(tiny_config, synthetic, head)
@@ -98,13 +109,8 @@ def test_each_head_trains_with_finite_losses_and_its_loss_falls(head, tiny_confi
 @pytest.mark.parametrize("head", HEADS)
 def test_watch_prediction_does_not_depend_on_the_rest_of_the_batch(head, tiny_config, synthetic):
     model = make_model(tiny_config, synthetic, head)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(3):
-        loss, _ = model(watch_rows(synthetic, 64, g))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_steps(model, synthetic, steps=3, rows=64, seed=0)
+    g = torch.Generator().manual_seed(1_000)
     alone = watch_rows(synthetic, 8, g)
     for n in (56, 120):
         others = watch_rows(synthetic, n, g)
@@ -245,13 +251,7 @@ def test_watch_head_options_train_and_predict_per_row(head, options, tiny_config
     held_out = watch_rows(synthetic, 2000, torch.Generator().manual_seed(10_000))
     with torch.no_grad():
         before = float(model(held_out)[1]["loss/watch"])
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
-    g = torch.Generator().manual_seed(1)
-    for _ in range(100):
-        loss, _ = model(watch_rows(synthetic, 256, g))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_steps(model, synthetic, steps=100, rows=256, seed=1)
     with torch.no_grad():
         assert float(model(held_out)[1]["loss/watch"]) < 0.9 * before
     head_module = model.dense_arch.watch_head
