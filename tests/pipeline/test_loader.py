@@ -92,6 +92,21 @@ def _ids(loader):
     return [b.user_id.numpy().copy() for b in loader]
 
 
+def _rows_of_every_rank(cfg, days, ds, world_size, **loader_args):
+    """The sorted row ids (user_id) every rank's loader yields, together."""
+    return np.sort(
+        np.concatenate(
+            [
+                b
+                for r in range(world_size)
+                for b in _ids(
+                    ContractLoader(cfg, days, ds, rank=r, world_size=world_size, **loader_args)
+                )
+            ]
+        )
+    )
+
+
 def test_table_to_batch_converts_and_counts():
     cfg = _config()
     nan = float("nan")
@@ -313,25 +328,7 @@ def test_train_and_holdout_split_the_rows_whatever_the_world_size(tmp_path, shuf
     cfg = _config(batch_size=16, shuffle=shuffle)
 
     def rows(split, world_size):
-        return np.sort(
-            np.concatenate(
-                [
-                    b
-                    for r in range(world_size)
-                    for b in _ids(
-                        ContractLoader(
-                            cfg,
-                            days,
-                            ds,
-                            rank=r,
-                            world_size=world_size,
-                            split=split,
-                            holdout_fraction=0.2,
-                        )
-                    )
-                ]
-            )
-        )
+        return _rows_of_every_rank(cfg, days, ds, world_size, split=split, holdout_fraction=0.2)
 
     train, holdout = rows("train", 1), rows("holdout", 1)
     assert 60 <= len(holdout) <= 140  # about 20% of 500
@@ -435,25 +432,8 @@ def test_streaming_split_and_valid_rows(tmp_path):
 
     def rows(split, buffer, world_size=2):
         cfg = _streaming_config(8, buffer=buffer)
-        return np.sort(
-            np.concatenate(
-                [
-                    b
-                    for r in range(world_size)
-                    for b in _ids(
-                        ContractLoader(
-                            cfg,
-                            days,
-                            ds,
-                            rank=r,
-                            world_size=world_size,
-                            split=split,
-                            holdout_fraction=0.3,
-                            valid=valid,
-                        )
-                    )
-                ]
-            )
+        return _rows_of_every_rank(
+            cfg, days, ds, world_size, split=split, holdout_fraction=0.3, valid=valid
         )
 
     for split in ("train", "holdout"):
