@@ -284,7 +284,7 @@ class ProWTPHead(WatchHead):
         h = F.normalize(raw, dim=-1)
         prototypes = self.prototypes()
         align = self.align(h, prototypes, scenario)
-        t = watch_ms / self.unit_ms(duration_ms)
+        t = self.target(watch_ms, duration_ms)
         logits = h @ prototypes.T / cfg.temperature
         mixture = torch.softmax(logits, dim=-1) @ prototypes
         terms = {

@@ -655,16 +655,15 @@ def _refresh(
     same from the same data and seeds.
     """
     out: dict = {"codebook": None}
+    rows = loader.rows  # O(rows) on each read of the property: built once here
     # Today's new ids get rows before anything reads the training rows through the map.
-    ids = refresh_id_maps(
-        sharded, config.features, loader.reader, loader.rows, day, config.train.seed
-    )
+    ids = refresh_id_maps(sharded, config.features, loader.reader, rows, day, config.train.seed)
     if ids:
         out["ids"] = ids
         for name, counts in ids.items():
             log.info("%s: ids of %s: %s", day, name, counts)
     # The training rows only: the hold-out slice the gate judges on stays unseen.
-    refit = refresh_watch_head(sharded.module, loader.reader, loader.rows)
+    refit = refresh_watch_head(sharded.module, loader.reader, rows)
     if refit is not None:
         moved = refit.relative_movement
         out["codebook"] = {

@@ -159,9 +159,9 @@ class WatchHead(nn.Module):
         """Whether :meth:`refresh_statistics` would use the data (else it need not be read)."""
         return not self.is_fitted()
 
-    def target(self, watch_ms: Tensor) -> Tensor:
-        """The regression target ``watch_ms / scale_ms``, (N,) -> (N,)."""
-        return watch_ms / self.scale_ms
+    def target(self, watch_ms: Tensor, duration_ms: Tensor) -> Tensor:
+        """The regression target ``watch_ms / unit``, (N,), (N,) -> (N,) (see :meth:`unit_ms`)."""
+        return watch_ms / self.unit_ms(duration_ms)
 
     def unit_ms(self, duration_ms: Tensor) -> Tensor | float:
         """Each row's target unit: its duration with ``ratio_target``, else ``scale_ms``.

@@ -45,8 +45,7 @@ class TRHead(WatchHead):
     def loss_terms(
         self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor, scenario: Tensor
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        t = watch_ms / self.unit_ms(duration_ms)
-        return {"watch": F.mse_loss(raw.squeeze(-1), t)}, {}
+        return {"watch": F.mse_loss(raw.squeeze(-1), self.target(watch_ms, duration_ms))}, {}
 
     def predict_ms(self, raw: Tensor, duration_ms: Tensor) -> Tensor:
         return raw.reshape(-1).clamp_min(0) * self.unit_ms(duration_ms)

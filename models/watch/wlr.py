@@ -44,7 +44,7 @@ class WLRHead(WatchHead):
     def loss_terms(
         self, raw: Tensor, watch_ms: Tensor, duration_ms: Tensor, scenario: Tensor
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        z, t = raw.squeeze(-1), self.target(watch_ms)
+        z, t = raw.squeeze(-1), self.target(watch_ms, duration_ms)
         return {"watch": (t * F.softplus(-z) + F.softplus(z)).mean()}, {}
 
     def predict_ms(self, raw: Tensor, duration_ms: Tensor) -> Tensor:
