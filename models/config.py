@@ -311,9 +311,15 @@ class ProWTPConfig:
             paper), or "both", the mixture next to the row's own h (``g([T~ P, h])`` in
             training, ``g([A P, h])`` at inference): the mixture of C K prototypes is a
             narrow bottleneck for ranking rows.
-        prototype_source: "hvqvae", the credible prototypes of the HVQ-VAE fitted on the
-            watch ratios (the paper), or "random": C K prototypes drawn at random and
-            learned as parameters, the paper's "w/o HVQ-VAE" ablation (Table 2).
+        prototype_source: how the C K prototypes are obtained (the paper's Table 3):
+            "hvqvae", the codebook of the HVQ-VAE fitted on the sampled watch ratios (the
+            paper); "vqvae", the same autoencoder with one level (one cluster of C K
+            codes, no hierarchy); "kmeans", the K-means centroids of the same sampled
+            vectors (n watch ratios each; ``kmeans_iterations``); "random", C K vectors
+            drawn at random and learned as parameters (Table 2's "w/o HVQ-VAE"). All but
+            "random" are refitted every day with identities kept.
+        kmeans_iterations: Lloyd's iterations of ``prototype_source: kmeans`` (first fit
+            after k-means++ seeding, and each daily warm-started refit).
         transport: "l2_suot", the exact L2 semi-relaxed plan of eq. 8 (the paper, with
             ``ot_*``), or "entropic", the paper's Table 4 alternatives solved as DistProto's
             are, with ``entropic``'s settings: UOT (both marginals KL-relaxed, the default),
@@ -335,7 +341,8 @@ class ProWTPConfig:
     task_weight: float = 1.0
     infer_weight: float = 1.0
     regressor_input: Literal["prototypes", "both"] = "prototypes"
-    prototype_source: Literal["hvqvae", "random"] = "hvqvae"
+    prototype_source: Literal["hvqvae", "vqvae", "kmeans", "random"] = "hvqvae"
+    kmeans_iterations: int = 50
     transport: Literal["l2_suot", "entropic"] = "l2_suot"
     entropic: OTConfig = field(default_factory=OTConfig)
 
@@ -348,6 +355,8 @@ class ProWTPConfig:
         for name in ("temperature", "ot_lambda", "ot_tol"):
             if not 0 < getattr(self, name) < float("inf"):
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
+        if self.kmeans_iterations < 1:
+            raise ValueError(f"kmeans_iterations must be >= 1, got {self.kmeans_iterations}")
         if self.ot_max_iter < 1 or self.ot_check_every < 1:
             raise ValueError(
                 f"ot_max_iter and ot_check_every must be >= 1, got "

@@ -4,7 +4,9 @@ Training, for the N rows of a batch whose watch time is observed:
 
 1. ``h = normalize(f(x))``, f the watch task's per-scenario tower (width d).
 2. Prototypes ``P = normalize(W_p p)`` for the C * K credible prototypes p of the HVQ-VAE
-   (``protorec.models.hvqvae``, fitted from watch-ratio distributions, frozen here).
+   (``protorec.models.hvqvae``, fitted from watch-ratio distributions, frozen here); or,
+   for the paper's Table 3 (``prototype_source``), of a one-level VQ-VAE, the K-means
+   centroids of the same sampled vectors, or random learned vectors.
 3. Cosine cost ``C = 1 - h P^T``; rows grouped by scenario, one exact L2 semi-relaxed
    problem per scenario (eq. 8, ``protorec.ot.l2_suot``) with ``a = 1/n_s`` on its rows
    and ``b = 1/(C K)``, all scenarios in one batched solver call. The plan, row-normalised
@@ -35,6 +37,7 @@ the number of positive pairs, so that the term's scale does not grow with the ba
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -46,6 +49,7 @@ from torchrec.modules.mlp import MLP
 
 from protorec.models.config import ProWTPConfig
 from protorec.models.hvqvae import HVQVAE, HVQVAEConfig, RefitReport, fit, perplexity, refit
+from protorec.models.kmeans_prototypes import fit_kmeans, refit_kmeans
 from protorec.models.modules.prototype_transport import (
     ScenarioLayout,
     solve_transport,
@@ -99,15 +103,30 @@ def compact_loss(h: Tensor, soft_labels: Tensor, temperature: float) -> Tensor:
     return -(positives * (logits - log_norm)).sum() / positives.sum().clamp_min(1)
 
 
+def _quantiser_config(hvqvae: HVQVAEConfig, source: str) -> HVQVAEConfig:
+    """The HVQ-VAE's settings, or with ``source == "vqvae"`` a plain VQ-VAE's.
+
+    The VQ-VAE is the HVQ-VAE with one cluster of C K prototypes: eq. 5 then has one
+    cluster to pick and eq. 6 is VQ-VAE's nearest code among all C K.
+    """
+    if source != "vqvae":
+        return hvqvae
+    return dataclasses.replace(hvqvae, num_clusters=1, num_prototypes=hvqvae.num_codes)
+
+
 class ProWTPHead(WatchHead):
     """ProWTP: f(x) aligned with credible prototypes by L2 SUOT; g reads prototype mixtures.
 
     Notation: B rows, S scenarios, D representation width, d = ``dim``, C K credible
-    prototypes of width d_p (the HVQ-VAE's ``dim``).
+    prototypes of width d_p (the HVQ-VAE's ``dim``; n = ``sampling.sample_length`` for
+    K-means centroids).
 
-    Holds the HVQ-VAE (frozen; refitted each day by :meth:`ProWTPHead.refresh_statistics`,
-    in the state dict so that checkpoints warm-start it) and the C K credible prototypes
-    it gave, buffer ``credible_prototypes`` (C K, d_p), NaN until the first refresh.
+    Holds the HVQ-VAE (one-level for ``prototype_source: vqvae``; frozen; refitted each
+    day by :meth:`ProWTPHead.refresh_statistics`, in the state dict so that checkpoints
+    warm-start it) and the C K credible prototypes it gave, buffer
+    ``credible_prototypes`` (C K, d_p), NaN until the first refresh. With K-means
+    prototypes there is no HVQ-VAE (``hvqvae`` is None); the buffer ``bucket_edges_ms``
+    keeps the sampling's duration edges instead.
 
     Args:
         in_features: D.
@@ -131,6 +150,7 @@ class ProWTPHead(WatchHead):
     """
 
     credible_prototypes: Tensor
+    bucket_edges_ms: Tensor
 
     def __init__(
         self,
@@ -145,14 +165,26 @@ class ProWTPHead(WatchHead):
         super().__init__(in_features, num_scenarios, hidden, config.dim, scale_ms, ratio_target)
         self.config = config
         self.num_scenarios = num_scenarios
-        self.projection = nn.Linear(hvqvae.dim, config.dim, bias=False)  # W_p
+        self.prototype_config = hvqvae
+        source = config.prototype_source
+        # K-means prototypes are centroids of the sampled vectors themselves (n values).
+        p_width = hvqvae.sampling.sample_length if source == "kmeans" else hvqvae.dim
+        self.projection = nn.Linear(p_width, config.dim, bias=False)  # W_p
         width = config.dim * (2 if config.regressor_input == "both" else 1)
         self.regressor = MLP(width, [*config.regressor_hidden, 1], activation_on_last=False)  # g
-        self.hvqvae = HVQVAE(hvqvae).requires_grad_(False)
+        self.hvqvae: HVQVAE | None = None
+        if source != "kmeans":
+            # Built for "random" too (unused there): it keeps the init's RNG draws, hence
+            # the seeds' figures in docs/results/watch_time.md, as they were.
+            self.hvqvae = HVQVAE(_quantiser_config(hvqvae, source)).requires_grad_(False)
+        else:
+            # The sampling's duration edges, fixed at the first fit like the HVQ-VAE's.
+            edges = torch.full((hvqvae.sampling.num_buckets - 1,), float("nan"))
+            self.register_buffer("bucket_edges_ms", edges.double())
         self.register_buffer(
-            "credible_prototypes", torch.full((hvqvae.num_codes, hvqvae.dim), float("nan"))
+            "credible_prototypes", torch.full((hvqvae.num_codes, p_width), float("nan"))
         )
-        if config.prototype_source == "random":
+        if source == "random":
             # The paper's "w/o HVQ-VAE": prototypes that know nothing of the labels,
             # learned with the network (drawn from the model's seeded RNG).
             self.learned_prototypes = nn.Parameter(torch.randn(hvqvae.num_codes, hvqvae.dim))
@@ -163,47 +195,72 @@ class ProWTPHead(WatchHead):
         return not bool(self.credible_prototypes.isnan().any())
 
     def wants_statistics(self) -> bool:
-        """With HVQ-VAE prototypes, always: the codebook is refitted from every day's ratios."""
-        return self.config.prototype_source == "hvqvae"
+        """Unless the prototypes are random: they are refitted from every day's ratios."""
+        return self.config.prototype_source != "random"
 
     def refresh_statistics(self, ratios: WatchRatios) -> RefitReport | None:
-        """Fit (first call) or refit (later calls) the HVQ-VAE; update the prototypes.
+        """Fit (first call) or refit (later calls) the prototypes from the watch ratios.
 
-        Pre-processes the watch ratios (``hvqvae.sampling``) and, when the HVQ-VAE has no
-        bucket edges yet, fits it from scratch (:func:`protorec.models.hvqvae.fit`);
-        otherwise warm-starts it with prototype identities kept
-        (:func:`protorec.models.hvqvae.refit`, with yesterday's bucket edges). Then copies
-        the C K codebook vectors into the head. Runs on CPU from ``hvqvae.seed`` and the
-        data: every rank of a distributed job gets the same codebook. Weights are copied in
-        place, so DDP's references stay valid.
+        Pre-processes the watch ratios (``hvqvae.sampling``, C mixture peaks per bucket)
+        and, when no bucket edges are kept yet, fits the prototypes from scratch;
+        otherwise warm-starts from yesterday's with identities kept, on yesterday's bucket
+        edges. ``prototype_source``: "hvqvae" and "vqvae" fit the quantiser
+        (:func:`protorec.models.hvqvae.fit` / :func:`protorec.models.hvqvae.refit`) and
+        copy its C K codebook vectors into the head; "kmeans" copies the C K centroids
+        (:mod:`protorec.models.kmeans_prototypes`). Runs on CPU from ``hvqvae.seed`` and
+        the data: every rank of a distributed job gets the same prototypes. Weights are
+        copied in place, so DDP's references stay valid.
 
         Returns:
-            None on the first fit (nothing to compare with); the refit's
-            :class:`RefitReport` (relabelling, movement) otherwise.
+            None on the first fit (nothing to compare with) and for random prototypes;
+            the refit's :class:`RefitReport` (relabelling, movement) otherwise.
         """
-        if self.config.prototype_source == "random":
+        source = self.config.prototype_source
+        if source == "random":
             return None
-        cfg = self.hvqvae.config
-        previous = copy.deepcopy(self.hvqvae).cpu().requires_grad_(True)
-        edges = previous.bucket_edges_ms.numpy()
+        cfg = self.prototype_config
+        if self.hvqvae is None:
+            edges = self.bucket_edges_ms.cpu().numpy()
+        else:
+            previous = copy.deepcopy(self.hvqvae).cpu().requires_grad_(True)
+            edges = previous.bucket_edges_ms.numpy()
+        first = bool(np.isnan(edges).any())
+        samples = sample_watch_ratio_vectors(
+            ratios, cfg.sampling, num_peaks=cfg.num_clusters, edges_ms=None if first else edges
+        )
         report = None
-        if np.isnan(edges).any():
-            samples = sample_watch_ratio_vectors(ratios, cfg.sampling, num_peaks=cfg.num_clusters)
-            fitted, history = fit(samples, cfg)
+        if self.hvqvae is None:
+            iterations = self.config.kmeans_iterations
+            if first:
+                vectors = fit_kmeans(samples, cfg.num_codes, iterations, cfg.seed)
+                with torch.no_grad():
+                    self.bucket_edges_ms.copy_(torch.as_tensor(samples.edges_ms))
+            else:
+                vectors, report = refit_kmeans(
+                    self.credible_prototypes.cpu().numpy(), samples, iterations
+                )
+            log.info("k-means prototypes fitted on %d vectors", samples.vectors.shape[0])
+            self.set_prototypes(torch.as_tensor(vectors))
+            return report
+        if source == "vqvae":
+            # One level: every sample may start any of the C K codes (fit() starts cluster
+            # c from mixture peak c, and here there is one cluster).
+            samples = dataclasses.replace(samples, peak=np.zeros_like(samples.peak))
+        if first:
+            fitted, history = fit(samples, self.hvqvae.config)
             log.info(
-                "HVQ-VAE fitted on %d vectors: %d of %d codes used, perplexity %.1f",
+                "%s fitted on %d vectors: %d of %d codes used, perplexity %.1f",
+                source,
                 samples.vectors.shape[0],
                 history[-1].used_codes,
                 cfg.num_codes,
                 history[-1].perplexity,
             )
         else:
-            samples = sample_watch_ratio_vectors(
-                ratios, cfg.sampling, num_peaks=cfg.num_clusters, edges_ms=edges
-            )
             fitted, report = refit(previous, samples)
             log.info(
-                "HVQ-VAE refitted: identities kept %s, median relative movement %.3f",
+                "%s refitted: identities kept %s, median relative movement %.3f",
+                source,
                 report.identity_kept,
                 float(np.median(report.relative_movement)),
             )

@@ -67,6 +67,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "prowtp_ratio": {**_PROWTP, "model.watch.target": "ratio"},
     # ProWTP's ablations (ProWTP paper, Table 2), each off the config's ProWTP.
     "prowtp_no_hvqvae": {**_PROWTP, "model.watch.prowtp.prototype_source": "random"},
+    # How the prototypes are obtained (ProWTP paper, Table 3; "Random" is the line above).
+    "prowtp_vqvae": {**_PROWTP, "model.watch.prowtp.prototype_source": "vqvae"},
+    "prowtp_kmeans": {**_PROWTP, "model.watch.prowtp.prototype_source": "kmeans"},
     "prowtp_no_assign": {**_PROWTP, "model.watch.prowtp.assign_weight": 0.0},
     # "w/o L_compact" removes it on top of L_assign, as the paper's Table 2 does.
     "prowtp_no_compact": {

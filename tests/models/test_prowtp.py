@@ -129,3 +129,54 @@ def test_refresh_fits_tables_once_and_ignores_other_heads(tiny_config, dataset):
     table = head.quantile_ms.clone()
     refresh_watch_head(d2q, DayReader(dataset, DAYS[1:]))
     torch.testing.assert_close(head.quantile_ms, table)  # kept: outputs keep their meaning
+
+
+def test_kmeans_prototypes_are_sorted_ratio_centroids_kept_through_refits(tiny_config, dataset):
+    config = _config(tiny_config, "prowtp")
+    config.model.watch.prowtp.prototype_source = "kmeans"
+    model = build_model(config, ebc_device="cpu")
+    head = model.dense_arch.watch_head
+    assert head.hvqvae is None and head.wants_statistics() and not head.is_fitted()
+    assert refresh_watch_head(model, DayReader(dataset, DAYS)) is None  # first call: a fit
+    first = head.credible_prototypes.clone()
+    assert first.shape == (8, 8)  # C K centroids of n = sample_length watch ratios
+    assert bool((first.diff(dim=-1) >= 0).all())  # means of sorted vectors: sorted
+    # The data's ratios: peaks at 0.05, 0.5 and 1.0 (std 0.05), all within [0, 1.4].
+    assert float(first.min()) >= 0 and float(first.max()) < 1.4
+    assert len({round(float(m), 1) for m in first.mean(-1)}) >= 3  # every peak has centroids
+    # The edges and centroids travel in the state dict: a loaded model refits.
+    other = build_model(config, ebc_device="cpu")
+    other.load_state_dict(model.state_dict())
+    report = refresh_watch_head(other, DayReader(dataset, DAYS))
+    assert report is not None and report.identity_kept
+    # Same data: Lloyd's from the converged centroids does not move them.
+    torch.testing.assert_close(other.dense_arch.watch_head.credible_prototypes, first)
+    assert float(report.movement.max()) < 1e-6
+
+
+def test_kmeans_with_one_prototype_is_the_mean_sampled_vector():
+    from protorec.models.kmeans_prototypes import fit_kmeans
+    from protorec.models.watch.ratio import (
+        WatchRatioConfig,
+        WatchRatios,
+        sample_watch_ratio_vectors,
+    )
+
+    rng = np.random.default_rng(0)
+    ratios = WatchRatios(rng.gamma(2.0, 0.4, 600), rng.uniform(1e3, 9e3, 600), 600, {})
+    samples = sample_watch_ratio_vectors(ratios, WatchRatioConfig(2, [], 20, 6), num_peaks=2)
+    (centroid,) = fit_kmeans(samples, 1, iterations=5, seed=0)
+    np.testing.assert_allclose(centroid, samples.vectors.mean(0), rtol=1e-5)
+
+
+def test_vqvae_prototypes_are_a_one_level_codebook_refitted_with_identities(tiny_config, dataset):
+    config = _config(tiny_config, "prowtp")
+    config.model.watch.prowtp.prototype_source = "vqvae"
+    model = build_model(config, ebc_device="cpu")
+    head = model.dense_arch.watch_head
+    assert head.hvqvae.codebook.shape == (1, 8, 4)  # one cluster of C K = 2 x 4 codes
+    assert refresh_watch_head(model, DayReader(dataset, DAYS)) is None
+    torch.testing.assert_close(head.credible_prototypes, head.hvqvae.codebook.detach()[0])
+    report = refresh_watch_head(model, DayReader(dataset, DAYS))
+    assert report is not None and report.identity_kept
+    torch.testing.assert_close(head.credible_prototypes, head.hvqvae.codebook.detach()[0])

@@ -243,6 +243,7 @@ def test_ratio_target_is_refused_for_a_head_that_regresses_no_target():
         ("prowtp", {"target": "ratio"}),
         ("prowtp", {"prowtp": {"dim": 8, "regressor_hidden": [8], "regressor_input": "both"}}),
         ("prowtp", {"prowtp": {"dim": 8, "regressor_hidden": [8], "prototype_source": "random"}}),
+        ("prowtp", {"prowtp": {"dim": 8, "regressor_hidden": [8], "prototype_source": "kmeans"}}),
         ("prowtp", {"prowtp": {"dim": 8, "regressor_hidden": [8], "transport": "entropic"}}),
     ],
 )
@@ -265,6 +266,10 @@ def test_watch_head_options_train_and_predict_per_row(head, options, tiny_config
     if options.get("prowtp", {}).get("prototype_source") == "random":
         assert not head_module.wants_statistics()  # nothing fitted from the labels
         assert head_module.learned_prototypes.grad is not None  # learned with the network
+    if options.get("prowtp", {}).get("prototype_source") == "kmeans":
+        # Centroids of n = sample_length watch ratios, projected by W_p: n -> d.
+        assert head_module.credible_prototypes.shape == (8, 8)
+        assert head_module.projection.weight.grad is not None
     if options.get("prowtp", {}).get("transport") == "entropic":
         h = torch.nn.functional.normalize(torch.randn(32, 8), dim=-1)
         align = head_module.align(h, head_module.prototypes(), torch.arange(32) % 2)

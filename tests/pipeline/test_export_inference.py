@@ -22,7 +22,8 @@ from protorec.pipeline.simulator import simulate
 from protorec.pipeline.variants import apply_overrides, variant_config
 
 DAY = dt.date(2026, 1, 1)
-#: Every backbone, the prototype variants and watch heads of both kinds (plain, tables, OT).
+#: Every backbone, the prototype variants and watch heads of all kinds (plain, tables, OT;
+#: ProWTP's prototypes from each fitted source).
 VARIANTS = (
     "shared_bottom",
     "mmoe",
@@ -36,6 +37,8 @@ VARIANTS = (
     "tpm",
     "prowtp",
     "prowtp_ratio",
+    "prowtp_vqvae",
+    "prowtp_kmeans",
     "mean_ratio",
 )
 TINY = {"model.mmoe.num_experts": 2, "model.mmoe.expert_hidden": [16], "model.tower.hidden": [8]}
@@ -118,7 +121,7 @@ def test_program_scores_as_the_model_without_protorec(programs, name):
     got = scores[name]
     assert set(got["all"]) == set(expected[name]) == set(outputs[name])
     assert ("watch_pred_ms" in outputs[name]) == (
-        name in ("tr", "d2q", "tpm", "prowtp", "prowtp_ratio", "mean_ratio")
+        name.startswith("prowtp") or name in ("tr", "d2q", "tpm", "mean_ratio")
     )
     for key, want in expected[name].items():
         assert got["all"][key].shape == want.shape == (300,)

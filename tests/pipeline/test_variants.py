@@ -12,6 +12,8 @@ WATCH_VARIANTS = {
     "tr_ratio": "tr",
     "prowtp_ratio": "prowtp",
     "prowtp_no_hvqvae": "prowtp",
+    "prowtp_vqvae": "prowtp",
+    "prowtp_kmeans": "prowtp",
     "prowtp_no_assign": "prowtp",
     "prowtp_no_compact": "prowtp",
     "prowtp_no_suot": "prowtp",
@@ -67,7 +69,8 @@ def test_watch_variants_build_on_the_watch_config(name):
     assert config.model.watch.head == WATCH_VARIANTS[name]
     prowtp = config.model.watch.prowtp
     assert (config.model.watch.target == "ratio") == name.endswith("_ratio")
-    assert (prowtp.prototype_source == "random") == (name == "prowtp_no_hvqvae")
+    sources = {"prowtp_no_hvqvae": "random", "prowtp_vqvae": "vqvae", "prowtp_kmeans": "kmeans"}
+    assert prowtp.prototype_source == sources.get(name, "hvqvae")
     if name in ("prowtp_no_assign", "prowtp_no_compact", "prowtp_no_suot"):
         assert prowtp.assign_weight == 0.0
     assert (prowtp.task_weight == 0.0) == (name == "prowtp_no_suot")
