@@ -239,7 +239,11 @@ class ProWTPHead(WatchHead):
                 vectors, report = refit_kmeans(
                     self.credible_prototypes.cpu().numpy(), samples, iterations
                 )
-            log.info("k-means prototypes fitted on %d vectors", samples.vectors.shape[0])
+            log.info(
+                "k-means prototypes %s on %d vectors",
+                "fitted" if report is None else "refitted with identities kept",
+                samples.vectors.shape[0],
+            )
             self.set_prototypes(torch.as_tensor(vectors))
             return report
         if source == "vqvae":

@@ -41,7 +41,12 @@ VARIANTS = (
     "prowtp_kmeans",
     "mean_ratio",
 )
-TINY = {"model.mmoe.num_experts": 2, "model.mmoe.expert_hidden": [16], "model.tower.hidden": [8]}
+TINY = {
+    "model.mmoe.num_experts": 2,
+    "model.mmoe.expert_hidden": [16],
+    "model.tower.hidden": [8],
+    "model.hvqvae.epochs": 5,  # a codebook is all the export needs, not a good one
+}
 
 # Runs under `python -I` with protorec, TorchRec and fbgemm made unimportable: loads each
 # program, scores the probe and its first row alone, and saves the outputs.
