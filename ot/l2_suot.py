@@ -65,19 +65,21 @@ def _check(
 class _InteriorPoint:
     """Feasible primal-dual interior-point iterations for a batch of L2 semi-relaxed QPs.
 
-    Works on the real rows only (ragged): the N rows with mass of all B problems, flattened
-    in the input's order (each problem's rows contiguous), with ``problem`` (N,) naming each
-    row's problem. The row constraints are per row; only the column terms couple the rows
-    of one problem, through per-problem sums (one (B, N) one-hot product) and the k x k
-    systems (one batched product over the padded layout, into which the rows are copied
-    once per iteration). A padded batch (ProWTP's scenarios, ~2.1x the real rows) thus
-    costs what its real rows cost. The primal T and slack S are packed in one (2, N, k)
-    tensor, so that an update or a ratio test is one operation for both.
+    Works on the real rows only: the rows with mass of all B problems. Without zero-mass
+    rows they keep the input's (B, n) layout (problem-level terms broadcast for free);
+    otherwise (ragged) they are the N real rows flattened into a (1, N) layout, each
+    knowing its ``problem``. The row constraints are per row; only the column terms couple
+    the rows of one problem, through per-problem sums (there one (B, N) one-hot product)
+    and the k x k systems (one batched product over the padded layout, into which the rows
+    are copied once per iteration). A padded batch (ProWTP's scenarios, ~2.1x the real
+    rows) thus costs what its real rows cost. Row tensors are (G, m, k): (B, n, k) or
+    (1, N, k). The primal T and slack S are packed in one (2, G, m, k) tensor, so that an
+    update or a ratio test is one operation for both.
     """
 
     def __init__(self, C: Tensor, a: Tensor, b: Tensor, lam: float) -> None:
         B, n, k = C.shape
-        self.lam, self.b = lam, b
+        self.lam, self.b, self.shape = lam, b, (B, n, k)
         row_ok = a > 0
         col_ok = b > 0
         valid = row_ok.unsqueeze(-1) & col_ok.unsqueeze(-2)
@@ -87,37 +89,44 @@ class _InteriorPoint:
         self.scale = spread + 2 * lam * b.amax(-1) + torch.finfo(C.dtype).tiny
         # The real rows, in the padded layout's order (one host sync, before the loop).
         self.pos = row_ok.flatten().nonzero().squeeze(-1)  # (N,) index into B * n
-        self.problem = torch.div(self.pos, n, rounding_mode="floor")
-        self.shape = (B, n, k)
-        self.C = C.reshape(B * n, k).index_select(0, self.pos)
-        self.a = a.flatten().index_select(0, self.pos)
-        self.onehot = (self.problem == torch.arange(B, device=C.device).unsqueeze(-1)).to(
-            C.dtype
-        )  # (B, N): per-problem sums over rows as one product
+        self.ragged = self.pos.shape[0] < B * n
+        if self.ragged:
+            self.problem = torch.div(self.pos, n, rounding_mode="floor")
+            self.onehot = (self.problem == torch.arange(B, device=C.device).unsqueeze(-1)).to(
+                C.dtype
+            )  # (B, N): per-problem sums over rows as one product
+            self.C = C.reshape(B * n, k).index_select(0, self.pos).unsqueeze(0)
+            self.a = a.flatten().index_select(0, self.pos).unsqueeze(0)
+            # Buffers in the padded layout (padding stays zero): w for the k x k products
+            # and the rows' largest decrease rates for the per-problem step lengths.
+            self.padded_w = torch.zeros(B * n, k, dtype=C.dtype, device=C.device)
+            self.padded_rate = torch.zeros(2, B * n, dtype=C.dtype, device=C.device)
+        else:
+            self.C, self.a = C, a
         # Zero-mass columns are padding: their entries are fixed at T = 0 with a huge slack.
         self.col_padded = not bool(col_ok.all())
-        self.valid = col_ok.index_select(0, self.problem)  # (N, k)
+        self.valid = self.rows(col_ok).expand_as(self.C)  # (G, m, k)
         self.n_valid = self.per_problem(self.valid.sum(-1).to(C.dtype)).clamp_min(1)
         self.big = torch.finfo(C.dtype).max ** 0.5
-        # Buffers in the padded layout (padding stays zero): w for the k x k products and the
-        # rows' largest decrease rates for the per-problem step lengths.
-        self.padded_w = torch.zeros(B * n, k, dtype=C.dtype, device=C.device)
-        self.padded_rate = torch.zeros(2, B * n, dtype=C.dtype, device=C.device)
 
     def per_problem(self, x: Tensor) -> Tensor:
-        """Sums over each problem's rows: (N,) -> (B,), (N, k) -> (B, k)."""
-        return self.onehot @ x
+        """Sums over each problem's rows: (G, m) -> (B,), (G, m, k) -> (B, k)."""
+        return self.onehot @ x[0] if self.ragged else x.sum(1)
+
+    def rows(self, x: Tensor) -> Tensor:
+        """Per-problem values (B,) or (B, k), broadcastable against (G, m) or (G, m, k)."""
+        return x.index_select(0, self.problem).unsqueeze(0) if self.ragged else x.unsqueeze(1)
 
     def start(self) -> tuple[Tensor, Tensor]:
         """A strictly feasible, roughly centred point: T uniform on each row, slack ~ scale.
 
-        Returns X = [T, S] (2, N, k) and f (N,).
+        Returns X = [T, S] (2, G, m, k) and f (G, m).
         """
         per_row = self.valid.sum(-1, keepdim=True).clamp_min(1).to(self.C.dtype)
         T = torch.where(self.valid, self.a.unsqueeze(-1) / per_row, 0)
         g = 2 * self.lam * (self.per_problem(T) - self.b)
-        x = torch.where(self.valid, self.C + g.index_select(0, self.problem), math.inf)
-        f = x.amin(-1) - _START_SLACK * self.scale.index_select(0, self.problem)
+        x = torch.where(self.valid, self.C + self.rows(g), math.inf)
+        f = x.amin(-1) - _START_SLACK * self.rows(self.scale)
         S = torch.where(self.valid, x - f.unsqueeze(-1), self.big)
         return torch.stack([T, S]), f
 
@@ -138,18 +147,18 @@ class _InteriorPoint:
         rate = dX * inv_X
         if self.col_padded:  # T = dT = 0 on padding columns: no limit
             rate = rate.masked_fill_(~self.valid, 0)
-        # The padding of the buffer stays 0: no limit from absent rows. (Reductions over
-        # the last, contiguous dimension: one over dimensions 0 and 2 is 3x slower.)
-        self.padded_rate.index_copy_(1, self.pos, rate.amin(-1))
-        rate = self.padded_rate.view(2, *self.shape[:2]).amin(-1).amin(0)
-        return rate.clamp_max_(0).reciprocal_().neg_()
+        # Reductions over the last, contiguous dimension (one over several is 3x slower).
+        rate = rate.amin(-1)  # (2, G, m)
+        if self.ragged:  # the buffer's padding stays 0: no limit from absent rows
+            self.padded_rate.index_copy_(1, self.pos, rate[:, 0])
+            rate = self.padded_rate.view(2, *self.shape[:2])
+        return rate.amin(-1).amin(0).clamp_max_(0).reciprocal_().neg_()
 
     def step(self, X: Tensor, gap: Tensor, done: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One Mehrotra predictor-corrector step from X = [T, S]: (dX, df, alpha, refused).
 
         alpha (B,) is 0 where done and where the step came out non-finite (refused).
         """
-        problem = self.problem
         T = X[0]
         # Reciprocals once: a division costs twice a product here, and 1 / X serves D,
         # the corrector's target and both ratio tests.
@@ -159,9 +168,9 @@ class _InteriorPoint:
         d = D.sum(-1)
         inv_d = d.reciprocal()
         w = D * inv_d.sqrt().unsqueeze(-1)
-        self.padded_w.index_copy_(0, self.pos, w)
-        pw = self.padded_w.view(self.shape)
-        gram = pw.transpose(-2, -1) @ pw
+        if self.ragged:
+            w = self.padded_w.index_copy_(0, self.pos, w[0]).view(self.shape)
+        gram = w.transpose(-2, -1) @ w
         # L = diag(D^T 1) - D^T diag(1/d) D, its diagonal formed as the sum of the
         # off-diagonal magnitudes (rows of L sum to zero): no cancellation of huge terms.
         diagonal = gram.diagonal(dim1=-2, dim2=-1)
@@ -175,22 +184,20 @@ class _InteriorPoint:
             q = Q.sum(-1)
             rhs = self.per_problem(torch.addcmul(Q, D, (q * inv_d).unsqueeze(-1), value=-1))
             # e = 2 lam dc: the system is (I + 2 lam L) / (2 lam).
-            e = torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1)
-            e_row = e.index_select(0, problem)
-            df = torch.linalg.vecdot(D, e_row).sub_(q).mul_(inv_d)
+            e = self.rows(torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1))
+            df = torch.linalg.vecdot(D, e).sub_(q).mul_(inv_d)
             dX = torch.empty_like(X)
-            dS = torch.sub(e_row, df.unsqueeze(-1), out=dX[1])
+            dS = torch.sub(e, df.unsqueeze(-1), out=dX[1])
             torch.addcmul(Q, D, dS, value=-1, out=dX[0])
             return dX, df
 
         dX, _ = direction(-T)  # affine-scaling predictor
-        alpha = self.max_step(inv_X, dX).clamp_(max=1.0).index_select(0, problem)
+        alpha = self.rows(self.max_step(inv_X, dX).clamp_(max=1.0))
         trial = torch.addcmul(X, alpha.unsqueeze(-1), dX)
         gap_aff = self.per_problem(torch.linalg.vecdot(trial[0], trial[1]))
         # sigma mu = (mu_aff / mu)^3 mu, mu = gap / n_valid the mean complementarity.
         sigma_mu = (gap_aff / gap).clamp_(max=1.0).pow_(3).mul_(gap / self.n_valid)
-        sigma_mu = sigma_mu.index_select(0, problem)
-        target = torch.addcmul(sigma_mu.unsqueeze(-1), dX[0], dX[1], value=-1)
+        target = torch.addcmul(self.rows(sigma_mu).unsqueeze(-1), dX[0], dX[1], value=-1)
         target = target.mul_(inv_S).sub_(T)
         if self.col_padded:
             target = target.masked_fill_(~self.valid, 0)
@@ -277,14 +284,15 @@ def solve_l2_semirelaxed(
             # Between checks, problems under the last check's limit stop moving.
             dX, df, alpha, refused = ipm.step(X, gap, gap <= limit)
             n_bad += refused
-            alpha = alpha.index_select(0, ipm.problem)
+            alpha = ipm.rows(alpha)
             X = X.addcmul_(alpha.unsqueeze(-1), dX)
             f = f.addcmul_(alpha, df)
             n_iter += 1
         B, n, k = C.shape
-        T = torch.where(ipm.valid, X[0], 0)
-        plan = C.new_zeros(B * n, k).index_copy_(0, ipm.pos, T).view(B, n, k)
-        f = C.new_zeros(B * n).index_copy_(0, ipm.pos, f).view(B, n)
+        plan = torch.where(ipm.valid, X[0], 0)
+        if ipm.ragged:
+            plan = C.new_zeros(B * n, k).index_copy_(0, ipm.pos, plan[0]).view(B, n, k)
+            f = C.new_zeros(B * n).index_copy_(0, ipm.pos, f[0]).view(B, n)
         row_ok = a > 0
         valid = row_ok.unsqueeze(-1) & (b > 0).unsqueeze(-2)
         g = 2 * lam * (plan.sum(-2) - b)
