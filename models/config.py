@@ -301,7 +301,9 @@ class ProWTPConfig:
         ot_lambda: lambda of eq. 8, the L2 penalty on the prototype marginal.
         ot_max_iter: interior-point iterations at most per batch.
         ot_tol: the solver's relative duality gap.
-        ot_check_every: iterations between convergence tests (a host sync on GPU).
+        ot_check_every: iterations between convergence tests (a host sync on GPU). The
+            plans do not depend on it (a problem stops moving once under tol); on CPU a
+            test costs nothing and 1 saves the iterations run past convergence.
         assign_weight: weight of L_assign (eq. 9).
         compact_weight: weight of L_compact (eqs. 10-11).
         compact_sample: share of the batch's rows L_compact is computed on (paper: 20%).

@@ -23,9 +23,10 @@ Wright, ch. 14 and 16.6), feasible throughout. The row constraints are separable
 Newton system reduces to one k x k symmetric positive definite system per problem,
 :math:`(I + 2\lambda L)\,\Delta c = r`, with L the Laplacian-like matrix
 :math:`\mathrm{diag}(D^\top 1) - D^\top \mathrm{diag}(1/D1) D`, ``D = T / S``: a few passes
-over (B, n, k) and a batched Cholesky per iteration, ~15 iterations to a relative gap of
-1e-8 whatever the conditioning. Written by hand: no torch library solves batched QPs
-(qpth, for one, is dense in the n k variables and unmaintained).
+over the real (nonzero-mass) rows, whatever the padding, and a batched Cholesky per
+iteration, ~15 iterations to a relative gap of 1e-8 whatever the conditioning. Written by
+hand: no torch library solves batched QPs (qpth, for one, is dense in the n k variables
+and unmaintained).
 
 Computation is in float64 whatever the input dtype (complementarity down to 1e-9 of the
 objective is below float32's resolution); the plan comes back in the input dtype.
@@ -62,100 +63,150 @@ def _check(
 
 
 class _InteriorPoint:
-    """Feasible primal-dual interior-point iterations for a batch of L2 semi-relaxed QPs."""
+    """Feasible primal-dual interior-point iterations for a batch of L2 semi-relaxed QPs.
+
+    Works on the real rows only: the rows with mass of all B problems. Without zero-mass
+    rows they keep the input's (B, n) layout (problem-level terms broadcast for free);
+    otherwise (ragged) they are the N real rows flattened into a (1, N) layout, each
+    knowing its ``problem``. The row constraints are per row; only the column terms couple
+    the rows of one problem, through per-problem sums (there one (B, N) one-hot product)
+    and the k x k systems (one batched product over the padded layout, into which the rows
+    are copied once per iteration). A padded batch (ProWTP's scenarios, ~2.1x the real
+    rows) thus costs what its real rows cost. Row tensors are (G, m, k): (B, n, k) or
+    (1, N, k). The primal T and slack S are packed in one (2, G, m, k) tensor, so that an
+    update or a ratio test is one operation for both.
+    """
 
     def __init__(self, C: Tensor, a: Tensor, b: Tensor, lam: float) -> None:
-        self.C, self.a, self.b, self.lam = C, a, b, lam
-        # Zero-mass rows and columns are padding: their entries are fixed at T = 0 (with a
-        # huge slack, so that they never limit a step nor add to the complementarity).
-        self.row_ok = a > 0
-        self.valid = self.row_ok.unsqueeze(-1) & (b > 0).unsqueeze(-2)
-        self.n_valid = self.valid.sum((-2, -1)).clamp_min(1).to(C.dtype)
-        self.big = torch.finfo(C.dtype).max ** 0.5
-        valid_c = torch.where(self.valid, C, math.inf)
-        spread = torch.where(self.valid, C, -math.inf).amax((-2, -1)) - valid_c.amin((-2, -1))
+        B, n, k = C.shape
+        self.lam, self.b, self.shape = lam, b, (B, n, k)
+        row_ok = a > 0
+        col_ok = b > 0
+        valid = row_ok.unsqueeze(-1) & col_ok.unsqueeze(-2)
+        valid_c = torch.where(valid, C, math.inf)
+        spread = torch.where(valid, C, -math.inf).amax((-2, -1)) - valid_c.amin((-2, -1))
         spread = torch.where(torch.isfinite(spread), spread, 0)
         self.scale = spread + 2 * lam * b.amax(-1) + torch.finfo(C.dtype).tiny
-        self.padded = not bool(self.valid.all())
-        self.tiny = torch.finfo(C.dtype).tiny
+        # The real rows, in the padded layout's order (one host sync, before the loop).
+        self.pos = row_ok.flatten().nonzero().squeeze(-1)  # (N,) index into B * n
+        self.ragged = self.pos.shape[0] < B * n
+        if self.ragged:
+            self.problem = torch.div(self.pos, n, rounding_mode="floor")
+            self.onehot = (self.problem == torch.arange(B, device=C.device).unsqueeze(-1)).to(
+                C.dtype
+            )  # (B, N): per-problem sums over rows as one product
+            self.C = C.reshape(B * n, k).index_select(0, self.pos).unsqueeze(0)
+            self.a = a.flatten().index_select(0, self.pos).unsqueeze(0)
+            # Buffers in the padded layout (padding stays zero): w for the k x k products
+            # and the rows' largest decrease rates for the per-problem step lengths.
+            self.padded_w = torch.zeros(B * n, k, dtype=C.dtype, device=C.device)
+            self.padded_rate = torch.zeros(2, B * n, dtype=C.dtype, device=C.device)
+        else:
+            self.C, self.a = C, a
+        # Zero-mass columns are padding: their entries are fixed at T = 0 with a huge slack.
+        self.col_padded = not bool(col_ok.all())
+        self.valid = self.rows(col_ok).expand_as(self.C)  # (G, m, k)
+        self.n_valid = self.per_problem(self.valid.sum(-1).to(C.dtype)).clamp_min(1)
+        self.big = torch.finfo(C.dtype).max ** 0.5
 
-    def start(self) -> tuple[Tensor, Tensor, Tensor]:
-        """A strictly feasible, roughly centred point: T uniform on each row, slack ~ scale."""
+    def per_problem(self, x: Tensor) -> Tensor:
+        """Sums over each problem's rows: (G, m) -> (B,), (G, m, k) -> (B, k)."""
+        return self.onehot @ x[0] if self.ragged else x.sum(1)
+
+    def rows(self, x: Tensor) -> Tensor:
+        """Per-problem values (B,) or (B, k), broadcastable against (G, m) or (G, m, k)."""
+        return x.index_select(0, self.problem).unsqueeze(0) if self.ragged else x.unsqueeze(1)
+
+    def start(self) -> tuple[Tensor, Tensor]:
+        """A strictly feasible, roughly centred point: T uniform on each row, slack ~ scale.
+
+        Returns X = [T, S] (2, G, m, k) and f (G, m).
+        """
         per_row = self.valid.sum(-1, keepdim=True).clamp_min(1).to(self.C.dtype)
-        T = torch.where(self.valid, (self.a.unsqueeze(-1) / per_row), 0)
-        g = 2 * self.lam * (T.sum(-2) - self.b)
-        x = torch.where(self.valid, self.C + g.unsqueeze(-2), math.inf)
-        f = x.amin(-1) - _START_SLACK * self.scale.unsqueeze(-1)
-        f = torch.where(self.row_ok, f, 0)
+        T = torch.where(self.valid, self.a.unsqueeze(-1) / per_row, 0)
+        g = 2 * self.lam * (self.per_problem(T) - self.b)
+        x = torch.where(self.valid, self.C + self.rows(g), math.inf)
+        f = x.amin(-1) - _START_SLACK * self.rows(self.scale)
         S = torch.where(self.valid, x - f.unsqueeze(-1), self.big)
-        return T, S, f
+        return torch.stack([T, S]), f
 
     def dual_objective(self, f: Tensor, g: Tensor) -> Tensor:
         """Dual objective sum a f - <g, b> - |g|^2 / (4 lam), a lower bound when S >= 0."""
         return (
-            torch.linalg.vecdot(self.a, f)
+            self.per_problem(self.a * f)
             - torch.linalg.vecdot(g, self.b)
             - g.square().sum(-1) / (4 * self.lam)
         )
 
-    def step(
-        self, T: Tensor, S: Tensor, done: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """One Mehrotra predictor-corrector step: (dT, dS, df, alpha, refused).
+    def max_step(self, inv_X: Tensor, dX: Tensor) -> Tensor:
+        """(B,) largest step keeping every problem's T and S >= 0 (inf if nothing decreases).
 
-        alpha is 0 where done and where the step came out non-finite (refused, (B,) bool).
+        ``inv_X`` is 1 / X. NaN in a direction propagates into its problem's step (the
+        caller refuses it).
         """
-        lam = self.lam
-        D = T / S  # zero on padding (T = 0 there)
+        rate = dX * inv_X
+        if self.col_padded:  # T = dT = 0 on padding columns: no limit
+            rate = rate.masked_fill_(~self.valid, 0)
+        # Reductions over the last, contiguous dimension (one over several is 3x slower).
+        rate = rate.amin(-1)  # (2, G, m)
+        if self.ragged:  # the buffer's padding stays 0: no limit from absent rows
+            self.padded_rate.index_copy_(1, self.pos, rate[:, 0])
+            rate = self.padded_rate.view(2, *self.shape[:2])
+        return rate.amin(-1).amin(0).clamp_max_(0).reciprocal_().neg_()
+
+    def step(self, X: Tensor, gap: Tensor, done: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One Mehrotra predictor-corrector step from X = [T, S]: (dX, df, alpha, refused).
+
+        alpha (B,) is 0 where done and where the step came out non-finite (refused).
+        """
+        T = X[0]
+        # Reciprocals once: a division costs twice a product here, and 1 / X serves D,
+        # the corrector's target and both ratio tests.
+        inv_X = X.reciprocal()
+        inv_S = inv_X[1]
+        D = T * inv_S  # zero on padding columns (T = 0 there)
         d = D.sum(-1)
-        if self.padded:
-            d = torch.where(self.row_ok, d, 1)
-        w = D * d.rsqrt().unsqueeze(-1)
+        inv_d = d.reciprocal()
+        w = D * inv_d.sqrt().unsqueeze(-1)
+        if self.ragged:
+            w = self.padded_w.index_copy_(0, self.pos, w[0]).view(self.shape)
         gram = w.transpose(-2, -1) @ w
         # L = diag(D^T 1) - D^T diag(1/d) D, its diagonal formed as the sum of the
         # off-diagonal magnitudes (rows of L sum to zero): no cancellation of huge terms.
-        gram.diagonal(dim1=-2, dim2=-1).zero_()
-        system = torch.diag_embed(gram.sum(-1) + 1 / (2 * lam)) - gram
+        diagonal = gram.diagonal(dim1=-2, dim2=-1)
+        diagonal.zero_()
+        off = gram.sum(-1)
+        system = gram.neg_()
+        diagonal.copy_(off).add_(1 / (2 * self.lam))
         factor, _ = torch.linalg.cholesky_ex(system)  # SPD, eigenvalues >= 1 / (2 lam)
-        D_t = D.transpose(-2, -1)
 
-        def direction(Q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            q_row = Q.sum(-1, keepdim=True)
-            rhs = Q.sum(-2).unsqueeze(-1) - D_t @ (q_row / d.unsqueeze(-1))
-            dc = torch.cholesky_solve(rhs, factor) / (2 * lam)  # system is (I + 2 lam L) / 2 lam
-            df = (D @ dc).mul_(2 * lam).sub_(q_row).div_(d.unsqueeze(-1))
-            if self.padded:
-                df = torch.where(self.row_ok.unsqueeze(-1), df, 0)
-            dS = (2 * lam) * dc.transpose(-2, -1) - df
-            return torch.addcmul(Q, D, dS, value=-1), dS, df.squeeze(-1)
+        def direction(Q: Tensor) -> tuple[Tensor, Tensor]:
+            q = Q.sum(-1)
+            rhs = self.per_problem(torch.addcmul(Q, D, (q * inv_d).unsqueeze(-1), value=-1))
+            # e = 2 lam dc: the system is (I + 2 lam L) / (2 lam).
+            e = self.rows(torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1))
+            df = torch.linalg.vecdot(D, e).sub_(q).mul_(inv_d)
+            dX = torch.empty_like(X)
+            dS = torch.sub(e, df.unsqueeze(-1), out=dX[1])
+            torch.addcmul(Q, D, dS, value=-1, out=dX[0])
+            return dX, df
 
-        def max_step(dT: Tensor, dS: Tensor) -> Tensor:
-            to_t = T / (-dT).clamp_min(self.tiny)
-            if self.padded:  # T = dT = 0 there: no limit
-                to_t = to_t.masked_fill(~self.valid, math.inf)
-            to_t = to_t.amin((-2, -1))
-            to_s = (S / (-dS).clamp_min(self.tiny)).amin((-2, -1))
-            return torch.minimum(to_t, to_s)
-
-        mu = torch.linalg.vecdot(T.flatten(1), S.flatten(1)) / self.n_valid
-        dT, dS, _ = direction(-T)  # affine-scaling predictor
-        alpha = max_step(dT, dS).clamp(max=1.0).view(-1, 1, 1)
-        mu_aff = (
-            torch.linalg.vecdot(
-                torch.addcmul(T, alpha, dT).flatten(1), torch.addcmul(S, alpha, dS).flatten(1)
-            )
-            / self.n_valid
-        )
-        sigma_mu = (mu_aff / mu).clamp(max=1.0).pow(3).mul_(mu).view(-1, 1, 1)
-        target = torch.addcmul(sigma_mu, dT, dS, value=-1).div_(S).sub_(T)
-        if self.padded:
-            target = torch.where(self.valid, target, 0)
-        dT, dS, df = direction(target)  # centring corrector
-        alpha = (_TO_BOUNDARY * max_step(dT, dS)).clamp(max=1.0)
-        # A non-finite direction (NaN propagates into alpha) is refused: alpha = 0.
-        refused = ~done & ~torch.isfinite(alpha)
-        alpha = torch.where(done | refused, 0, alpha)
-        return dT, dS, df, alpha, refused
+        dX, _ = direction(-T)  # affine-scaling predictor
+        alpha = self.rows(self.max_step(inv_X, dX).clamp_(max=1.0))
+        trial = torch.addcmul(X, alpha.unsqueeze(-1), dX)
+        gap_aff = self.per_problem(torch.linalg.vecdot(trial[0], trial[1]))
+        # sigma mu = (mu_aff / mu)^3 mu, mu = gap / n_valid the mean complementarity.
+        sigma_mu = (gap_aff / gap).clamp_(max=1.0).pow_(3).mul_(gap / self.n_valid)
+        target = torch.addcmul(self.rows(sigma_mu).unsqueeze(-1), dX[0], dX[1], value=-1)
+        target = target.mul_(inv_S).sub_(T)
+        if self.col_padded:
+            target = target.masked_fill_(~self.valid, 0)
+        dX, df = direction(target)  # centring corrector
+        alpha = self.max_step(inv_X, dX).mul_(_TO_BOUNDARY).clamp_(max=1.0).masked_fill_(done, 0)
+        # A non-finite direction (NaN propagates into alpha: at most 1, never inf) is
+        # refused: alpha = 0.
+        refused = alpha.isnan()
+        return dX, df, alpha.nan_to_num_(0.0), refused
 
 
 def solve_l2_semirelaxed(
@@ -217,36 +268,44 @@ def solve_l2_semirelaxed(
     out_dtype = C.dtype
     with torch.no_grad():
         C, a, b = (x.detach().to(torch.float64) for x in (C, a, b))
-        ipm = _InteriorPoint(C.contiguous(), a, b, lam)
-        T, S, f = ipm.start()
-        c = T.sum(-2)
-        n_bad = torch.zeros((), dtype=torch.long, device=C.device)
+        ipm = _InteriorPoint(C, a, b, lam)
+        X, f = ipm.start()
+        n_bad = torch.zeros(C.shape[0], dtype=torch.long, device=C.device)
         n_iter, converged = 0, False
         while True:
-            gap = torch.linalg.vecdot(T.flatten(1), S.flatten(1))  # padding: T = 0
+            gap = ipm.per_problem(torch.linalg.vecdot(X[0], X[1]))
             if n_iter % check_every == 0 or n_iter >= max_iter:
-                g = 2 * lam * (c - b)
+                g = 2 * lam * (ipm.per_problem(X[0]) - b)
                 objective = ipm.dual_objective(f, g) + gap  # exact for feasible iterates
                 limit = tol * (objective.abs() + torch.finfo(C.dtype).eps * ipm.scale)
                 converged = bool((gap <= limit).all())  # the only host synchronisation
                 if converged or n_iter >= max_iter:
                     break
             # Between checks, problems under the last check's limit stop moving.
-            dT, dS, df, alpha, refused = ipm.step(T, S, gap <= limit)
-            n_bad += refused.sum()
-            T = torch.addcmul(T, alpha.view(-1, 1, 1), dT)
-            S = torch.addcmul(S, alpha.view(-1, 1, 1), dS)
-            f = torch.addcmul(f, alpha.unsqueeze(-1), df)
-            c = T.sum(-2)
+            dX, df, alpha, refused = ipm.step(X, gap, gap <= limit)
+            n_bad += refused
+            alpha = ipm.rows(alpha)
+            X = X.addcmul_(alpha.unsqueeze(-1), dX)
+            f = f.addcmul_(alpha, df)
             n_iter += 1
-        plan = torch.where(ipm.valid, T, 0)
+        B, n, k = C.shape
+        plan = torch.where(ipm.valid, X[0], 0)
+        if ipm.ragged:
+            plan = C.new_zeros(B * n, k).index_copy_(0, ipm.pos, plan[0]).view(B, n, k)
+            f = C.new_zeros(B * n).index_copy_(0, ipm.pos, f[0]).view(B, n)
+        row_ok = a > 0
+        valid = row_ok.unsqueeze(-1) & (b > 0).unsqueeze(-2)
         g = 2 * lam * (plan.sum(-2) - b)
-        x = torch.where(ipm.valid, C + g.unsqueeze(-2), math.inf)
+        x = torch.where(valid, C + g.unsqueeze(-2), math.inf)
         slack = x - f.unsqueeze(-1)
         # Certificate from scratch: the primal objective of the returned plan minus the
         # exact dual at its g (hard row minima, not the iteration's f).
-        row_min = torch.where(ipm.row_ok, x.amin(-1), 0)
-        dual = ipm.dual_objective(row_min, g)
+        row_min = torch.where(row_ok, x.amin(-1), 0)
+        dual = (
+            torch.linalg.vecdot(a, row_min)
+            - torch.linalg.vecdot(g, b)
+            - g.square().sum(-1) / (4 * lam)
+        )
         gap = l2_semirelaxed_objective(plan, C, b, lam) - dual
         err_a = (plan.sum(-1) - a).abs().amax(-1)
         err_b = (-slack.amin(-1)).clamp_min(0).amax(-1)
@@ -255,8 +314,9 @@ def solve_l2_semirelaxed(
             if converged
             else f"max_iter={max_iter} reached before a relative duality gap of {tol:g}"
         )
-        if int(n_bad):
-            message += f"; {int(n_bad)} non-finite steps refused (kept the last finite iterate)"
+        n_refused = int(n_bad.sum())
+        if n_refused:
+            message += f"; {n_refused} non-finite steps refused (kept the last finite iterate)"
         return OTResult(
             plan=plan.to(out_dtype),
             log_u=None,

@@ -101,6 +101,25 @@ def test_padding_does_not_change_the_plan():
     assert torch.allclose(res.plan[0, :12, :5], first.plan[0], atol=1e-6)
 
 
+def test_padding_columns_alone_and_ragged_rows_give_the_unpadded_plans():
+    # Without zero-mass rows the solver keeps the (B, n) layout; with them it runs on the
+    # real rows only: both must give the plans of the unpadded problems.
+    C, a, b = random_problem(2, 10, 4, seed=5)
+    alone = solve_l2_semirelaxed(C, a, b, 2.0, tol=1e-10, check_every=1)
+    padded_C = torch.cat([C, torch.rand(2, 10, 3, dtype=F64) - 5], dim=2)  # cheap!
+    padded_b = torch.cat([b, torch.zeros(2, 3, dtype=F64)], dim=1)
+    cols = solve_l2_semirelaxed(padded_C, a, padded_b, 2.0, tol=1e-10, check_every=1)
+    assert cols.plan[:, :, 4:].abs().max() == 0
+    assert torch.allclose(cols.plan[:, :, :4], alone.plan, rtol=0, atol=1e-6)
+    rows_C = torch.cat([C, torch.rand(2, 6, 4, dtype=F64)], dim=1)
+    rows_a = torch.cat([a, torch.zeros(2, 6, dtype=F64)], dim=1)
+    rows = solve_l2_semirelaxed(rows_C, rows_a, b, 2.0, tol=1e-10, check_every=1)
+    assert rows.plan[:, 10:].abs().max() == 0 and (rows.f[:, 10:] == 0).all()
+    # Same iterates as without the padding rows: the same plan to rounding.
+    assert torch.allclose(rows.plan[:, :10], alone.plan, rtol=0, atol=1e-12)
+    assert rows.n_iter == alone.n_iter
+
+
 def test_float32_input_gives_float32_plan_at_the_same_objective():
     C, a, b = random_problem(2, 30, 8, seed=4)
     ref = solve_l2_semirelaxed(C, a, b, 5.0)
