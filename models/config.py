@@ -102,15 +102,20 @@ class SharedBottomConfig:
 
 @dataclass
 class MMoEConfig:
-    """MMoE (Ma et al., KDD 2018) with one gate per task and scenario; also DistProto's extractor.
+    """MMoE (Ma et al., KDD 2018): shared experts mixed by gates; also DistProto's extractor.
 
     Args:
         num_experts: E, the number of shared experts (the DistProto paper: E = 8).
         expert_hidden: widths of each expert MLP (ReLU); the last is the width of h.
+        scenario_gates: one gate per task and scenario (DistProto's "experts gated by
+            scenario") instead of one gate per task shared by every scenario (MMoE as
+            published; the scenario still reaches the gate through its embedding in x).
+            Off by default: shared gates won on validation days (docs/results/simulator.md).
     """
 
     num_experts: int = 8
     expert_hidden: list[int] = field(default_factory=lambda: [128, 64])
+    scenario_gates: bool = False
 
     def __post_init__(self) -> None:
         if self.num_experts < 1:

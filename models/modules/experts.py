@@ -52,12 +52,13 @@ class ScenarioGate(nn.Module):
     """Softmax gates over E experts, one linear gate per (task, scenario) pair.
 
     MMoE's gate made scenario-conditioned as in DistProto (seeds/000, 3.1):
-    ``g_t(x, s) = softmax(W_g[t, s] x + c[t, s])``.
+    ``g_t(x, s) = softmax(W_g[t, s] x + c[t, s])``. With ``num_scenarios=1`` every row uses
+    its task's one gate (MMoE as published), whatever its scenario.
 
     Args:
         in_features: D_in, the width of the gate input phi(x).
         num_experts: E.
-        num_scenarios: S.
+        num_scenarios: S, or 1 for one gate per task shared by every scenario.
         num_tasks: T.
 
     Shapes:
@@ -82,6 +83,9 @@ class ScenarioGate(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_tasks, num_scenarios, num_experts))
 
     def forward(self, x: Tensor, scenario: Tensor) -> Tensor:
+        if self.weight.shape[1] == 1:  # shared gates: nothing to pick per row
+            shared = torch.einsum("bti,tie->bte", x, self.weight[:, 0]) + self.bias[:, 0]
+            return torch.softmax(shared, dim=-1)
         # Every scenario's gate logits, then each row's own (see scenario_matmul).
         logits = torch.einsum("bti,tsie->btse", x, self.weight) + self.bias
         index = scenario.view(-1, 1, 1, 1).expand(-1, self.num_tasks, 1, self.num_experts)
@@ -89,11 +93,12 @@ class ScenarioGate(nn.Module):
 
 
 class ScenarioGatedMMoE(nn.Module):
-    """MMoE (Ma et al., KDD 2018) with gates per task and scenario (DistProto's extractor).
+    """MMoE (Ma et al., KDD 2018) with gates per task, optionally per scenario (DistProto).
 
     ``h_t = sum_e g_{t,e}(x, s) f_e(x)`` with ``g_t(x, s) = softmax(W_g[t, s] x)``: the
     experts are shared by every task and scenario; each (task, scenario) pair mixes them
-    with its own gate, reading the input x (phi = identity).
+    with its own gate, reading the input x (phi = identity). Without ``scenario_gates``
+    each task has one gate, ``W_g[t]``, for every scenario.
 
     Args:
         in_features: D_in.
@@ -101,6 +106,7 @@ class ScenarioGatedMMoE(nn.Module):
         expert_sizes: widths of each expert MLP; the last is D.
         num_scenarios: S.
         num_tasks: T.
+        scenario_gates: one gate per (task, scenario) rather than per task.
 
     Shapes:
         x: (B, D_in), scenario: (B,) int64 in [0, S)  ->  h: (B, T, D)
@@ -117,12 +123,14 @@ class ScenarioGatedMMoE(nn.Module):
         expert_sizes: list[int],
         num_scenarios: int,
         num_tasks: int,
+        scenario_gates: bool = True,
     ) -> None:
         super().__init__()
         self.num_tasks = num_tasks
         self.out_features = expert_sizes[-1]
         self.experts = StackedExperts(in_features, expert_sizes, num_experts)
-        self.gate = ScenarioGate(in_features, num_experts, num_scenarios, num_tasks)
+        gates = num_scenarios if scenario_gates else 1
+        self.gate = ScenarioGate(in_features, num_experts, gates, num_tasks)
 
     def forward(self, x: Tensor, scenario: Tensor) -> Tensor:
         experts = self.experts(x)  # (B, E, D)
