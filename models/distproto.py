@@ -97,12 +97,17 @@ class DistProtoNet(ScenarioNet):
                 num_scenarios,
                 len(tasks),
                 scenario_gates=config.mmoe.scenario_gates,
+                batch_norm=config.batch_norm,
             )
         else:  # Table 2's "single encoder": one MLP of the experts' widths, no gates.
-            extractor = SharedBottom(inputs.out_features, config.mmoe.expert_hidden, len(tasks))
+            extractor = SharedBottom(
+                inputs.out_features, config.mmoe.expert_hidden, len(tasks), config.batch_norm
+            )
         width = config.mmoe.expert_hidden[-1]
         readout = 4 * cfg.dim if cfg.tower_input == "both" else 2 * cfg.dim
-        towers = scenario_towers(width + readout, num_scenarios, config.tower, tasks)
+        towers = scenario_towers(
+            width + readout, num_scenarios, config.tower, tasks, config.batch_norm
+        )
         super().__init__(inputs, extractor, towers)
         self.num_tasks = len(tasks)
         self.tower_input = cfg.tower_input

@@ -43,6 +43,9 @@ class MMoENet(ScenarioNet):
             num_scenarios,
             len(tasks),
             scenario_gates=config.mmoe.scenario_gates,
+            batch_norm=config.batch_norm,
         )
-        towers = scenario_towers(backbone.out_features, num_scenarios, config.tower, tasks)
+        towers = scenario_towers(
+            backbone.out_features, num_scenarios, config.tower, tasks, config.batch_norm
+        )
         super().__init__(inputs, backbone, towers)

@@ -49,3 +49,17 @@ def test_shared_gates_ignore_the_scenario_and_equal_a_task_softmax():
     logits = torch.einsum("bi,tie->bte", x, mmoe.gate.weight[:, 0]) + mmoe.gate.bias[:, 0]
     torch.testing.assert_close(g, torch.softmax(logits, dim=-1))
     torch.testing.assert_close(mmoe(x, torch.arange(12) % 3), mmoe(x, torch.zeros(12).long()))
+
+
+def test_batch_norm_makes_training_outputs_invariant_to_the_layer_scale():
+    # BatchNorm before the ReLU: scaling a layer's weights and bias changes nothing in
+    # training mode (batch statistics); without it the output scales.
+    x = torch.randn(32, 6)
+    for batch_norm in (True, False):
+        torch.manual_seed(0)
+        experts = StackedExperts(6, [8, 4], num_experts=3, batch_norm=batch_norm)
+        before = experts(x)
+        with torch.no_grad():
+            experts.weights[0].mul_(10.0)
+            experts.biases[0].mul_(10.0)
+        assert torch.allclose(experts(x), before, atol=1e-4) == batch_norm
