@@ -11,7 +11,9 @@ reference is torch-rechub (https://github.com/datawhalechina/torch-rechub, a pla
 research toolkit) as a user of it would train it: ``nn.Embedding`` tables of dim
 ``--ref-dim`` (16) for every sparse feature plus the scenario (its models have no scenario
 input), its default initialisation, Adam 1e-3 on every parameter, BCE on click, the
-config's batch size, its MLP sizes set to protorec's (bottom, experts, towers). protorec
+config's batch size, its MLP sizes set to protorec's (bottom, experts, towers; its MLPs
+put a BatchNorm after every Linear, protorec's do not: ``--ref-no-batchnorm`` drops them,
+a one-factor diagnosis). protorec
 trains through ``experiment.train_and_evaluate`` (one gloo rank), i.e. ``protorec
 train``. Both are scored by the same ``prediction_metrics`` on ``--test`` days.
 
@@ -110,6 +112,14 @@ def reference_model(name: str, config: ProtorecConfig, dim: int) -> torch.nn.Mod
     raise ValueError(f"torch-rechub has no {name!r} here (shared_bottom, mmoe, ple)")
 
 
+def _drop_batchnorm(model: torch.nn.Module) -> None:
+    """Swap every BatchNorm1d of ``model`` for an identity (torch-rechub's MLP has no switch)."""
+    for module in list(model.modules()):
+        for child_name, child in module.named_children():
+            if isinstance(child, torch.nn.BatchNorm1d):
+                setattr(module, child_name, torch.nn.Identity())
+
+
 def train_reference(
     name: str,
     config: ProtorecConfig,
@@ -119,11 +129,14 @@ def train_reference(
     epochs: int,
     seed: int,
     dim: int,
+    batchnorm: bool = True,
 ) -> dict:
     """Train torch-rechub's ``name`` on protorec's training rows; metrics on ``test``."""
     watch = config.model.watch if _with_watch(config) else None
     torch.manual_seed(seed)
     model = reference_model(name, config, dim)
+    if not batchnorm:
+        _drop_batchnorm(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = ContractLoader(
         config, train, dataset_dir=dataset, rank=0, world_size=1, progress=False
@@ -223,6 +236,11 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="protorec config override (repeatable)",
     )
+    parser.add_argument(
+        "--ref-no-batchnorm",
+        action="store_true",
+        help="the reference's MLPs without their BatchNorm layers (diagnosis)",
+    )
     parser.add_argument("--skip", choices=["protorec", "reference"], default=None)
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
     parser.add_argument(
@@ -247,8 +265,8 @@ def main() -> None:
     lines = [
         f"protorec ({' '.join(args.overrides) or 'shipped defaults'}"
         f"{', TR head' if watch else ''}) vs torch-rechub "
-        f"(Adam 1e-3, dim {args.ref_dim}); train {args.train}, scored on {args.test}, "
-        f"seeds {args.seeds}",
+        f"(Adam 1e-3, dim {args.ref_dim}{', no BatchNorm' if args.ref_no_batchnorm else ''}); "
+        f"train {args.train}, scored on {args.test}, seeds {args.seeds}",
         "",
         header,
         "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if watch else ""),
@@ -286,6 +304,7 @@ def main() -> None:
                                     epochs,
                                     seed,
                                     args.ref_dim,
+                                    not args.ref_no_batchnorm,
                                 )
                             )
                         if args.runs_json:
