@@ -63,9 +63,15 @@ def feature_input(
 
 
 def scenario_towers(
-    in_features: int, num_scenarios: int, config: TowerConfig, tasks: tuple[str, ...] = TASKS
+    in_features: int,
+    num_scenarios: int,
+    config: TowerConfig,
+    tasks: tuple[str, ...] = TASKS,
+    batch_norm: bool = False,
 ) -> nn.ModuleDict:
     """One per-scenario tower per task, each ending in one logit.
+
+    ``batch_norm`` (``model.batch_norm``) normalises the hidden layers, see ScenarioMLP.
 
     Shapes:
         each tower: rep (B, in_features), scenario (B,)  ->  (B, 1)
@@ -77,7 +83,11 @@ def scenario_towers(
     return nn.ModuleDict(
         {
             task: ScenarioMLP(
-                in_features, [*config.hidden, 1], num_scenarios, activation_on_last=False
+                in_features,
+                [*config.hidden, 1],
+                num_scenarios,
+                activation_on_last=False,
+                batch_norm=batch_norm,
             )
             for task in tasks
         }

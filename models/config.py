@@ -102,15 +102,20 @@ class SharedBottomConfig:
 
 @dataclass
 class MMoEConfig:
-    """MMoE (Ma et al., KDD 2018) with one gate per task and scenario; also DistProto's extractor.
+    """MMoE (Ma et al., KDD 2018): shared experts mixed by gates; also DistProto's extractor.
 
     Args:
         num_experts: E, the number of shared experts (the DistProto paper: E = 8).
         expert_hidden: widths of each expert MLP (ReLU); the last is the width of h.
+        scenario_gates: one gate per task and scenario (DistProto's "experts gated by
+            scenario") instead of one gate per task shared by every scenario (MMoE as
+            published; the scenario still reaches the gate through its embedding in x).
+            Off by default: shared gates won on validation days (docs/results/simulator.md).
     """
 
     num_experts: int = 8
     expert_hidden: list[int] = field(default_factory=lambda: [128, 64])
+    scenario_gates: bool = False
 
     def __post_init__(self) -> None:
         if self.num_experts < 1:
@@ -427,6 +432,11 @@ class ModelConfig:
             scale matches "rows").
         l2_weight: lambda_w of ``lambda_w ||Theta||^2`` on the dense weights (not the
             embedding tables, which the fused optimiser updates, nor the prototypes).
+        batch_norm: BatchNorm before the ReLU of every hidden layer of the click models'
+            MLPs: experts (MMoE, PLE, DistProto's extractor), SharedBottom's MLP and the
+            towers (not STAR, which has its partitioned normalisation, nor the watch heads).
+            torch-rechub's recipe; it won on validation days (docs/results/simulator.md).
+            Training batches need at least 2 rows.
         shared_bottom, mmoe, ple, star, distproto: per-architecture sections.
         hvqvae: the HVQ-VAE that turns watch-ratio distributions into ProWTP's credible
             prototypes (models/hvqvae.py), with its watch-ratio sampling.
@@ -438,6 +448,7 @@ class ModelConfig:
     tower: TowerConfig = field(default_factory=TowerConfig)
     task_loss: Literal["rows", "scenario"] = "rows"
     l2_weight: float = 1e-6
+    batch_norm: bool = True
     shared_bottom: SharedBottomConfig = field(default_factory=SharedBottomConfig)
     mmoe: MMoEConfig = field(default_factory=MMoEConfig)
     ple: PLEConfig = field(default_factory=PLEConfig)

@@ -2,7 +2,9 @@
 
 Forward (training), after the paper's Algorithm 1:
 
-1. x -> shared extraction ``h = sum_e g_e(x, s) f_e(x)``, gates ``softmax(W_g[s] x)``
+1. x -> shared extraction ``h = sum_e g_e(x, s) f_e(x)``, gates ``softmax(W_g x)`` (the
+   scenario reaches them through its embedding in x; the paper's gate per scenario,
+   ``softmax(W_g[s] x)``, is ``model.mmoe.scenario_gates``, which lost on validation days)
    (``model.mmoe``; the "single" extractor ablation: one MLP).
 2. ``z_g = E_g(h)``, ``z_s = E_s(h)`` (E_s: one encoder per scenario), both in R^d.
 3. Costs ``C = 1 - cos`` to the global prototypes P_g (K_g) and to the row's scenario
@@ -94,12 +96,18 @@ class DistProtoNet(ScenarioNet):
                 config.mmoe.expert_hidden,
                 num_scenarios,
                 len(tasks),
+                scenario_gates=config.mmoe.scenario_gates,
+                batch_norm=config.batch_norm,
             )
         else:  # Table 2's "single encoder": one MLP of the experts' widths, no gates.
-            extractor = SharedBottom(inputs.out_features, config.mmoe.expert_hidden, len(tasks))
+            extractor = SharedBottom(
+                inputs.out_features, config.mmoe.expert_hidden, len(tasks), config.batch_norm
+            )
         width = config.mmoe.expert_hidden[-1]
         readout = 4 * cfg.dim if cfg.tower_input == "both" else 2 * cfg.dim
-        towers = scenario_towers(width + readout, num_scenarios, config.tower, tasks)
+        towers = scenario_towers(
+            width + readout, num_scenarios, config.tower, tasks, config.batch_norm
+        )
         super().__init__(inputs, extractor, towers)
         self.num_tasks = len(tasks)
         self.tower_input = cfg.tower_input

@@ -1,4 +1,4 @@
-"""MMoE (Ma et al., KDD 2018) for scenarios: shared experts, gates per task and scenario."""
+"""MMoE (Ma et al., KDD 2018) for scenarios: shared experts, gates per task (or scenario)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from protorec.models.modules.experts import ScenarioGatedMMoE
 
 
 class MMoENet(ScenarioNet):
-    """MMoE baseline: FeatureInput -> E experts mixed by ``softmax(W_g[t, s] x)`` -> towers.
+    """MMoE baseline: FeatureInput -> E experts mixed by ``softmax(W_g[t] x)`` -> towers.
 
     Args:
         sparse_dim: width of the pooled embeddings.
         dense_dim: number of dense features.
         num_scenarios: S.
         config: the model section (``input``, ``mmoe``, ``tower``).
-        tasks: the task heads (one gate per task and scenario).
+        tasks: the task heads (one gate per task, and per scenario with
+            ``model.mmoe.scenario_gates``).
 
     Shapes:
         pooled (B, sparse_dim), dense (B, dense_dim), scenario (B,)  ->  {"click_logit": (B,)}
@@ -41,6 +42,10 @@ class MMoENet(ScenarioNet):
             config.mmoe.expert_hidden,
             num_scenarios,
             len(tasks),
+            scenario_gates=config.mmoe.scenario_gates,
+            batch_norm=config.batch_norm,
         )
-        towers = scenario_towers(backbone.out_features, num_scenarios, config.tower, tasks)
+        towers = scenario_towers(
+            backbone.out_features, num_scenarios, config.tower, tasks, config.batch_norm
+        )
         super().__init__(inputs, backbone, towers)

@@ -20,6 +20,7 @@ class PLE(nn.Module):
         num_scenarios: S.
         num_tasks: T.
         config: expert counts and widths.
+        batch_norm: batch-normalise the experts' layers (see StackedExperts).
 
     Shapes:
         x: (B, D_in), scenario: (B,) int64 in [0, S)  ->  (B, T, D)
@@ -31,7 +32,12 @@ class PLE(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, num_scenarios: int, num_tasks: int, config: PLEConfig
+        self,
+        in_features: int,
+        num_scenarios: int,
+        num_tasks: int,
+        config: PLEConfig,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         self.num_tasks = num_tasks
@@ -47,6 +53,7 @@ class PLE(nn.Module):
                 num_scenarios,
                 num_tasks,
                 shared_output=i < config.num_layers - 1,
+                batch_norm=batch_norm,
             )
             for i, width in enumerate(widths)
         )
@@ -86,6 +93,10 @@ class PLENet(ScenarioNet):
         tasks: tuple[str, ...] = TASKS,
     ) -> None:
         inputs = feature_input(sparse_dim, dense_dim, num_scenarios, config.input)
-        backbone = PLE(inputs.out_features, num_scenarios, len(tasks), config.ple)
-        towers = scenario_towers(backbone.out_features, num_scenarios, config.tower, tasks)
+        backbone = PLE(
+            inputs.out_features, num_scenarios, len(tasks), config.ple, config.batch_norm
+        )
+        towers = scenario_towers(
+            backbone.out_features, num_scenarios, config.tower, tasks, config.batch_norm
+        )
         super().__init__(inputs, backbone, towers)

@@ -16,6 +16,7 @@ class SharedBottom(nn.Module):
         in_features: D_in.
         layer_sizes: widths; the last is D.
         num_tasks: T (every task reads the same representation).
+        batch_norm: Linear -> BatchNorm -> ReLU in every layer (``model.batch_norm``).
 
     Shapes:
         x: (B, D_in), scenario: (B,) (unused)  ->  (B, T, D)
@@ -25,11 +26,22 @@ class SharedBottom(nn.Module):
     torch.Size([3, 2, 4])
     """
 
-    def __init__(self, in_features: int, layer_sizes: list[int], num_tasks: int) -> None:
+    def __init__(
+        self, in_features: int, layer_sizes: list[int], num_tasks: int, batch_norm: bool = False
+    ) -> None:
         super().__init__()
         self.num_tasks = num_tasks
         self.out_features = layer_sizes[-1]
-        self.mlp = MLP(in_features, layer_sizes)
+        self.mlp: nn.Module = MLP(in_features, layer_sizes)
+        if batch_norm:  # torchrec's MLP has no normalisation layer
+            sizes = [in_features, *layer_sizes]
+            self.mlp = nn.Sequential(
+                *(
+                    module
+                    for i, o in zip(sizes[:-1], sizes[1:])
+                    for module in (nn.Linear(i, o), nn.BatchNorm1d(o), nn.ReLU())
+                )
+            )
 
     def forward(self, x: Tensor, scenario: Tensor) -> Tensor:
         return self.mlp(x).unsqueeze(1).expand(-1, self.num_tasks, -1)
@@ -63,6 +75,10 @@ class SharedBottomNet(ScenarioNet):
         tasks: tuple[str, ...] = TASKS,
     ) -> None:
         inputs = feature_input(sparse_dim, dense_dim, num_scenarios, config.input)
-        backbone = SharedBottom(inputs.out_features, config.shared_bottom.hidden, len(tasks))
-        towers = scenario_towers(backbone.out_features, num_scenarios, config.tower, tasks)
+        backbone = SharedBottom(
+            inputs.out_features, config.shared_bottom.hidden, len(tasks), config.batch_norm
+        )
+        towers = scenario_towers(
+            backbone.out_features, num_scenarios, config.tower, tasks, config.batch_norm
+        )
         super().__init__(inputs, backbone, towers)

@@ -36,7 +36,7 @@ import torch.distributed.checkpoint as dcp
 
 from protorec.pipeline.atomic import replace_dir
 from protorec.pipeline.config import ConfigError
-from protorec.pipeline.distributed import broadcast_from_rank0
+from protorec.pipeline.distributed import average_batch_norm_statistics, broadcast_from_rank0
 from protorec.pipeline.manifest import ManifestError, file_entries, sign, verify
 from protorec.pipeline.trainer import ShardedModel, global_shape
 
@@ -74,6 +74,7 @@ def save_checkpoint(sharded: ShardedModel, directory: str | Path, meta: dict[str
         if not dist.is_initialized() or dist.get_rank() == 0
         else None
     )
+    average_batch_norm_statistics(sharded.dmp)
     state = {"model": sharded.dmp.state_dict(), "optim": sharded.optimizer.state_dict()}
     dcp.save(state, checkpoint_id=tmp)
     _barrier()

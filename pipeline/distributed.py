@@ -104,6 +104,34 @@ def gather_to_rank0(local: dict[str, np.ndarray]) -> dict[str, np.ndarray] | Non
     return {k: np.concatenate([p[k] for p in parts if k in p]) for k in local}
 
 
+def average_batch_norm_statistics(module: torch.nn.Module) -> None:
+    """Set every BatchNorm's running mean and variance to their mean over the ranks.
+
+    TorchRec wraps the dense part in DDP with ``broadcast_buffers=False``, so each rank
+    normalises its own rows and keeps its own statistics. A checkpoint holds one copy of
+    a replicated tensor, from whichever rank DCP picks: averaging first makes that copy
+    the same on every rank (so a resumed job continues as the uninterrupted one) and an
+    estimate over every rank's rows (the mean of the variances ignores the spread of the
+    ranks' means, small for shuffled rows). All ranks must call this.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    buffers = [
+        buf
+        for m in module.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        for buf in (m.running_mean, m.running_var)
+        if buf is not None
+    ]
+    if not buffers:
+        return
+    flat = torch.cat([b.reshape(-1) for b in buffers])
+    dist.all_reduce(flat)  # gloo has no AVG: sum, then divide
+    flat /= dist.get_world_size()
+    for buf, part in zip(buffers, flat.split([b.numel() for b in buffers])):
+        buf.copy_(part.view_as(buf))
+
+
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -34,7 +34,11 @@ from tqdm import tqdm
 from protorec.models.base import RecModel
 from protorec.models.batch import Batch
 from protorec.pipeline.config import ConfigError
-from protorec.pipeline.distributed import DistContext, gather_to_rank0
+from protorec.pipeline.distributed import (
+    DistContext,
+    average_batch_norm_statistics,
+    gather_to_rank0,
+)
 from protorec.pipeline.tensorboard import TensorBoardLog
 from protorec.pipeline.train_config import TrainConfig
 
@@ -271,7 +275,9 @@ def train_pass(
     """One pass over ``batches`` with the configured TorchRec pipeline.
 
     ``on_step(step, outputs)`` is called after each step (the daily job checkpoints
-    from there). Every rank must be given the same number of batches. With
+    from there). Every rank must be given the same number of batches; the pass ends with
+    every rank's BatchNorm statistics set to the ranks' mean, so that evaluation, export
+    and checkpoint all see one model. With
     ``tensorboard`` (main rank), every ``log_every`` steps' losses, diagnostics, samples/s
     and learning rates go there too, at step ``step_offset + step``.
     """
@@ -320,6 +326,7 @@ def train_pass(
     if isinstance(pipeline, TrainPipelineSparseDist):
         # The pipeline rewires the sharded modules' forward; give the model back intact.
         pipeline.detach()
+    average_batch_norm_statistics(sharded.dmp)
     stats.seconds = time.perf_counter() - t0
     return stats
 

@@ -56,6 +56,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # How the prototypes reach the prediction (models/distproto.py, tower_input).
     "distproto_prototype_towers": {**_DISTPROTO, "model.distproto.tower_input": "prototypes"},
     "distproto_encoding_towers": {**_DISTPROTO, "model.distproto.tower_input": "encodings"},
+    # Gates per (task, scenario), DistProto's "experts gated by scenario"; the default is
+    # one gate per task (docs/results/simulator.md).
+    "mmoe_scenario_gates": {"model.name": "mmoe", "model.mmoe.scenario_gates": True},
+    "distproto_scenario_gates": {**_DISTPROTO, "model.mmoe.scenario_gates": True},
     # Watch-time heads (ProWTP and its baselines) on the config's backbone, and the
     # no-training yardstick duration x mean watch ratio.
     **{

@@ -26,6 +26,7 @@ class CGCLayer(nn.Module):
         num_scenarios: S.
         num_tasks: T.
         shared_output: compute the next layer's shared stream (False for the last layer).
+        batch_norm: batch-normalise the experts' layers (see StackedExperts).
 
     Shapes:
         shared_in: (B, D_in), task_in: (B, T, D_in), scenario: (B,) int64  ->
@@ -48,6 +49,7 @@ class CGCLayer(nn.Module):
         num_scenarios: int,
         num_tasks: int,
         shared_output: bool,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         self.num_tasks = num_tasks
@@ -56,7 +58,7 @@ class CGCLayer(nn.Module):
         self.out_features = expert_sizes[-1]
 
         def group(count: int) -> StackedExperts | None:
-            return StackedExperts(in_features, expert_sizes, count) if count else None
+            return StackedExperts(in_features, expert_sizes, count, batch_norm) if count else None
 
         self.shared_experts = group(num_shared_experts)
         self.scenario_experts = group(num_scenarios * num_scenario_experts)

@@ -73,6 +73,8 @@ class ScenarioMLP(nn.Module):
         layer_sizes: widths of the layers, the last being D_out.
         num_scenarios: S.
         activation_on_last: apply ReLU after the last layer too (False for a logit).
+        batch_norm: batch-normalise each layer's output before its ReLU, over the batch
+            of every scenario's rows (one BatchNorm per layer, shared by the scenarios).
 
     Shapes:
         x: (B, D_in), scenario: (B,) int64 in [0, S)  ->  (B, D_out)
@@ -88,6 +90,7 @@ class ScenarioMLP(nn.Module):
         layer_sizes: list[int],
         num_scenarios: int,
         activation_on_last: bool = True,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         self.in_features = in_features
@@ -96,11 +99,16 @@ class ScenarioMLP(nn.Module):
             ScenarioLinear(i, o, num_scenarios) for i, o in zip(sizes[:-1], sizes[1:])
         )
         self.activation_on_last = activation_on_last
+        activated = len(layer_sizes) if activation_on_last else len(layer_sizes) - 1
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(o) if batch_norm and i < activated else nn.Identity()
+            for i, o in enumerate(layer_sizes)
+        )
 
     def forward(self, x: Tensor, scenario: Tensor) -> Tensor:
         last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            x = layer(x, scenario)
+        for i, (layer, norm) in enumerate(zip(self.layers, self.norms)):
+            x = norm(layer(x, scenario))
             if i < last or self.activation_on_last:
                 x = torch.relu(x)
         return x

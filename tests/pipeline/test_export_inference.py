@@ -26,6 +26,7 @@ DAY = dt.date(2026, 1, 1)
 VARIANTS = (
     "shared_bottom",
     "mmoe",
+    "mmoe_scenario_gates",
     "ple",
     "star",
     "distproto",

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from protorec.models.base import eval_mode
 from protorec.pipeline import daily
 from protorec.pipeline.config import from_dict
 from protorec.pipeline.day_reader import holdout_mask
@@ -84,7 +85,7 @@ def test_dead_prototypes_move_onto_rows_and_others_stay(small):
     after = arch.global_prototypes.weight.detach()[0]
     alive = sorted(set(range(after.shape[0])) - set(report.dead_global))
     torch.testing.assert_close(after[alive], before[alive])
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):  # as the reseeding encodes (BatchNorm)
         z_g = torch.cat([model.encode(b)["z_g"] for b in batches])
     moved = F.normalize(after[report.dead_global], dim=-1)
     # each re-seeded prototype points at one of the day's rows

@@ -25,6 +25,7 @@ ABLATIONS = {
     "distproto_balanced_ot": "model.distproto.ot.balanced",
     "distproto_prototype_towers": "model.distproto.tower_input",
     "distproto_encoding_towers": "model.distproto.tower_input",
+    "distproto_scenario_gates": "model.mmoe.scenario_gates",
 }
 
 
@@ -38,7 +39,8 @@ def base():
 )
 def test_every_click_variant_builds_a_valid_config(base, name):
     config = variant_config(base, name)
-    expected = "distproto" if name.startswith("distproto") or name == "gpdnet" else name
+    distproto = name.startswith("distproto") or name == "gpdnet"
+    expected = "distproto" if distproto else name.removesuffix("_scenario_gates")
     assert config.model.name == expected
     assert config.model.distproto.gpd == (name == "gpdnet")
 
@@ -49,6 +51,12 @@ def test_each_ablation_changes_one_switch_of_distproto(base, ablation):
     assert config_differences(plain, to_dict(variant_config(base, ablation))) == [
         ABLATIONS[ablation]
     ]
+
+
+def test_mmoe_scenario_gates_changes_one_switch_of_mmoe(base):
+    plain = to_dict(variant_config(base, "mmoe"))
+    gated = to_dict(variant_config(base, "mmoe_scenario_gates"))
+    assert config_differences(plain, gated) == ["model.mmoe.scenario_gates"]
 
 
 @pytest.mark.parametrize("head", WATCH_HEADS)

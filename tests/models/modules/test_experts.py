@@ -1,4 +1,4 @@
-"""Experts and scenario gates: batched experts equal separate MLPs; gates per (task, scenario)."""
+"""Experts and gates: batched experts equal separate MLPs; gates per task or (task, scenario)."""
 
 import torch
 
@@ -37,3 +37,29 @@ def test_mmoe_is_the_gate_weighted_sum_of_experts_and_trains_them():
     torch.testing.assert_close(h, expected)
     h.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in mmoe.parameters())
+
+
+def test_shared_gates_ignore_the_scenario_and_equal_a_task_softmax():
+    mmoe = ScenarioGatedMMoE(6, 4, [8], num_scenarios=3, num_tasks=2, scenario_gates=False)
+    assert mmoe.gate.weight.shape[1] == 1  # one gate per task, not per (task, scenario)
+    with torch.no_grad():
+        mmoe.gate.bias.normal_()
+    x = torch.randn(12, 6)
+    g = mmoe.gate(x.unsqueeze(1).expand(-1, 2, -1), torch.arange(12) % 3)
+    logits = torch.einsum("bi,tie->bte", x, mmoe.gate.weight[:, 0]) + mmoe.gate.bias[:, 0]
+    torch.testing.assert_close(g, torch.softmax(logits, dim=-1))
+    torch.testing.assert_close(mmoe(x, torch.arange(12) % 3), mmoe(x, torch.zeros(12).long()))
+
+
+def test_batch_norm_makes_training_outputs_invariant_to_the_layer_scale():
+    # BatchNorm before the ReLU: scaling a layer's weights and bias changes nothing in
+    # training mode (batch statistics); without it the output scales.
+    x = torch.randn(32, 6)
+    for batch_norm in (True, False):
+        torch.manual_seed(0)
+        experts = StackedExperts(6, [8, 4], num_experts=3, batch_norm=batch_norm)
+        before = experts(x)
+        with torch.no_grad():
+            experts.weights[0].mul_(10.0)
+            experts.biases[0].mul_(10.0)
+        assert torch.allclose(experts(x), before, atol=1e-4) == batch_norm
