@@ -11,9 +11,21 @@ reference is torch-rechub (https://github.com/datawhalechina/torch-rechub, a pla
 research toolkit) as a user of it would train it: ``nn.Embedding`` tables of dim
 ``--ref-dim`` (16) for every sparse feature plus the scenario (its models have no scenario
 input), its default initialisation, Adam 1e-3 on every parameter, BCE on click, the
-config's batch size, its MLP sizes set to protorec's (bottom, experts, towers). protorec
+config's batch size, its MLP sizes set to protorec's (bottom, experts, towers; its MLPs
+put a BatchNorm after every Linear, protorec's do not: ``--ref-no-batchnorm`` drops them,
+a one-factor diagnosis). protorec
 trains through ``experiment.train_and_evaluate`` (one gloo rank), i.e. ``protorec
 train``. Both are scored by the same ``prediction_metrics`` on ``--test`` days.
+
+Watch-time mode: when the config has a watch head (``model.watch.head`` not "none", e.g.
+``--config kuairand_watch``), protorec trains the backbone with the TR head (the head is set
+to ``tr`` whatever the config names: TR is the head torch-rechub can express) and the
+reference gets a second, "regression" task: its loss is ``click_weight`` x BCE on click
+plus ``weight`` x MSE of its raw output on ``watch_ms / unit`` over the rows whose watch
+time is observed, the unit being ``model.watch.scale_ms`` (or the row's duration with
+``model.watch.target: ratio``), exactly TR's loss; its watch tower is sized as
+``model.watch.hidden``, and its prediction is ``max(y, 0) x unit`` in ms, as TR's. The
+table then shows XAUC, MAE (ms), click AUC and logloss.
 
 torch-rechub is a benchmark-only dependency (requirements/bench.txt): protorec does not
 import it. Tune on validation days and quote test days nobody tuned on (issue 11).
@@ -51,21 +63,38 @@ def _inputs(config: ProtorecConfig, batch) -> dict[str, torch.Tensor]:
     return x
 
 
+def _with_watch(config: ProtorecConfig) -> bool:
+    """Whether the config trains watch time (the benchmark's watch-time mode)."""
+    return config.model.watch.head != "none"
+
+
+def _watch_unit(config: ProtorecConfig, duration_ms: torch.Tensor) -> torch.Tensor | float:
+    """TR's target unit (``WatchHead.unit_ms``): the row's duration or ``scale_ms``."""
+    watch = config.model.watch
+    return duration_ms if watch.target == "ratio" else watch.scale_ms
+
+
 def reference_model(name: str, config: ProtorecConfig, dim: int) -> torch.nn.Module:
-    """torch-rechub's ``name`` over protorec's features, its MLPs sized as protorec's."""
+    """torch-rechub's ``name`` over protorec's features, its MLPs sized as protorec's.
+
+    Outputs (B, 1): the click probability; in watch-time mode (B, 2), the second column the
+    raw regression output (torch-rechub applies no activation to a "regression" task).
+    """
     features = [SparseFeature(f.name, f.num_embeddings, dim) for f in config.features.sparse]
     features.append(SparseFeature("scenario", len(config.data.scenarios), dim))
     features += [DenseFeature(f.name) for f in config.features.dense]
     model = config.model
+    tasks = ["classification"]
     tower = [{"dims": list(model.tower.hidden)}]
+    if _with_watch(config):
+        tasks.append("regression")
+        tower.append({"dims": list(model.watch.hidden)})
     if name == "shared_bottom":
-        return SharedBottom(
-            features, ["classification"], {"dims": list(model.shared_bottom.hidden)}, tower
-        )
+        return SharedBottom(features, tasks, {"dims": list(model.shared_bottom.hidden)}, tower)
     if name == "mmoe":
         return MMOE(
             features,
-            ["classification"],
+            tasks,
             model.mmoe.num_experts,
             {"dims": list(model.mmoe.expert_hidden)},
             tower,
@@ -73,7 +102,7 @@ def reference_model(name: str, config: ProtorecConfig, dim: int) -> torch.nn.Mod
     if name == "ple":
         return PLE(
             features,
-            ["classification"],
+            tasks,
             model.ple.num_layers,
             max(1, model.ple.num_task_experts),
             model.ple.num_shared_experts,
@@ -81,6 +110,14 @@ def reference_model(name: str, config: ProtorecConfig, dim: int) -> torch.nn.Mod
             tower,
         )
     raise ValueError(f"torch-rechub has no {name!r} here (shared_bottom, mmoe, ple)")
+
+
+def _drop_batchnorm(model: torch.nn.Module) -> None:
+    """Swap every BatchNorm1d of ``model`` for an identity (torch-rechub's MLP has no switch)."""
+    for module in list(model.modules()):
+        for child_name, child in module.named_children():
+            if isinstance(child, torch.nn.BatchNorm1d):
+                setattr(module, child_name, torch.nn.Identity())
 
 
 def train_reference(
@@ -92,10 +129,14 @@ def train_reference(
     epochs: int,
     seed: int,
     dim: int,
+    batchnorm: bool = True,
 ) -> dict:
     """Train torch-rechub's ``name`` on protorec's training rows; metrics on ``test``."""
+    watch = config.model.watch if _with_watch(config) else None
     torch.manual_seed(seed)
     model = reference_model(name, config, dim)
+    if not batchnorm:
+        _drop_batchnorm(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = ContractLoader(
         config, train, dataset_dir=dataset, rank=0, world_size=1, progress=False
@@ -105,8 +146,12 @@ def train_reference(
         loader.set_epoch(epoch)
         model.train()
         for batch in loader:
-            p = model(_inputs(config, batch)).squeeze(1)
-            loss = torch.nn.functional.binary_cross_entropy(p, batch.click)
+            out = model(_inputs(config, batch))
+            loss = torch.nn.functional.binary_cross_entropy(out[:, 0], batch.click)
+            if watch is not None:
+                loss = watch.click_weight * loss + watch.weight * _watch_loss(
+                    config, out[:, 1], batch
+                )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -119,7 +164,11 @@ def train_reference(
     )
     with torch.no_grad():
         for batch in test_loader:
-            cols = {"click_prob": model(_inputs(config, batch)).squeeze(1)}
+            out = model(_inputs(config, batch))
+            cols = {"click_prob": out[:, 0]}
+            if watch is not None:
+                unit = _watch_unit(config, batch.duration_ms)
+                cols["watch_pred_ms"] = out[:, 1].clamp_min(0) * unit
             for key in ("scenario", "click", "watch_ms", "duration_ms", "user_id", "day"):
                 cols[key] = getattr(batch, key)
             for key, value in cols.items():
@@ -130,11 +179,26 @@ def train_reference(
     return metrics
 
 
-def _row(side: str, model: str, epochs: int, runs: list[dict]) -> str:
+def _watch_loss(config: ProtorecConfig, y: torch.Tensor, batch) -> torch.Tensor:
+    """TR's loss: MSE of ``y`` on ``watch_ms / unit`` over the rows whose target is known.
+
+    A batch without such a row gives a zero that keeps the graph (as ``WatchHead.losses``).
+    """
+    observed = ~batch.watch_ms.isnan()
+    if config.model.watch.target == "ratio":
+        observed &= ~batch.duration_ms.isnan()
+    if not bool(observed.any()):
+        return y.sum() * 0
+    target = batch.watch_ms[observed] / _watch_unit(config, batch.duration_ms[observed])
+    return torch.nn.functional.mse_loss(y[observed], target)
+
+
+def _row(side: str, model: str, epochs: int, runs: list[dict], watch: bool) -> str:
     def stat(key: str) -> str:
         values = [key_of(r, key) for r in runs]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+        digits = 1 if key == "mae" else 4  # MAE in ms
+        return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
 
     def key_of(run: dict, key: str) -> float:
         if key == "worst":
@@ -143,6 +207,11 @@ def _row(side: str, model: str, epochs: int, runs: list[dict]) -> str:
         return run["overall"][key]
 
     rate = statistics.mean(r["train"]["samples_per_s"] for r in runs)
+    if watch:
+        return (
+            f"| {side} | {model} | {epochs} | {stat('xauc')} | {stat('mae')} | {stat('auc')} | "
+            f"{stat('logloss')} | {rate:,.0f} |"
+        )
     return (
         f"| {side} | {model} | {epochs} | {stat('auc')} | {stat('logloss')} | "
         f"{stat('worst')} | {rate:,.0f} |"
@@ -167,6 +236,11 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="protorec config override (repeatable)",
     )
+    parser.add_argument(
+        "--ref-no-batchnorm",
+        action="store_true",
+        help="the reference's MLPs without their BatchNorm layers (diagnosis)",
+    )
     parser.add_argument("--skip", choices=["protorec", "reference"], default=None)
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
     parser.add_argument(
@@ -179,14 +253,23 @@ def main() -> None:
     logging.disable(logging.WARNING)
 
     base = apply_overrides(load_config(args.config), [parse_override(s) for s in args.overrides])
+    watch = _with_watch(base)
+    if watch:
+        base = apply_overrides(base, {"model.watch.head": "tr"}, source="watch-time mode")
     ctx = init_distributed("cpu")
+    header = (
+        "| side | model | epochs | XAUC | MAE (ms) | click AUC | logloss | samples/s |"
+        if watch
+        else "| side | model | epochs | AUC | logloss | worst-scenario AUC | samples/s |"
+    )
     lines = [
-        f"protorec ({' '.join(args.overrides) or 'shipped defaults'}) vs torch-rechub "
-        f"(Adam 1e-3, dim {args.ref_dim}); train {args.train}, scored on {args.test}, "
-        f"seeds {args.seeds}",
+        f"protorec ({' '.join(args.overrides) or 'shipped defaults'}"
+        f"{', TR head' if watch else ''}) vs torch-rechub "
+        f"(Adam 1e-3, dim {args.ref_dim}{', no BatchNorm' if args.ref_no_batchnorm else ''}); "
+        f"train {args.train}, scored on {args.test}, seeds {args.seeds}",
         "",
-        "| side | model | epochs | AUC | logloss | worst-scenario AUC | samples/s |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        header,
+        "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if watch else ""),
     ]
     print("\n".join(lines), flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -221,13 +304,14 @@ def main() -> None:
                                     epochs,
                                     seed,
                                     args.ref_dim,
+                                    not args.ref_no_batchnorm,
                                 )
                             )
                         if args.runs_json:
                             record = {"side": side, "model": name, "epochs": epochs, "seed": seed}
                             records.append({**record, "metrics": runs[-1]})
                             args.runs_json.write_text(json.dumps(records, indent=1, default=str))
-                    lines.append(_row(side, name, epochs, runs))
+                    lines.append(_row(side, name, epochs, runs, watch))
                     print(lines[-1], flush=True)
     finally:
         shutdown_distributed()
