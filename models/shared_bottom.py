@@ -32,7 +32,7 @@ class SharedBottom(nn.Module):
         super().__init__()
         self.num_tasks = num_tasks
         self.out_features = layer_sizes[-1]
-        self.mlp: nn.Module = MLP(in_features, layer_sizes)
+        self.mlp: nn.Module
         if batch_norm:  # torchrec's MLP has no normalisation layer
             sizes = [in_features, *layer_sizes]
             self.mlp = nn.Sequential(
@@ -42,6 +42,8 @@ class SharedBottom(nn.Module):
                     for module in (nn.Linear(i, o), nn.BatchNorm1d(o), nn.ReLU())
                 )
             )
+        else:
+            self.mlp = MLP(in_features, layer_sizes)
 
     def forward(self, x: Tensor, scenario: Tensor) -> Tensor:
         return self.mlp(x).unsqueeze(1).expand(-1, self.num_tasks, -1)
