@@ -47,6 +47,7 @@ import torch
 from torch_rechub.basic.features import DenseFeature, SparseFeature
 from torch_rechub.models.multi_task import MMOE, PLE, SharedBottom
 
+from protorec.models.registry import build_watch_head
 from protorec.pipeline.distributed import init_distributed, shutdown_distributed
 from protorec.pipeline.experiment import prediction_metrics, train_and_evaluate
 from protorec.pipeline.job_config import ProtorecConfig, load_config
@@ -66,12 +67,6 @@ def _inputs(config: ProtorecConfig, batch) -> dict[str, torch.Tensor]:
 def _with_watch(config: ProtorecConfig) -> bool:
     """Whether the config trains watch time (the benchmark's watch-time mode)."""
     return config.model.watch.head != "none"
-
-
-def _watch_unit(config: ProtorecConfig, duration_ms: torch.Tensor) -> torch.Tensor | float:
-    """TR's target unit (``WatchHead.unit_ms``): the row's duration or ``scale_ms``."""
-    watch = config.model.watch
-    return duration_ms if watch.target == "ratio" else watch.scale_ms
 
 
 def reference_model(name: str, config: ProtorecConfig, dim: int) -> torch.nn.Module:
@@ -132,7 +127,14 @@ def train_reference(
     batchnorm: bool = True,
 ) -> dict:
     """Train torch-rechub's ``name`` on protorec's training rows; metrics on ``test``."""
-    watch = config.model.watch if _with_watch(config) else None
+    watch = config.model.watch
+    # protorec's TR head (its tower unused) gives TR's exact loss on the observed rows and
+    # its prediction; built before the seed so the reference's draws do not depend on it.
+    tr = (
+        build_watch_head(1, len(config.data.scenarios), config.model)
+        if _with_watch(config)
+        else None
+    )
     torch.manual_seed(seed)
     model = reference_model(name, config, dim)
     if not batchnorm:
@@ -148,10 +150,9 @@ def train_reference(
         for batch in loader:
             out = model(_inputs(config, batch))
             loss = torch.nn.functional.binary_cross_entropy(out[:, 0], batch.click)
-            if watch is not None:
-                loss = watch.click_weight * loss + watch.weight * _watch_loss(
-                    config, out[:, 1], batch
-                )
+            if tr is not None:
+                terms, _ = tr.losses(out[:, 1], batch)
+                loss = watch.click_weight * loss + watch.weight * terms["watch"]
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -166,9 +167,8 @@ def train_reference(
         for batch in test_loader:
             out = model(_inputs(config, batch))
             cols = {"click_prob": out[:, 0]}
-            if watch is not None:
-                unit = _watch_unit(config, batch.duration_ms)
-                cols["watch_pred_ms"] = out[:, 1].clamp_min(0) * unit
+            if tr is not None:
+                cols["watch_pred_ms"] = tr.predict_ms(out[:, 1], batch.duration_ms)
             for key in ("scenario", "click", "watch_ms", "duration_ms", "user_id", "day"):
                 cols[key] = getattr(batch, key)
             for key, value in cols.items():
@@ -177,20 +177,6 @@ def train_reference(
     metrics = prediction_metrics(config, preds)
     metrics["train"] = {"samples_per_s": rate}
     return metrics
-
-
-def _watch_loss(config: ProtorecConfig, y: torch.Tensor, batch) -> torch.Tensor:
-    """TR's loss: MSE of ``y`` on ``watch_ms / unit`` over the rows whose target is known.
-
-    A batch without such a row gives a zero that keeps the graph (as ``WatchHead.losses``).
-    """
-    observed = ~batch.watch_ms.isnan()
-    if config.model.watch.target == "ratio":
-        observed &= ~batch.duration_ms.isnan()
-    if not bool(observed.any()):
-        return y.sum() * 0
-    target = batch.watch_ms[observed] / _watch_unit(config, batch.duration_ms[observed])
-    return torch.nn.functional.mse_loss(y[observed], target)
 
 
 def _row(side: str, model: str, epochs: int, runs: list[dict], watch: bool) -> str:
