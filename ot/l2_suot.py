@@ -62,6 +62,14 @@ def _check(
         )
 
 
+def _dual_objective(a_f: Tensor, g: Tensor, b: Tensor, lam: float) -> Tensor:
+    """Dual objective ``sum a f - <g, b> - |g|^2 / (4 lam)`` from ``a_f = sum a f`` (B,).
+
+    A lower bound on the primal when the slacks ``C + g - f`` are >= 0.
+    """
+    return a_f - torch.linalg.vecdot(g, b) - g.square().sum(-1) / (4 * lam)
+
+
 class _InteriorPoint:
     """Feasible primal-dual interior-point iterations for a batch of L2 semi-relaxed QPs.
 
@@ -131,12 +139,8 @@ class _InteriorPoint:
         return torch.stack([T, S]), f
 
     def dual_objective(self, f: Tensor, g: Tensor) -> Tensor:
-        """Dual objective sum a f - <g, b> - |g|^2 / (4 lam), a lower bound when S >= 0."""
-        return (
-            self.per_problem(self.a * f)
-            - torch.linalg.vecdot(g, self.b)
-            - g.square().sum(-1) / (4 * self.lam)
-        )
+        """:func:`_dual_objective` of the iterate's row potentials f (G, m)."""
+        return _dual_objective(self.per_problem(self.a * f), g, self.b, self.lam)
 
     def max_step(self, inv_X: Tensor, dX: Tensor) -> Tensor:
         """(B,) largest step keeping every problem's T and S >= 0 (inf if nothing decreases).
@@ -301,11 +305,7 @@ def solve_l2_semirelaxed(
         # Certificate from scratch: the primal objective of the returned plan minus the
         # exact dual at its g (hard row minima, not the iteration's f).
         row_min = torch.where(row_ok, x.amin(-1), 0)
-        dual = (
-            torch.linalg.vecdot(a, row_min)
-            - torch.linalg.vecdot(g, b)
-            - g.square().sum(-1) / (4 * lam)
-        )
+        dual = _dual_objective(torch.linalg.vecdot(a, row_min), g, b, lam)
         gap = l2_semirelaxed_objective(plan, C, b, lam) - dual
         err_a = (plan.sum(-1) - a).abs().amax(-1)
         err_b = (-slack.amin(-1)).clamp_min(0).amax(-1)
