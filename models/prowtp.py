@@ -219,11 +219,8 @@ class ProWTPHead(WatchHead):
         if source == "random":
             return None
         cfg = self.prototype_config
-        if self.hvqvae is None:
-            edges = self.bucket_edges_ms.cpu().numpy()
-        else:
-            previous = copy.deepcopy(self.hvqvae).cpu().requires_grad_(True)
-            edges = previous.bucket_edges_ms.numpy()
+        kept = self.bucket_edges_ms if self.hvqvae is None else self.hvqvae.bucket_edges_ms
+        edges = kept.cpu().numpy()
         first = bool(np.isnan(edges).any())
         samples = sample_watch_ratio_vectors(
             ratios, cfg.sampling, num_peaks=cfg.num_clusters, edges_ms=None if first else edges
@@ -261,6 +258,7 @@ class ProWTPHead(WatchHead):
                 history[-1].perplexity,
             )
         else:
+            previous = copy.deepcopy(self.hvqvae).cpu().requires_grad_(True)
             fitted, report = refit(previous, samples)
             log.info(
                 "%s refitted: identities kept %s, median relative movement %.3f",
