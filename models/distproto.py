@@ -144,9 +144,7 @@ class DistProtoNet(ScenarioNet):
             parts += [
                 zs_hat
                 if self.scenario_prototypes is None
-                else self._mixture(
-                    zs_hat.unsqueeze(1), self.scenario_prototypes.normalized()[scenario]
-                ).squeeze(1)
+                else self._scenario_mixture(zs_hat, self.scenario_prototypes.normalized(), scenario)
             ]
         z = torch.cat(parts, dim=-1).unsqueeze(1).expand(-1, self.num_tasks, -1)
         out = self.heads(torch.cat([h, z], dim=-1), scenario)
@@ -161,23 +159,47 @@ class DistProtoNet(ScenarioNet):
         )
         return weights @ prototypes
 
+    def _scenario_mixture(self, z_hat: Tensor, prototypes: Tensor, scenario: Tensor) -> Tensor:
+        """:meth:`_mixture` of each (B, d) row over its own scenario's set of (S, K, d) sets.
+
+        Against every set's S K prototypes in one product, the other scenarios' logits
+        masked out: the softmax gives them zero weight, so the mixture is one (B, S K)
+        product too. Gathering a (K, d) set per row instead made a (B, K, d) copy whose
+        backward (a scatter-add and two per-row products) took a third of the step.
+        """
+        num_sets, num_prototypes, _ = prototypes.shape
+        flat = prototypes.flatten(0, 1)
+        logits = (z_hat @ flat.t() / self.assign_temperature).view(-1, num_sets, num_prototypes)
+        own = scenario.view(-1, 1, 1) == torch.arange(num_sets, device=scenario.device).view(
+            1, -1, 1
+        )
+        weights = torch.softmax(logits.masked_fill(~own, float("-inf")).flatten(1), dim=-1)
+        return weights @ flat
+
 
 @dataclass
 class PrototypeAlignment:
     """One step's transport problems: 0..S-1 global, S..2S-1 per scenario (unless ablated).
 
     Args:
-        cost: (P, n, k) cosine costs, with gradient (finite on padding, which has no
-            mass: padding rows hold batch row 0's costs, padding prototypes 0). Slot j of
-            problems s and S + s is batch row ``layout.index[s, j]``.
+        row_cost: (G, B, k) each batch row's cosine costs to the global set (g = 0) and,
+            unless ablated, to its scenario's set (g = 1), with gradient; prototype
+            columns padded to k (zero cost, no mass).
+        cost: (P, n, k), P = G S: ``row_cost`` laid out as the solver's problems, detached
+            (padding rows hold batch row 0's costs and get no mass). Slot j of problems s
+            and S + s is batch row ``layout.index[s, j]``.
         row_mask: (P, n) real rows.
         col_mask: (P, k) real prototypes (the first K_g, resp. K_s).
         weight: (P,) weight of each problem in the losses: n_s / B for the global
             problems (together the paper's one global problem), 1 for scenario problems.
         layout: the batch's rows grouped by scenario.
         result: the solver's result; ``result.plan`` (P, n, k) carries no gradient.
+
+    The losses read the plan back in batch order (``row_plan``) against ``row_cost``: the
+    gradient then needs no scatter from the problems' layout back to the rows.
     """
 
+    row_cost: Tensor
     cost: Tensor
     row_mask: Tensor
     col_mask: Tensor
@@ -189,9 +211,33 @@ class PrototypeAlignment:
     def plan(self) -> Tensor:
         return self.result.plan
 
+    @property
+    def num_groups(self) -> int:
+        """G: 2, or 1 without scenario prototypes."""
+        return self.row_cost.shape[0]
+
+    def row_plan(self) -> Tensor:
+        """The plan in batch order, (G, B, k): each row's mass in its problems of every group."""
+        plan = self.plan.view(self.num_groups, -1, *self.plan.shape[1:])
+        return self.layout.unpad(plan)
+
+    def row_weight(self) -> Tensor:
+        """(G, B): the weight of each row's problem in each group."""
+        return self.weight.view(self.num_groups, -1)[:, self.layout.scenario]
+
     def alignment(self) -> Tensor:
         """DistProto's ``L_align = sum_p weight_p sum_jk T_p(j, k) C_p(j, k)`` (scalar)."""
-        return (self.weight * (self.plan * self.cost).sum((-2, -1))).sum()
+        return (self.row_weight().unsqueeze(-1) * self.row_plan() * self.row_cost).sum()
+
+    def plan_cross_entropy(self, temperature: float) -> Tensor:
+        """GPD-Net's ``sum_p weight_p mean_j CE_p(j)`` over each problem's rows with mass."""
+        group_columns = self.col_mask.view(self.num_groups, -1, self.col_mask.shape[-1])[:, 0]
+        ce, counted = plan_cross_entropy(self.row_cost, self.row_plan(), group_columns, temperature)
+        # Sums per problem: over the rows of each scenario, (G, B) @ (B, S).
+        scenario = self.layout.scenario
+        member = F.one_hot(scenario, self.layout.counts.shape[0]).to(ce.dtype)
+        per_problem = (ce @ member) / (counted.to(ce.dtype) @ member).clamp_min(1)
+        return (self.weight * per_problem.flatten()).sum()
 
 
 def _widen(cost: Tensor, width: int) -> Tensor:
@@ -307,11 +353,14 @@ class DistProtoArch(DenseArch):
             weight.append((layout.counts > 0).to(z_g.dtype))
         # (G, B, width) -> (G, S, n, width) -> (G S, n, width); padding slots hold row 0's
         # costs, which get no mass (the plan is zero there).
-        cost = torch.stack(rows)[:, layout.index].flatten(0, 1)
+        row_cost = torch.stack(rows)
+        cost = row_cost.detach()[:, layout.index].flatten(0, 1)
         row_mask = layout.mask.repeat(len(rows), 1)
         col_mask = torch.cat(cols)
         result = solve_transport(cost, row_mask, col_mask, cfg.ot)
-        return PrototypeAlignment(cost, row_mask, col_mask, torch.cat(weight), layout, result)
+        return PrototypeAlignment(
+            row_cost, cost, row_mask, col_mask, torch.cat(weight), layout, result
+        )
 
     def compute_losses(
         self, out: dict[str, Tensor], batch: Batch
@@ -325,15 +374,7 @@ class DistProtoArch(DenseArch):
                 self.global_prototypes.weight[0]
             )
         if cfg.gpd:
-            losses["proto_ce"] = (
-                cfg.gpd_weight
-                * (
-                    align.weight
-                    * plan_cross_entropy(
-                        align.cost, align.plan, align.row_mask, align.col_mask, cfg.gpd_temperature
-                    )
-                ).sum()
-            )
+            losses["proto_ce"] = cfg.gpd_weight * align.plan_cross_entropy(cfg.gpd_temperature)
         device = align.cost.device
         diagnostics["ot/n_iter"] = torch.tensor(float(align.result.n_iter), device=device)
         diagnostics["ot/converged"] = torch.tensor(float(align.result.converged), device=device)

@@ -21,11 +21,15 @@ class ScenarioLayout:
         index: (S, n) the batch row in each slot (0 on padding).
         mask: (S, n) True on real slots.
         counts: (S,) rows of each scenario.
+        scenario: (B,) each batch row's scenario, and
+        slot: (B,) its slot there: row b sits at ``index[scenario[b], slot[b]]``.
     """
 
     index: Tensor
     mask: Tensor
     counts: Tensor
+    scenario: Tensor
+    slot: Tensor
 
     @classmethod
     def from_scenario(cls, scenario: Tensor, num_scenarios: int) -> ScenarioLayout:
@@ -47,11 +51,22 @@ class ScenarioLayout:
         mask = torch.zeros(num_scenarios, width, dtype=torch.bool, device=scenario.device)
         index[group, slot] = order
         mask[group, slot] = True
-        return cls(index=index, mask=mask, counts=counts)
+        row_slot = torch.empty_like(slot)
+        row_slot[order] = slot
+        return cls(index=index, mask=mask, counts=counts, scenario=scenario, slot=row_slot)
 
     def pad(self, x: Tensor) -> Tensor:
         """Rows of ``x`` (B, d) in the layout, (S, n, d), zero on padding (no gradient there)."""
         return x[self.index] * self.mask.unsqueeze(-1).to(x.dtype)
+
+    def unpad(self, x: Tensor) -> Tensor:
+        """The batch's rows of ``x`` (..., S, n, d) laid out, back in batch order: (..., B, d).
+
+        >>> layout = ScenarioLayout.from_scenario(torch.tensor([1, 0, 1]), 2)
+        >>> layout.unpad(layout.pad(torch.tensor([[1.0], [2.0], [3.0]]))).flatten().tolist()
+        [1.0, 2.0, 3.0]
+        """
+        return x[..., self.scenario, self.slot, :]
 
 
 def uniform_masses(mask: Tensor) -> Tensor:

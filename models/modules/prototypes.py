@@ -77,35 +77,31 @@ def orthogonality_loss(prototypes: Tensor) -> Tensor:
 
 
 def plan_cross_entropy(
-    cost: Tensor, plan: Tensor, row_mask: Tensor, col_mask: Tensor, temperature: float
-) -> Tensor:
+    cost: Tensor, plan: Tensor, col_mask: Tensor, temperature: float
+) -> tuple[Tensor, Tensor]:
     """GPD-Net's auxiliary loss: the row-normalised plan as soft labels over prototypes.
 
-    For each real row j of problem p: ``q_j = T_j / sum_k T_jk`` (a constant) and
+    For each row j: ``q_j = T_j / sum_k T_jk`` (a constant) and
     ``-sum_k q_jk log softmax_k(cos(z_j, p_k) / temperature)`` over the real prototypes,
-    with ``cos = 1 - cost``, averaged over each problem's rows (0 for a problem without
-    rows). Rows the plan gives no mass are left out.
+    with ``cos = 1 - cost``. Rows the plan gives no mass (padding among them) are not
+    counted: their cross-entropy is 0 and the caller averages over the counted rows.
 
     Args:
-        cost: (P, n, k) cosine costs (with gradient).
-        plan: (P, n, k) transport plans (constant).
-        row_mask: (P, n) real rows.
-        col_mask: (P, k) real prototypes.
+        cost: (..., n, k) cosine costs (with gradient).
+        plan: (..., n, k) transport plans (constant).
+        col_mask: (..., k) real prototypes.
         temperature: softmax temperature.
 
     Returns:
-        (P,) the mean cross-entropy of each problem.
+        (cross-entropy (..., n), counted (..., n) bool).
 
-    >>> cost = torch.tensor([[[0.0, 2.0]]])
-    >>> plan = torch.tensor([[[1.0, 0.0]]])
-    >>> ones = torch.ones(1, 1, dtype=torch.bool)
-    >>> plan_cross_entropy(cost, plan, ones, torch.ones(1, 2, dtype=torch.bool), 1.0)
-    tensor([0.1269])
+    >>> cost = torch.tensor([[[0.0, 2.0], [1.0, 1.0]]])
+    >>> plan = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    >>> plan_cross_entropy(cost, plan, torch.ones(1, 2, dtype=torch.bool), 1.0)
+    (tensor([[0.1269, 0.0000]]), tensor([[ True, False]]))
     """
-    logits = ((1.0 - cost) / temperature).masked_fill(~col_mask.unsqueeze(1), float("-inf"))
-    log_p = torch.log_softmax(logits, dim=-1).masked_fill(~col_mask.unsqueeze(1), 0.0)
+    logits = ((1.0 - cost) / temperature).masked_fill(~col_mask.unsqueeze(-2), float("-inf"))
+    log_p = torch.log_softmax(logits, dim=-1).masked_fill(~col_mask.unsqueeze(-2), 0.0)
     mass = plan.sum(-1)
     target = plan.detach() / mass.clamp_min(torch.finfo(plan.dtype).tiny).unsqueeze(-1)
-    rows = (row_mask & (mass > 0)).to(cost.dtype)
-    ce = -(target * log_p).sum(-1)
-    return (ce * rows).sum(-1) / rows.sum(-1).clamp_min(1)
+    return (target * -log_p).sum(-1), mass > 0
