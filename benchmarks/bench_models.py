@@ -6,6 +6,8 @@ Run: ``OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_models.py [--batch
 simulator config's features with its default model sizes. For DistProto it also reports
 the share of the step spent in the OT solver call, and in the whole transport step
 (costs, ragged layout, solver). Target (issue 4): DistProto's step <= 1.25x MMoE's.
+``--device cuda``: the model and batches on the GPU (plain tables, no sharding), each step
+timed up to a ``torch.cuda.synchronize()``; not run yet (no GPU lent so far).
 """
 
 from __future__ import annotations
@@ -90,10 +92,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--config", default="simulator")
     parser.add_argument("--models", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    device = torch.device(args.device)
+
+    def sync() -> None:  # a step's time is all of its queued device work
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     torch.set_num_threads(args.threads)
     base = to_dict(load_config(args.config))
-    print(f"batch={args.batch} steps={args.steps} threads={args.threads} config={args.config}")
+    print(
+        f"batch={args.batch} steps={args.steps} threads={args.threads} config={args.config} "
+        f"device={device}"
+    )
     print(
         f"{'model':<20}{'dense params':>14}{'table params':>14}{'step ms (median)':>18}"
         f"{'mean':>8}{'OT solver':>11}{'transport':>11}{'OT iters':>10}"
@@ -103,12 +115,12 @@ def main() -> None:
         name, overrides = VARIANTS[variant]
         config = _config(base, name, overrides)
         torch.manual_seed(0)
-        model = build_model(config, ebc_device="cpu")
+        model = build_model(config, ebc_device="cpu").to(device)
         table_params = sum(p.numel() for p in model.sparse_arch.parameters())
         dense_params = sum(p.numel() for p in model.dense_arch.parameters())
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         g = torch.Generator().manual_seed(0)
-        batches = [_batch(config, args.batch, g) for _ in range(8)]
+        batches = [_batch(config, args.batch, g).to(device) for _ in range(8)]
         solver = _Timer(prototype_transport.solve_uot)
         balanced = _Timer(prototype_transport.solve_batch)
         prototype_transport.solve_uot, prototype_transport.solve_batch = solver, balanced
@@ -123,11 +135,13 @@ def main() -> None:
                 solver.seconds = balanced.seconds = 0.0
                 if transport is not None:
                     transport.seconds = 0.0
+            sync()
             t0 = time.perf_counter()
             loss, out = model(batches[step % len(batches)])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            sync()
             if step >= args.warmup:
                 times.append(time.perf_counter() - t0)
                 if "ot/n_iter" in out:

@@ -30,6 +30,10 @@ slower; ``--threads 1`` then gives the per-core figure.
 
 ``--profile MODEL`` instead prints torch.profiler's top operators over a few dozen steps of
 that model (where a step's time goes).
+
+``--device cuda`` runs the same path as ``protorec train --device cuda`` (NCCL, the dense
+arch and the batches on the GPU, each pass timed up to a ``torch.cuda.synchronize()``);
+not run yet: no GPU has been lent to this project's sessions so far.
 """
 
 from __future__ import annotations
@@ -80,6 +84,12 @@ def bench_loader(config: ProtorecConfig, days: str, data: Path, passes: int) -> 
     return rates
 
 
+def _sync(ctx) -> None:
+    """Wait for the device's queued work, so that a pass's time is all of it."""
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+
+
 def bench_models(
     configs: dict[str, ProtorecConfig], days: str, data: Path, passes: int, ctx
 ) -> dict[str, list[float]]:
@@ -104,6 +114,7 @@ def bench_models(
             stats = train_pass(
                 sharded[name], loader, ctx, config.train, len(loader), progress=False
             )
+            _sync(ctx)
             rates[name].append(stats.samples / (time.perf_counter() - t0))
     return rates
 
@@ -118,9 +129,14 @@ def profile_model(config: ProtorecConfig, days: str, data: Path, ctx, steps: int
     refresh_watch_head(sharded.module, DayReader(data, _days(days)))
     batches = list(_loader(config, days, data, 0))
     train_pass(sharded, batches[:20], ctx, config.train, progress=False)  # warm-up
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    activities = [ProfilerActivity.CPU]
+    if ctx.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
         train_pass(sharded, batches[20 : 20 + steps], ctx, config.train, progress=False)
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+        _sync(ctx)
+    sort = "self_cuda_time_total" if ctx.device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=30))
 
 
 def main() -> None:
@@ -137,6 +153,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--profile", metavar="MODEL", help="profile MODEL instead")
     parser.add_argument("--profile-steps", type=int, default=50)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     # The table is the output: TorchRec's planner notes and deprecation warnings are not.
     logging.basicConfig(level=logging.ERROR, force=True)
@@ -153,7 +170,7 @@ def main() -> None:
     )
     start = dt.date(2026, 1, 1)
     days = f"{start}..{start + dt.timedelta(days=args.days - 1)}"
-    ctx = init_distributed("cpu")
+    ctx = init_distributed(args.device)
     try:
         with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
             data = Path(tmp) / "data"
@@ -166,7 +183,8 @@ def main() -> None:
                 return
             print(
                 f"{rows:,} simulated rows per pass, batch {args.batch}, "
-                f"{torch.get_num_threads()} threads, one process, {args.passes} passes\n"
+                f"{torch.get_num_threads()} threads, one process on {ctx.device}, "
+                f"{args.passes} passes\n"
             )
             print("| what | samples/s per pass | median |")
             print("|---|---|---:|")
