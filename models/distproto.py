@@ -47,7 +47,6 @@ from protorec.models.modules.experts import ScenarioGatedMMoE
 from protorec.models.modules.prototype_transport import ScenarioLayout, solve_transport
 from protorec.models.modules.prototypes import (
     PrototypeSets,
-    cosine_cost,
     orthogonality_loss,
     plan_cross_entropy,
 )
@@ -71,12 +70,15 @@ class DistProtoNet(ScenarioNet):
 
     Shapes:
         pooled (B, sparse_dim), dense (B, dense_dim), scenario (B,)  ->
-        {"click_logit": (B,), "z_g": (B, d), "z_s": (B, d)}
+        {"click_logit": (B,), "z_g": (B, d), "z_s": (B, d), "cos_g": (B, K_g),
+        "cos_s": (B, S K_s)}: the cosines of z_g to P_g and of z_s to every scenario's
+        P_s (no "cos_s" without scenario prototypes). The transport's costs are 1 - cos:
+        the towers' prototype mixtures and the alignment share one product per set.
 
     >>> net = DistProtoNet(8, 2, 3, ModelConfig(name="distproto"))
     >>> out = net(torch.randn(4, 8), torch.randn(4, 2), torch.tensor([0, 1, 2, 0]))
-    >>> out["click_logit"].shape, out["z_g"].shape, out["z_s"].shape
-    (torch.Size([4]), torch.Size([4, 64]), torch.Size([4, 64]))
+    >>> out["click_logit"].shape, out["z_g"].shape, out["cos_g"].shape, out["cos_s"].shape
+    (torch.Size([4]), torch.Size([4, 64]), torch.Size([4, 64]), torch.Size([4, 96]))
     """
 
     def __init__(
@@ -135,46 +137,47 @@ class DistProtoNet(ScenarioNet):
         # The towers read the points on the prototype spheres: the cosine alignment leaves
         # the norms of z free, and their drift would otherwise reach the towers.
         zg_hat, zs_hat = F.normalize(z_g, dim=-1), F.normalize(z_s, dim=-1)
+        global_set = self.global_prototypes.normalized()[0]  # (K_g, d)
+        out = {"z_g": z_g, "z_s": z_s, "cos_g": zg_hat @ global_set.t()}
+        if self.scenario_prototypes is not None:
+            # Against every scenario's set in one product (S K_s columns: S times the
+            # FLOPs, cheaper than gathering a K_s x d set per row).
+            scenario_sets = self.scenario_prototypes.normalized().flatten(0, 1)  # (S K_s, d)
+            out["cos_s"] = zs_hat @ scenario_sets.t()
         parts = []
         if self.tower_input in ("encodings", "both"):
             parts += [zg_hat, zs_hat]
         if self.tower_input in ("prototypes", "both"):
-            parts += [self._mixture(zg_hat, self.global_prototypes.normalized()[0])]
+            parts += [self._mixture(out["cos_g"], global_set)]
             # without scenario prototypes (the ablation), z_s is read as it is
             parts += [
                 zs_hat
                 if self.scenario_prototypes is None
-                else self._scenario_mixture(zs_hat, self.scenario_prototypes.normalized(), scenario)
+                else self._mixture(out["cos_s"], scenario_sets, self._own_set(scenario))
             ]
         z = torch.cat(parts, dim=-1).unsqueeze(1).expand(-1, self.num_tasks, -1)
-        out = self.heads(torch.cat([h, z], dim=-1), scenario)
-        out["z_g"] = z_g
-        out["z_s"] = z_s
+        out.update(self.heads(torch.cat([h, z], dim=-1), scenario))
         return out
 
-    def _mixture(self, z_hat: Tensor, prototypes: Tensor) -> Tensor:
-        """``softmax(cos(z, P) / t) P^``: (..., n, d) unit z against (..., K, d) unit P."""
-        weights = torch.softmax(
-            z_hat @ prototypes.transpose(-1, -2) / self.assign_temperature, dim=-1
-        )
-        return weights @ prototypes
+    def _own_set(self, scenario: Tensor) -> Tensor:
+        """(B, S K_s) True on the columns of each row's own scenario set."""
+        assert self.scenario_prototypes is not None
+        num_sets, num_prototypes, _ = self.scenario_prototypes.weight.shape
+        sets = torch.arange(num_sets, device=scenario.device).repeat_interleave(num_prototypes)
+        return scenario.unsqueeze(-1) == sets
 
-    def _scenario_mixture(self, z_hat: Tensor, prototypes: Tensor, scenario: Tensor) -> Tensor:
-        """:meth:`_mixture` of each (B, d) row over its own scenario's set of (S, K, d) sets.
+    def _mixture(self, cos: Tensor, prototypes: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``softmax(cos(z, P) / t) P^`` from (B, K) cosines to (K, d) unit prototypes.
 
-        Against every set's S K prototypes in one product, the other scenarios' logits
-        masked out: the softmax gives them zero weight, so the mixture is one (B, S K)
-        product too. Gathering a (K, d) set per row instead made a (B, K, d) copy whose
+        ``mask`` (B, K) keeps each row's own columns (its scenario's set among every
+        set's): the softmax gives the others zero weight, so the mixture stays one
+        product. Gathering a (K_s, d) set per row instead made a (B, K_s, d) copy whose
         backward (a scatter-add and two per-row products) took a third of the step.
         """
-        num_sets, num_prototypes, _ = prototypes.shape
-        flat = prototypes.flatten(0, 1)
-        logits = (z_hat @ flat.t() / self.assign_temperature).view(-1, num_sets, num_prototypes)
-        own = scenario.view(-1, 1, 1) == torch.arange(num_sets, device=scenario.device).view(
-            1, -1, 1
-        )
-        weights = torch.softmax(logits.masked_fill(~own, float("-inf")).flatten(1), dim=-1)
-        return weights @ flat
+        logits = cos / self.assign_temperature
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        return torch.softmax(logits, dim=-1) @ prototypes
 
 
 @dataclass
@@ -316,41 +319,41 @@ class DistProtoArch(DenseArch):
         ramp = (self.align_step.float() / cfg.align_warmup_steps).clamp(max=1.0)
         return cfg.align_weight * ramp
 
-    def transport(self, z_g: Tensor, z_s: Tensor, scenario: Tensor) -> PrototypeAlignment:
+    def transport(self, out: dict[str, Tensor], scenario: Tensor) -> PrototypeAlignment:
         """Costs and plans of every problem of the batch, from one solver call.
 
         Problems: for each scenario s, its rows against the global prototypes (problem s)
         and, unless ablated, against its own prototypes (problem S + s); rows grouped by
         scenario and padded to the largest group, prototypes padded to max(K_g, K_s).
+        DistProto's cost is ``C = 1 - cos``.
 
         Args:
-            z_g: (B, d) global encodings.
-            z_s: (B, d) scenario encodings.
+            out: the net's outputs: "cos_g" (B, K_g) and "cos_s" (B, S K_s).
             scenario: (B,) int64 in [0, S).
         """
         cfg = self.config
         S = self.num_scenarios
+        cos_g = out["cos_g"]
         layout = ScenarioLayout.from_scenario(scenario, S)
         width = self.num_columns
-        columns = torch.arange(width, device=z_g.device)
+        columns = torch.arange(width, device=cos_g.device)
         k_g = cfg.num_global_prototypes
-        # Each row's costs first, (B, width) per prototype set from one product per set;
-        # then one gather lays out all 2S problems: no padded copies of z, one index op
-        # (and one scatter in the backward pass) for every problem.
-        rows = [_widen(cosine_cost(z_g, self.global_prototypes.weight[0]), width)]
+        # Each row's costs first, (B, width) per prototype set; then one gather lays out
+        # all 2S problems for the solver.
+        rows = [_widen(1.0 - cos_g, width)]
         cols = [(columns < k_g).expand(S, -1)]
         # The paper's one global problem over the batch, split by scenario: its rows weigh
         # n_s / B, as their mass would there; each scenario problem weighs one.
-        weight = [layout.counts.to(z_g.dtype) / scenario.shape[0]]
+        weight = [layout.counts.to(cos_g.dtype) / scenario.shape[0]]
         if self.scenario_prototypes is not None:
             k_s = cfg.num_scenario_prototypes
-            # Against every scenario's set in one product (S K_s columns: S times the
-            # FLOPs, cheaper than gathering a K_s x d set per row), then the row's own.
-            every = cosine_cost(z_s, self.scenario_prototypes.weight.flatten(0, 1))
-            own = every.view(-1, S, k_s).gather(1, scenario.view(-1, 1, 1).expand(-1, 1, k_s))
-            rows.append(_widen(own.squeeze(1), width))
+            # the row's own set among every scenario's S K_s columns
+            own = (
+                out["cos_s"].view(-1, S, k_s).gather(1, scenario.view(-1, 1, 1).expand(-1, 1, k_s))
+            )
+            rows.append(_widen(1.0 - own.squeeze(1), width))
             cols.append((columns < k_s).expand(S, -1))
-            weight.append((layout.counts > 0).to(z_g.dtype))
+            weight.append((layout.counts > 0).to(cos_g.dtype))
         # (G, B, width) -> (G, S, n, width) -> (G S, n, width); padding slots hold row 0's
         # costs, which get no mass (the plan is zero there).
         row_cost = torch.stack(rows)
@@ -367,7 +370,7 @@ class DistProtoArch(DenseArch):
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         losses, diagnostics = super().compute_losses(out, batch)
         cfg = self.config
-        align = self.transport(out["z_g"], out["z_s"], batch.scenario)
+        align = self.transport(out, batch.scenario)
         losses["align"] = self.align_scale() * align.alignment()
         if cfg.orthogonality:
             losses["ortho"] = cfg.ortho_weight * orthogonality_loss(
@@ -403,7 +406,7 @@ class DistProtoArch(DenseArch):
         )
         for batch in batches:
             out = encode(batch)
-            align = self.transport(out["z_g"], out["z_s"], batch.scenario)
+            align = self.transport(out, batch.scenario)
             plan = align.plan.double().cpu()
             rows += align.layout.counts.cpu()
             global_usage += plan[:S, :, :k_g].sum(1)

@@ -47,7 +47,7 @@ def test_each_row_is_costed_against_the_global_and_its_own_scenarios_prototypes(
     model = _model(tiny_config)
     arch = model.dense_arch
     out = _net_out(model, batch)
-    align = arch.transport(out["z_g"], out["z_s"], batch.scenario)
+    align = arch.transport(out, batch.scenario)
     for s in range(3):
         rows = align.layout.index[s][align.layout.mask[s]]
         assert (batch.scenario[rows] == s).all()
@@ -67,7 +67,7 @@ def test_losses_follow_the_paper(tiny_config, batch):
     arch = model.dense_arch
     _, outputs = model(batch)
     out = _net_out(model, batch)
-    align = arch.transport(out["z_g"], out["z_s"], batch.scenario)
+    align = arch.transport(out, batch.scenario)
     per_problem = (align.plan * align.cost).sum((-2, -1)).detach()
     expected = 0.5 * (align.weight * per_problem).sum()
     torch.testing.assert_close(outputs["loss/align"], expected, rtol=1e-4, atol=1e-6)
@@ -113,7 +113,7 @@ def test_alignment_alone_trains_the_prototypes(tiny_config, batch):
     model = _model(tiny_config)
     arch = model.dense_arch
     out = _net_out(model, batch)
-    align = arch.transport(out["z_g"], out["z_s"], batch.scenario)
+    align = arch.transport(out, batch.scenario)
     assert not align.plan.requires_grad
     align.alignment().backward()
     assert arch.global_prototypes.weight.grad.abs().sum() > 0
@@ -138,7 +138,7 @@ def test_ablation_balanced_ot_changes_only_the_solver(tiny_config, batch):
     assert _loss_names(out_full) == _loss_names(out_abl)
     torch.testing.assert_close(out_full["click_logit"], out_abl["click_logit"])
     z = _net_out(ablated, batch)
-    plan = ablated.dense_arch.transport(z["z_g"], z["z_s"], batch.scenario).plan
+    plan = ablated.dense_arch.transport(z, batch.scenario).plan
     n = int((batch.scenario == 0).sum())
     torch.testing.assert_close(plan[0, :n].sum(-1), torch.full((n,), 1 / n), atol=1e-5, rtol=0)
     torch.testing.assert_close(plan[0].sum(-2), torch.full((16,), 1 / 16), atol=1e-5, rtol=0)
@@ -235,7 +235,7 @@ def test_alignment_warmup_ramps_the_weight_over_training_steps_only(tiny_config,
 
     def expected_align():
         out = _net_out(model, batch)
-        align = arch.transport(out["z_g"], out["z_s"], batch.scenario)
+        align = arch.transport(out, batch.scenario)
         return align.alignment().detach()
 
     seen = []

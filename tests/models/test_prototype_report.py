@@ -19,8 +19,8 @@ def test_usage_sums_match_the_plans_and_the_png_is_written(tiny_config, syntheti
     seen = []
     real = arch.transport
 
-    def recording(z_g, z_s, scenario):
-        align = real(z_g, z_s, scenario)
+    def recording(out, scenario):
+        align = real(out, scenario)
         seen.append(align.plan.double())
         return align
 
