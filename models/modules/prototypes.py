@@ -1,4 +1,4 @@
-"""Learnable prototype sets, cosine costs and the orthogonality penalty (DistProto, 3.2-3.4)."""
+"""Learnable prototype sets, the orthogonality penalty and GPD-Net's plan cross-entropy."""
 
 from __future__ import annotations
 
@@ -37,22 +37,6 @@ class PrototypeSets(nn.Module):
     def normalized(self) -> Tensor:
         """The prototypes with unit rows, (G, K, d)."""
         return F.normalize(self.weight, dim=-1)
-
-
-def cosine_cost(z: Tensor, prototypes: Tensor) -> Tensor:
-    """DistProto's cost ``C(j, k) = 1 - cos(z_j, p_k)``, in [0, 2].
-
-    Args:
-        z: (..., n, d) representations.
-        prototypes: (..., K, d) prototypes (batch dimensions broadcast with z's).
-
-    Returns:
-        (..., n, K).
-
-    >>> cosine_cost(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]]))
-    tensor([[0., 1., 2.]])
-    """
-    return 1.0 - F.normalize(z, dim=-1) @ F.normalize(prototypes, dim=-1).transpose(-2, -1)
 
 
 def orthogonality_loss(prototypes: Tensor) -> Tensor:

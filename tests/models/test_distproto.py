@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from protorec.models.modules import prototype_transport
-from protorec.models.modules.prototypes import cosine_cost, orthogonality_loss
+from protorec.models.modules.prototypes import orthogonality_loss
 from protorec.pipeline.model_factory import build_model
 
 
@@ -16,6 +16,15 @@ def _model(tiny_config, **distproto):
 @pytest.fixture
 def batch(synthetic):
     return synthetic.batch(96, torch.Generator().manual_seed(0))
+
+
+def _cosine_cost(z, prototypes):
+    """DistProto's cost, 1 - cos, written out as the paper gives it."""
+    z, prototypes = (
+        torch.nn.functional.normalize(z, dim=-1),
+        torch.nn.functional.normalize(prototypes, dim=-1),
+    )
+    return 1 - z @ prototypes.T
 
 
 def _net_out(model, batch):
@@ -52,8 +61,8 @@ def test_each_row_is_costed_against_the_global_and_its_own_scenarios_prototypes(
         rows = align.layout.index[s][align.layout.mask[s]]
         assert (batch.scenario[rows] == s).all()
         n = len(rows)
-        global_cost = cosine_cost(out["z_g"][rows], arch.global_prototypes.weight[0])
-        own_cost = cosine_cost(out["z_s"][rows], arch.scenario_prototypes.weight[s])
+        global_cost = _cosine_cost(out["z_g"][rows], arch.global_prototypes.weight[0])
+        own_cost = _cosine_cost(out["z_s"][rows], arch.scenario_prototypes.weight[s])
         torch.testing.assert_close(align.cost[s, :n, :16], global_cost)
         torch.testing.assert_close(align.cost[3 + s, :n, :8], own_cost)
         assert (align.plan[[s, 3 + s], n:] == 0).all()

@@ -6,7 +6,6 @@ import torch
 
 from protorec.models.modules.prototypes import (
     PrototypeSets,
-    cosine_cost,
     orthogonality_loss,
     plan_cross_entropy,
 )
@@ -30,15 +29,6 @@ def test_prototype_sets_start_orthonormal():
     sets = PrototypeSets(3, 8, 16)
     for g in range(3):
         assert orthogonality_loss(sets.weight[g]) < 1e-10
-
-
-def test_cosine_cost_is_one_minus_cosine_and_scale_free():
-    z, p = torch.randn(5, 6), torch.randn(4, 6)
-    c = cosine_cost(z, p)
-    expected = 1 - torch.nn.functional.cosine_similarity(z[:, None], p[None], dim=-1)
-    torch.testing.assert_close(c, expected)
-    torch.testing.assert_close(cosine_cost(3 * z, 0.5 * p), c)
-    assert c.min() >= 0 and c.max() <= 2 + 1e-6
 
 
 def test_plan_cross_entropy_targets_are_row_normalised_plans_over_real_prototypes():
