@@ -330,29 +330,15 @@ class _ReducedDual:
         # no Hessian: the seed is a third of a short solve. This host sync is the loop's
         # first check.
         converged = bool((self.unpack(cur)[1] <= thresh).all())
-        if not converged:
+        n_iter, stalled = 0, False
+        rejected_nonfinite = torch.zeros((), dtype=torch.long, device=v.device)
+        if not converged and max_iter:
             hinv = inverse_pd(self.neg_hessian(p))
             d = _symv(hinv, self.unpack(cur)[3])
-        step = torch.ones_like(thresh)
-        rejected_nonfinite = torch.zeros((), dtype=torch.long, device=v.device)
-        n_iter, stalled = 0, False
-        while not converged:
+            step = torch.ones_like(thresh)
+        while not converged and n_iter < max_iter:
             value, gmax, dev, grad, v, _ = self.unpack(cur)
             done = gmax <= thresh
-            if (n_iter and n_iter % check_every == 0) or n_iter >= max_iter:
-                # The only host synchronisation: every check_every iterations.
-                flags = torch.stack(
-                    [done.all(), (done | (step < _MIN_STEP)).all(), dev.amax() > half_drift]
-                ).tolist()
-                converged, stalled = flags[0], flags[1] and not flags[0]
-                if converged or stalled or n_iter >= max_iter:
-                    break
-                if flags[2]:  # potentials drifted: re-absorb and restart BFGS there
-                    self.absorb(v)
-                    cur, hinv, d = self.seed(v)
-                    value, gmax, dev, grad, v, _ = self.unpack(cur)
-                    done = gmax <= thresh
-                    step = torch.ones_like(step)
             # Cap the step so that the scalings stay within the drift bound until the next
             # check re-absorbs them; problems already within tol stop moving (in float32,
             # steps at the round-off level would otherwise wander until the next check).
@@ -369,12 +355,30 @@ class _ReducedDual:
                 t,
             )
             rejected_nonfinite += (trial_value.abs() < math.inf).logical_not_().sum()
+            new = torch.where(ok, trial, cur)
+            step = torch.where(ok, 1.0, step * 0.5)
+            n_iter += 1
+            if n_iter % check_every == 0 or n_iter == max_iter:
+                # The only host synchronisation: every check_every iterations, before the
+                # BFGS update, which the last iteration does not need.
+                _, gmax, dev, _, v, _ = self.unpack(new)
+                done = gmax <= thresh
+                flags = torch.stack(
+                    [done.all(), (done | (step < _MIN_STEP)).all(), dev.amax() > half_drift]
+                ).tolist()
+                converged, stalled = flags[0], flags[1] and not flags[0]
+                if converged or stalled or n_iter == max_iter:
+                    cur = new
+                    break
+                if flags[2]:  # potentials drifted: re-absorb and restart BFGS there
+                    self.absorb(v)
+                    cur, hinv, d = self.seed(v)
+                    step = torch.ones_like(step)
+                    continue
             hinv, d = bfgs_update(
                 hinv, d, s, grad, trial_grad, _symv(hinv, trial_grad), ok.squeeze(-1)
             )
-            cur = torch.where(ok, trial, cur)
-            step = torch.where(ok, 1.0, step * 0.5)
-            n_iter += 1
+            cur = new
         message = (
             f"converged in {n_iter} quasi-Newton iterations"
             if converged
@@ -387,7 +391,8 @@ class _ReducedDual:
         n_bad = int(rejected_nonfinite)
         if n_bad:
             message += f"; {n_bad} non-finite trial steps rejected (kept the last finite iterate)"
-        return self._result(v, self.unpack(cur)[5], n_iter, converged, message)
+        _, _, _, _, v, log_q = self.unpack(cur)
+        return self._result(v, log_q, n_iter, converged, message)
 
     def _result(
         self, v: Tensor, log_q: Tensor, n_iter: int, converged: bool, message: str
