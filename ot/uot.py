@@ -250,9 +250,9 @@ class _ReducedDual:
         minimum the sweeps go on while their residual (known from each sweep's products)
         shrinks fast enough to meet tol within ``_SWEEP_BUDGET`` more sweeps: then the
         solve needs no Hessian at all (11-12 sweeps on the benchmark at tol 1e-6 in
-        float32, 11-12 on DistProto-sized ones at tol 1e-4). That test reads one number per sweep
-        (a host synchronisation on CUDA), and only where tol is at least float32's
-        resolution.
+        float32, 5-13 on DistProto's training problems at tol 1e-4). That test reads one
+        number per sweep (a host synchronisation on CUDA), and only where tol is at least
+        float32's resolution.
 
         A start needs no precision: the sweeps run in float32 whatever the dtype, on the
         kernel copy the Hessian seed uses. Columns whose kernel entries all underflow get
