@@ -9,7 +9,8 @@ Run from the repository root (about 30 s, plus ~15 s per --lam of the path)::
 Problems: cosine costs ``1 - <x, p>`` between unit vectors (instances x, prototypes p,
 dimension 32), uniform masses, as in the papers' alignment steps. Prints, per solver:
 the time of one batched call (best of --repeat), of the POT loop, and how far each plan
-is from a reference solved to 1e-12, so that the comparison is at equal accuracy.
+is from a reference solved to 1e-12, so that the comparison is at equal accuracy; and the
+cold UOT solve of a DistProto-sized batch at DistProto's settings (tol 1e-4).
 """
 
 from __future__ import annotations
@@ -108,6 +109,16 @@ def bench_uot(args: argparse.Namespace) -> None:
                 f"  {name:15s} ours {str(dtype)[6:]:7s} warm-started next step:       "
                 f"{t * 1e3:6.1f} ms  {res.n_iter:2d} it  x{pot_best / t:5.1f}"
             )
+    # DistProto's solves in training (configs/simulator.yaml): ~10 problems of ~230 x 64 a
+    # step, float32, cold, tol 1e-4, check_every 2 (no POT ratio: not the same accuracy).
+    C, a, b = (x.to(args.device, torch.float32) for x in problems(10, 230, 64, seed=3))
+    t, res = best_time(
+        partial(solve_uot, C, a, b, tol=1e-4, check_every=2), args.repeat, args.device
+    )
+    print(
+        f"  DistProto-sized 10 x 230 x 64, float32, cold, tol=1e-4 check_every=2: "
+        f"{t * 1e3:6.2f} ms  ({res.message.split(' (')[0]})"
+    )
 
 
 def pot_loop(C, a, b, tau_a, tau_b, method):

@@ -224,6 +224,52 @@ def test_a_start_within_tol_forms_no_hessian(monkeypatch):
     assert torch.allclose(again.plan, ref.plan, rtol=1e-7, atol=1e-12)
 
 
+def cosine_problem(B, n, k, seed, dtype=F64):
+    """The benchmark's kind: cosine costs between random unit vectors, uniform masses."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.normalize(torch.randn(B, n, 32, generator=g, dtype=F64), dim=-1)
+    p = torch.nn.functional.normalize(torch.randn(B, k, 32, generator=g, dtype=F64), dim=-1)
+    C = 1 - x @ p.transpose(-2, -1)
+    a, b = torch.full((B, n), 1 / n, dtype=F64), torch.full((B, k), 1 / k, dtype=F64)
+    return C.to(dtype), a.to(dtype), b.to(dtype)
+
+
+@pytest.mark.parametrize("tau_a, tau_b", MARGINALS)
+def test_cold_float32_sweeps_meet_tol_without_a_hessian(monkeypatch, tau_a, tau_b):
+    # Where tol is within float32's reach, the cold start sweeps on while they contract fast
+    # enough: on the benchmark's kind of problems they meet tol alone, so no Hessian is
+    # formed, and the plan is float32's best (within 2e-6 of a float64 reference).
+    C, a, b = cosine_problem(2, 512, 64, seed=24)
+    ref = solve_uot(C, a, b, tau_a=tau_a, tau_b=tau_b, tol=1e-12, check_every=1).plan
+
+    def no_hessian(self, pieces):
+        raise AssertionError("Hessian formed although the sweeps met tol")
+
+    monkeypatch.setattr(uot._ReducedDual, "neg_hessian", no_hessian)
+    res = solve_uot(
+        C.float(), a.float(), b.float(), tau_a=tau_a, tau_b=tau_b, tol=1e-6, check_every=1
+    )
+    assert res.converged and res.n_iter == 0, res.message
+    sweeps = int(res.message.split("after ")[1].split()[0])
+    assert uot._SWEEPS[torch.float32] < sweeps < uot._MAX_SWEEPS, res.message
+    err = (res.plan.double() - ref).abs().amax((-2, -1)) / ref.amax((-2, -1))
+    assert (err <= 2e-6).all(), err
+
+
+def test_cold_sweeps_stop_where_they_contract_slowly():
+    # At eps = 0.01 the sweeps barely contract: the start stops at its minimum instead of
+    # sweeping on, and quasi-Newton converges from there. At eps = 0.3 plain sweeps converge
+    # so fast that over-relaxing by 1.6 would overshoot (11 sweeps): it adapts to ~1, and
+    # the minimum alone meets tol.
+    least = f"after {uot._SWEEPS[torch.float32]} Sinkhorn sweeps"
+    C, a, b = cosine_problem(2, 64, 16, seed=22, dtype=torch.float32)
+    slow = solve_uot(C, a, b, eps=0.01, tol=1e-5, check_every=1)
+    assert slow.converged and slow.n_iter > 0 and least in slow.message, slow.message
+    C, a, b = (x.float() for x in random_problem(2, 64, 16, seed=1))
+    fast = solve_uot(C, a, b, eps=0.3, tol=1e-5, check_every=1)
+    assert fast.converged and fast.n_iter == 0 and least in fast.message, fast.message
+
+
 @pytest.mark.parametrize("kind", ["cosine", "uniform"])
 @pytest.mark.parametrize("tau_a, tau_b", MARGINALS)
 def test_cold_start_sweeps_save_iterations_not_accuracy(monkeypatch, tau_a, tau_b, kind):
