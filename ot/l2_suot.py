@@ -204,9 +204,7 @@ class _InteriorPoint:
         # The predictor solves S dT + T dS = -T S, so its complementarity after a step
         # alpha is (1 - alpha) gap + alpha^2 <dT, dS>: no trial point to form.
         cross = dX[0] * dX[1]
-        gap_aff = torch.addcmul(
-            gap * (1 - alpha), alpha.square(), self.per_problem(cross.sum(-1))
-        )
+        gap_aff = torch.addcmul(gap * (1 - alpha), alpha.square(), self.per_problem(cross.sum(-1)))
         # sigma mu = (mu_aff / mu)^3 mu, mu = gap / n_valid the mean complementarity.
         sigma_mu = (gap_aff / gap).clamp_(min=0.0, max=1.0).pow_(3).mul_(gap / self.n_valid)
         target = torch.sub(self.rows(sigma_mu).unsqueeze(-1), cross).mul_(inv_S).sub_(T)
