@@ -124,7 +124,15 @@ class _InteriorPoint:
 
     def per_problem(self, x: Tensor) -> Tensor:
         """Sums over each problem's rows: (G, m) -> (B,), (G, m, k) -> (B, k)."""
-        return self.onehot @ x[0] if self.ragged else x.sum(1)
+        return self.onehot.to(x.dtype) @ x[0] if self.ragged else x.sum(1)
+
+    def per_problem_max(self, x: Tensor) -> Tensor:
+        """Largest value of each problem's rows of x >= 0: (E, G, m) -> (E, B)."""
+        if self.ragged:  # zero on absent rows
+            x = x.new_zeros(x.shape[0], self.shape[0] * self.shape[1]).index_copy_(
+                1, self.pos, x[:, 0]
+            )
+        return x.view(x.shape[0], self.shape[0], -1).amax(-1)
 
     def rows(self, x: Tensor) -> Tensor:
         """Per-problem values (B,) or (B, k), broadcastable against (G, m) or (G, m, k)."""
@@ -325,25 +333,30 @@ def _solve(
         X = X.addcmul_(alpha.unsqueeze(-1), dX)
         f = f.addcmul_(alpha, df)
         n_iter += 1
+    T = torch.where(ipm.valid, X[0], 0) if ipm.col_padded else X[0]
+    # Certificate from scratch, on the real rows, in float64 whatever the iterations ran
+    # in (ipm's C and a are the input's values): the primal objective of the returned
+    # plan minus the exact dual at its g (hard row minima, not the iteration's f).
+    T64, C64, a64, f64, b64 = (x.to(torch.float64) for x in (T, ipm.C, ipm.a, f, b))
+    c = ipm.per_problem(T64)
+    g = 2 * lam * (c - b64)
+    x = C64 + ipm.rows(g)
+    if ipm.col_padded:
+        x = torch.where(ipm.valid, x, math.inf)
+    row_min = x.amin(-1)
+    dual = _dual_objective(ipm.per_problem(a64 * row_min), g, b64, lam)
+    primal = ipm.per_problem(torch.linalg.vecdot(T64, C64)) + lam * (c - b64).square().sum(-1)
+    gap = primal - dual
+    # Each problem's largest row errors: |T 1 - a| and the most negative slack C + g - f.
+    err_a, err_b = ipm.per_problem_max(
+        torch.stack([(T64.sum(-1) - a64).abs(), (f64 - row_min).clamp_min(0)])
+    )
     B, n, k = C.shape
-    plan = torch.where(ipm.valid, X[0], 0)
+    plan = T.to(out_dtype)
+    f = f.to(out_dtype)
     if ipm.ragged:
         plan = plan.new_zeros(B * n, k).index_copy_(0, ipm.pos, plan[0]).view(B, n, k)
         f = f.new_zeros(B * n).index_copy_(0, ipm.pos, f[0]).view(B, n)
-    # Certificate from scratch, in float64 whatever the iterations ran in: the primal
-    # objective of the returned plan minus the exact dual at its g (hard row minima, not
-    # the iteration's f).
-    C, a, b, plan, f = (x.to(torch.float64) for x in (C, a, b, plan, f))
-    row_ok = a > 0
-    valid = row_ok.unsqueeze(-1) & (b > 0).unsqueeze(-2)
-    g = 2 * lam * (plan.sum(-2) - b)
-    x = torch.where(valid, C + g.unsqueeze(-2), math.inf)
-    slack = x - f.unsqueeze(-1)
-    row_min = torch.where(row_ok, x.amin(-1), 0)
-    dual = _dual_objective(torch.linalg.vecdot(a, row_min), g, b, lam)
-    gap = l2_semirelaxed_objective(plan, C, b, lam) - dual
-    err_a = (plan.sum(-1) - a).abs().amax(-1)
-    err_b = (-slack.amin(-1)).clamp_min(0).amax(-1)
     message = (
         f"converged in {n_iter} interior-point iterations"
         if converged
@@ -353,7 +366,7 @@ def _solve(
     if n_refused:
         message += f"; {n_refused} non-finite steps refused (kept the last finite iterate)"
     return OTResult(
-        plan=plan.to(out_dtype),
+        plan=plan,
         log_u=None,
         log_v=None,
         n_iter=n_iter,
@@ -361,7 +374,7 @@ def _solve(
         err_b=err_b.to(out_dtype),
         converged=converged,
         message=message,
-        f=f.to(out_dtype),
+        f=f,
         g=g.to(out_dtype),
         gap=gap.to(out_dtype),
     )
