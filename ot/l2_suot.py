@@ -140,17 +140,31 @@ class _InteriorPoint:
         return x.index_select(0, self.problem).unsqueeze(0) if self.ragged else x.unsqueeze(1)
 
     def start(self) -> tuple[Tensor, Tensor]:
-        """A strictly feasible, roughly centred point: T uniform on each row, slack ~ scale.
+        """A strictly feasible, roughly centred point: T ~ 1 / S on each row, slack ~ scale.
+
+        From T uniform on each row, the slacks S its potentials give, then T = a 1 / S
+        normalised per row (every row's T S constant, as on the central path) and its S:
+        one iteration fewer than from the uniform T (on ProWTP's problems and on random
+        ones, lam 0.5-50, tol 1e-4 and 1e-8).
 
         Returns X = [T, S] (2, G, m, k) and f (G, m).
         """
         per_row = self.valid.sum(-1, keepdim=True).clamp_min(1).to(self.C.dtype)
-        T = torch.where(self.valid, self.a.unsqueeze(-1) / per_row, 0)
+        S, _ = self.slacks(torch.where(self.valid, self.a.unsqueeze(-1) / per_row, 0))
+        inv_S = torch.where(self.valid, S.reciprocal(), 0)
+        T = inv_S.mul_((self.a / inv_S.sum(-1)).unsqueeze(-1))
+        S, f = self.slacks(T)
+        return torch.stack([T, S]), f
+
+    def slacks(self, T: Tensor) -> tuple[Tensor, Tensor]:
+        """Slacks S = C + g - f of T's potentials g (huge on padding columns), and f.
+
+        f is each row's least C + g minus ``_START_SLACK`` times the cost scale.
+        """
         g = 2 * self.lam * (self.per_problem(T) - self.b)
         x = torch.where(self.valid, self.C + self.rows(g), math.inf)
         f = x.amin(-1) - _START_SLACK * self.rows(self.scale)
-        S = torch.where(self.valid, x - f.unsqueeze(-1), self.big)
-        return torch.stack([T, S]), f
+        return torch.where(self.valid, x - f.unsqueeze(-1), self.big), f
 
     def objective(self, T: Tensor, f: Tensor, gap: Tensor) -> Tensor:
         """(B,) objective of the iterate (T, f) with its gap: :func:`_dual_objective` + gap.
