@@ -340,7 +340,7 @@ def _solve(
 ) -> OTResult:
     """:func:`solve_l2_semirelaxed`'s iterations in ``dtype``, its certificate in float64."""
     out_dtype = C.dtype
-    ipm = _InteriorPoint(*(x.to(dtype) for x in (C, a, b)), lam)
+    ipm = _InteriorPoint(C.to(dtype), a.to(dtype), b.to(dtype), lam)
     X, f = ipm.start()
     n_bad = torch.zeros(C.shape[0], dtype=torch.long, device=C.device)
     n_iter, converged = 0, False
