@@ -48,10 +48,12 @@ from protorec.ot.result import OTResult, check_problem
 
 #: Fraction of the way to the boundary of the positive orthant that a step may go.
 _TO_BOUNDARY = 0.99
-#: Slack of the starting point, as a fraction of the problem's cost scale (0.1 rather than
-#: 1: 12.8 instead of 14.4 iterations at tol 1e-6 on ProWTP's problems, docs/ot.md; smaller
-#: values help ProWTP's problems further but cost iterations at lam 5-50).
-_START_SLACK = 0.1
+#: Slack of the starting point: these fractions of the costs' spread and of the penalty's
+#: scale 2 lam max b (rather than 1 of their sum: 12.4 -> 9.1 iterations at tol 1e-4 on
+#: ProWTP's problems, with the centred start; a smaller share of the spread helps them
+#: further but costs iterations at lam 5-50; docs/ot.md).
+_START_SLACK_SPREAD = 0.05
+_START_SLACK_PENALTY = 0.1
 #: Smallest relative gap certified from float32 iterations (float32 input only): ~1000x
 #: float32's resolution, so that the iterates' rounding stays far below the gap sought.
 _FLOAT32_TOL = 1e-4
@@ -104,7 +106,11 @@ class _InteriorPoint:
         valid_c = torch.where(valid, C, math.inf)
         spread = torch.where(valid, C, -math.inf).amax((-2, -1)) - valid_c.amin((-2, -1))
         spread = torch.where(torch.isfinite(spread), spread, 0)
-        self.scale = spread + 2 * lam * b.amax(-1) + torch.finfo(C.dtype).tiny
+        penalty = 2 * lam * b.amax(-1)
+        self.scale = spread + penalty + torch.finfo(C.dtype).tiny
+        self.start_slack = (
+            _START_SLACK_SPREAD * spread + _START_SLACK_PENALTY * penalty
+        ).clamp_min(torch.finfo(C.dtype).tiny)
         # The real rows, in the padded layout's order (one host sync, before the loop).
         self.pos = row_ok.flatten().nonzero().squeeze(-1)  # (N,) index into B * n
         self.ragged = self.pos.shape[0] < B * n
@@ -164,11 +170,11 @@ class _InteriorPoint:
     def slacks(self, T: Tensor) -> tuple[Tensor, Tensor]:
         """Slacks S = C + g - f of T's potentials g (huge on padding columns), and f.
 
-        f is each row's least C + g minus ``_START_SLACK`` times the cost scale.
+        f is each row's least C + g minus the start's slack (``_START_SLACK_*``).
         """
         g = 2 * self.lam * (self.per_problem(T) - self.b)
         x = torch.where(self.valid, self.C + self.rows(g), math.inf)
-        f = x.amin(-1) - _START_SLACK * self.rows(self.scale)
+        f = x.amin(-1) - self.rows(self.start_slack)
         return torch.where(self.valid, x - f.unsqueeze(-1), self.big), f
 
     def objective(self, T: Tensor, f: Tensor, gap: Tensor) -> Tensor:
