@@ -352,11 +352,10 @@ class ProWTPHead(WatchHead):
         align = self.align(h, prototypes, scenario)
         t = self.target(watch_ms, duration_ms)
         logits = h @ prototypes.T / cfg.temperature
-        mixture = torch.softmax(logits, dim=-1) @ prototypes
-        # g once on both mixtures (the plan's for eq. 12, the assignment's for infer).
-        task, infer = self.regress(
-            torch.cat([align.soft_labels @ prototypes, mixture]), torch.cat([h, h])
-        ).chunk(2)
+        # Both mixtures in one product and g once on them (the plan's for eq. 12, the
+        # assignment's for infer).
+        weights = torch.cat([align.soft_labels, torch.softmax(logits, dim=-1)])
+        task, infer = self.regress(weights @ prototypes, torch.cat([h, h])).chunk(2)
         terms = {
             "watch": cfg.task_weight * F.mse_loss(task, t),
             "watch_assign": cfg.assign_weight

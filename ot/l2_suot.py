@@ -161,8 +161,8 @@ class _InteriorPoint:
         Returns X = [T, S] (2, G, m, k) and f (G, m).
         """
         per_row = self.valid.sum(-1, keepdim=True).clamp_min(1).to(self.C.dtype)
-        S, _ = self.slacks(torch.where(self.valid, self.a.unsqueeze(-1) / per_row, 0))
-        inv_S = torch.where(self.valid, S.reciprocal(), 0)
+        S, _ = self.slacks(self.masked((self.a.unsqueeze(-1) / per_row).expand_as(self.C), 0))
+        inv_S = self.masked(S.reciprocal(), 0)
         T = inv_S.mul_((self.a / inv_S.sum(-1)).unsqueeze(-1))
         S, f = self.slacks(T)
         return torch.stack([T, S]), f
@@ -173,9 +173,13 @@ class _InteriorPoint:
         f is each row's least C + g minus the start's slack (``_START_SLACK_*``).
         """
         g = 2 * self.lam * (self.per_problem(T) - self.b)
-        x = torch.where(self.valid, self.C + self.rows(g), math.inf)
+        x = self.masked(self.C + self.rows(g), math.inf)
         f = x.amin(-1) - self.rows(self.start_slack)
-        return torch.where(self.valid, x - f.unsqueeze(-1), self.big), f
+        return self.masked(x - f.unsqueeze(-1), self.big), f
+
+    def masked(self, x: Tensor, fill: float) -> Tensor:
+        """X (G, m, k) with ``fill`` on padding columns (x itself where there are none)."""
+        return torch.where(self.valid, x, fill) if self.col_padded else x
 
     def objective(self, T: Tensor, f: Tensor, gap: Tensor) -> Tensor:
         """(B,) objective of the iterate (T, f) with its gap: :func:`_dual_objective` + gap.
