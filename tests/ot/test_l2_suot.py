@@ -146,6 +146,16 @@ def test_float32_iterations_certify_a_loose_tol_and_fall_back_to_float64():
     torch.testing.assert_close(stalled.plan, ref.plan.float(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("lam", [0.5, 50.0])
+def test_a_test_every_iteration_stops_at_the_first_iteration_under_tol(lam):
+    # The test waits while no gap is near tol times a bound on the objective: it must not
+    # wait past the first iteration that meets tol (at max_iter the test always runs).
+    C, a, b = random_problem(3, 25, 6, seed=7)
+    res = solve_l2_semirelaxed(C, a, b, lam, tol=1e-6, check_every=1)
+    before = solve_l2_semirelaxed(C, a, b, lam, max_iter=res.n_iter - 1, tol=1e-6, check_every=1)
+    assert res.converged and not before.converged
+
+
 def test_batch_equals_one_by_one():
     C, a, b = random_problem(3, 20, 6, seed=5)
     res = solve_l2_semirelaxed(C, a, b, 5.0, tol=1e-10, check_every=1)
