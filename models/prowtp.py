@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,7 +100,8 @@ def compact_loss(h: Tensor, soft_labels: Tensor, temperature: float) -> Tensor:
     off_diagonal = ~torch.eye(h.shape[0], dtype=torch.bool, device=h.device)
     positives = (members @ members.T) * off_diagonal
     logits = h @ h.T / temperature
-    log_norm = torch.logsumexp(logits[off_diagonal], dim=0)
+    # Diagonal at -inf rather than a boolean gather: one pass, no host sync.
+    log_norm = torch.logsumexp(logits.masked_fill(~off_diagonal, -math.inf).flatten(), dim=0)
     return -(positives * (logits - log_norm)).sum() / positives.sum().clamp_min(1)
 
 
@@ -332,8 +334,13 @@ class ProWTPHead(WatchHead):
                 check_every=cfg.ot_check_every,
             )
             normalised = result.plan * layout.counts.to(cost.dtype).view(-1, 1, 1)
-        soft_labels = torch.zeros(h.shape[0], prototypes.shape[0], dtype=h.dtype, device=h.device)
-        soft_labels[layout.index[layout.mask]] = normalised[layout.mask].to(h.dtype)
+        # Each row's slot in the padded layout (padding slots scatter into a spare entry):
+        # a gather instead of boolean-mask indexing, no host sync.
+        rows = torch.where(layout.mask, layout.index, h.shape[0]).flatten()
+        slot = torch.empty(h.shape[0] + 1, dtype=torch.long, device=h.device).scatter_(
+            0, rows, torch.arange(rows.shape[0], device=h.device)
+        )[:-1]
+        soft_labels = normalised.flatten(0, 1).index_select(0, slot).to(h.dtype)
         return ProWTPAlignment(soft_labels, result.plan, layout.mask, result)
 
     def loss_terms(
@@ -345,13 +352,15 @@ class ProWTPHead(WatchHead):
         align = self.align(h, prototypes, scenario)
         t = self.target(watch_ms, duration_ms)
         logits = h @ prototypes.T / cfg.temperature
-        mixture = torch.softmax(logits, dim=-1) @ prototypes
+        # Both mixtures in one product and g once on them (the plan's for eq. 12, the
+        # assignment's for infer).
+        weights = torch.cat([align.soft_labels, torch.softmax(logits, dim=-1)])
+        task, infer = self.regress(weights @ prototypes, torch.cat([h, h])).chunk(2)
         terms = {
-            "watch": cfg.task_weight
-            * F.mse_loss(self.regress(align.soft_labels @ prototypes, h), t),
+            "watch": cfg.task_weight * F.mse_loss(task, t),
             "watch_assign": cfg.assign_weight
             * -(align.soft_labels * torch.log_softmax(logits, dim=-1)).sum(-1).mean(),
-            "watch_infer": cfg.infer_weight * F.mse_loss(self.regress(mixture, h), t),
+            "watch_infer": cfg.infer_weight * F.mse_loss(infer, t),
         }
         if cfg.compact_weight > 0 and h.shape[0] >= 2:
             m = max(2, round(cfg.compact_sample * h.shape[0]))

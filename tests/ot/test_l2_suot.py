@@ -130,6 +130,32 @@ def test_float32_input_gives_float32_plan_at_the_same_objective():
     assert ((ours - best).abs() <= 1e-6 * best).all()
 
 
+def test_float32_iterations_certify_a_loose_tol_and_fall_back_to_float64():
+    C, a, b = random_problem(2, 30, 8, seed=4)
+    C32, a32, b32 = C.float(), a.float(), b.float()
+    res = solve_l2_semirelaxed(C32, a32, b32, 5.0, tol=1e-4, check_every=1)
+    assert res.plan.dtype == torch.float32 and res.converged
+    # The gap is certified in float64 from the returned plan and bounds its suboptimality.
+    ours = l2_semirelaxed_objective(res.plan.double(), C, b, 5.0)
+    assert (res.gap <= 1e-4 * ours).all()
+    assert_reaches_path(res.plan.double(), res.gap.double(), C, a, b, 5.0, rel=1e-4)
+    # float32 cannot reach tol within max_iter here: the float64 re-solve's result.
+    stalled = solve_l2_semirelaxed(C32, a32, b32, 5.0, max_iter=2, tol=1e-4, check_every=1)
+    ref = solve_l2_semirelaxed(C32.double(), a32.double(), b32.double(), 5.0, 2, 1e-4, 1)
+    assert not stalled.converged
+    torch.testing.assert_close(stalled.plan, ref.plan.float(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("lam", [0.5, 50.0])
+def test_a_test_every_iteration_stops_at_the_first_iteration_under_tol(lam):
+    # The test waits while no gap is near tol times a bound on the objective: it must not
+    # wait past the first iteration that meets tol (at max_iter the test always runs).
+    C, a, b = random_problem(3, 25, 6, seed=7)
+    res = solve_l2_semirelaxed(C, a, b, lam, tol=1e-6, check_every=1)
+    before = solve_l2_semirelaxed(C, a, b, lam, max_iter=res.n_iter - 1, tol=1e-6, check_every=1)
+    assert res.converged and not before.converged
+
+
 def test_batch_equals_one_by_one():
     C, a, b = random_problem(3, 20, 6, seed=5)
     res = solve_l2_semirelaxed(C, a, b, 5.0, tol=1e-10, check_every=1)
@@ -147,6 +173,9 @@ def test_plan_is_a_constant_and_errors_are_clear():
     C, a, b = random_problem(1, 6, 3, seed=6)
     res = solve_l2_semirelaxed(C.requires_grad_(True), a, b, 1.0)
     assert not res.plan.requires_grad
+    # Ordinary tensors (solved in inference mode): usable in autograd and in place.
+    for name in ("plan", "err_a", "err_b", "f", "g", "gap"):
+        assert not getattr(res, name).is_inference(), name
     with pytest.raises(ValueError, match="lam"):
         solve_l2_semirelaxed(C, a, b, 0.0)
     with pytest.raises(ValueError, match="infeasible"):
