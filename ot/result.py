@@ -13,8 +13,9 @@ class OTResult:
     """A batch of transport plans with the solver's diagnostics (POT's ``log=True``, typed).
 
     Notation: B problems in the batch, n rows (instances), k columns (prototypes).
-    Plans are constants: solvers run under ``torch.no_grad()`` on detached inputs, so
-    ``plan`` carries no graph, as the papers use it (a fixed target for the alignment loss).
+    Plans are constants: solvers run under ``torch.inference_mode()`` (or ``no_grad``) on
+    detached inputs and return ordinary tensors, so ``plan`` carries no graph, as the
+    papers use it (a fixed target for the alignment loss).
 
     Args:
         plan: (B, n, k) transport plans; zero on rows and columns of zero mass.

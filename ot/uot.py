@@ -49,6 +49,7 @@ count of small tensor operations (3 to 5 us each): the loop keeps them few.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Literal, NamedTuple
 
@@ -600,7 +601,9 @@ def solve_uot(
         warm_start = (warm_start.log_u, warm_start.log_v)
     log_u0, log_v0 = warm_start if warm_start is not None else (None, None)
     transpose = C.shape[-2] < C.shape[-1]
-    with torch.no_grad():
+    # Inference mode rather than no_grad: no version counters or view tracking on the
+    # solver's small operations (its time on CPU is their count).
+    with torch.inference_mode():
         C, a, b = C.detach(), a.detach(), b.detach()
         if transpose:  # Newton on the smaller side: rows become columns.
             C, a, b, tau_a, tau_b = C.transpose(-2, -1), b, a, tau_b, tau_a
@@ -618,6 +621,16 @@ def solve_uot(
         else:
             v0 = solver.start(tol)
         res = solver.solve(v0, max_iter, tol, check_every)
+    # Inference tensors cannot be saved for backward or changed in place outside inference
+    # mode: the caller gets ordinary copies of the result's tensors.
+    res = dataclasses.replace(
+        res,
+        **{
+            name: value.clone()
+            for name in ("plan", "log_u", "log_v", "err_a", "err_b", "f", "g")
+            if (value := getattr(res, name)) is not None
+        },
+    )
     if transpose:
         res = OTResult(
             plan=res.plan.transpose(-2, -1),

@@ -305,11 +305,17 @@ def test_semirelaxed_wrapper_and_exact_marginal():
     assert (res.err_b <= 1e-12).all()
 
 
-def test_plan_is_a_constant():
-    C, a, b = random_problem(1, 6, 3, seed=10)
+@pytest.mark.parametrize("shape", [(6, 3), (3, 6)])  # as given and transposed
+def test_plan_is_a_constant_and_an_ordinary_tensor(shape):
+    C, a, b = random_problem(1, *shape, seed=10)
     C.requires_grad_(True)
     res = solve_uot(C, a, b)
     assert not res.plan.requires_grad and res.plan.grad_fn is None
+    # solved under inference mode, returned as ordinary tensors: usable in a loss's graph
+    for name in ("plan", "log_u", "log_v", "err_a", "err_b", "f", "g"):
+        assert not getattr(res, name).is_inference(), name
+    (res.plan * C).sum().backward()
+    torch.testing.assert_close(C.grad, res.plan)
 
 
 def test_clear_errors():
