@@ -334,13 +334,8 @@ class ProWTPHead(WatchHead):
                 check_every=cfg.ot_check_every,
             )
             normalised = result.plan * layout.counts.to(cost.dtype).view(-1, 1, 1)
-        # Each row's slot in the padded layout (padding slots scatter into a spare entry):
-        # a gather instead of boolean-mask indexing, no host sync.
-        rows = torch.where(layout.mask, layout.index, h.shape[0]).flatten()
-        slot = torch.empty(h.shape[0] + 1, dtype=torch.long, device=h.device).scatter_(
-            0, rows, torch.arange(rows.shape[0], device=h.device)
-        )[:-1]
-        soft_labels = normalised.flatten(0, 1).index_select(0, slot).to(h.dtype)
+        # Back in row order by each row's slot: a gather, no boolean-mask indexing (host sync).
+        soft_labels = layout.unpad(normalised).to(h.dtype)
         return ProWTPAlignment(soft_labels, result.plan, layout.mask, result)
 
     def loss_terms(

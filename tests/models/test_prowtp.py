@@ -64,6 +64,12 @@ def test_plan_feeding_the_losses_meets_its_constraints(tiny_config, synthetic, m
     torch.testing.assert_close(rows, expected.to(rows.dtype), atol=1e-6, rtol=0)
     assert res.result.converged and float(res.result.err_b.max()) < 1e-6
     torch.testing.assert_close(res.soft_labels.sum(-1), torch.ones(int(observed.sum())))
+    # Each observed row's soft labels are its own plan row (batch order within a scenario).
+    for s in (0, 1):
+        n = int(counts[s])
+        torch.testing.assert_close(
+            res.soft_labels[batch.scenario[observed] == s], (plan[s, :n] * n).to(torch.float32)
+        )
     # Optimal: no worse than the uniform plan of the same rows (objective of eq. 8).
     h = F.normalize(
         model.net(model.pooled(batch.sparse), batch.dense, batch.scenario)["watch_logit"][observed],
