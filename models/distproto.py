@@ -252,9 +252,10 @@ class DistProtoArch(DenseArch):
     """DistProto's training head: the net, the prototypes and the losses of the paper.
 
     Losses ("loss/<name>"): click, align (``lambda_a sum T*C`` over all problems), ortho
-    (unless the ablation), proto_ce (GPD-Net option), l2. Diagnostics: "ot/n_iter" and
-    "ot/converged" of the step's solver call (a step whose solver hit ``max_iter`` still
-    trains, on the last plan, and says so there).
+    (unless the ablation), proto_ce (GPD-Net option), l2. Diagnostics: "ot/n_iter",
+    "ot/sweeps" (the UOT's cold-start sweeps) and "ot/converged" of the step's solver
+    call (a step whose solver hit ``max_iter`` still trains, on the last plan, and says
+    so there).
 
     Args:
         net: a DistProtoNet.
@@ -381,6 +382,7 @@ class DistProtoArch(DenseArch):
         device = align.cost.device
         diagnostics["ot/n_iter"] = torch.tensor(float(align.result.n_iter), device=device)
         diagnostics["ot/converged"] = torch.tensor(float(align.result.converged), device=device)
+        diagnostics["ot/sweeps"] = torch.tensor(float(align.result.sweeps), device=device)
         return losses, diagnostics
 
     def prototype_report(

@@ -36,6 +36,8 @@ class OTResult:
         g: (B, k) or None. Column dual potentials in cost units.
         gap: (B,) or None. Certified duality gap (primal minus dual objective, >= 0) where
             the solver computes one: an upper bound on the plan's suboptimality.
+        sweeps: Sinkhorn sweeps of the UOT solver's cold start (0 for a warm start and for
+            the other solvers): with ``n_iter``, the solve's work.
     """
 
     plan: Tensor
@@ -49,6 +51,7 @@ class OTResult:
     f: Tensor | None = None
     g: Tensor | None = None
     gap: Tensor | None = None
+    sweeps: int = 0
 
 
 def check_problem(

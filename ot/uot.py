@@ -494,6 +494,7 @@ class _ReducedDual:
             message=message,
             f=self.eps * u,
             g=self.eps * log_v,
+            sweeps=self.sweeps,
         )
 
 
@@ -643,6 +644,7 @@ def solve_uot(
             message=res.message,
             f=res.g,
             g=res.f,
+            sweeps=res.sweeps,
         )
     return res
 

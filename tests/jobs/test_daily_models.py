@@ -107,6 +107,7 @@ def test_distproto_reseeds_and_reports_prototype_drift(tmp_path, scalar_tags):
         "train/loss",
         "train/loss/align",
         "train/ot/n_iter",
+        "train/ot/sweeps",
         "train/samples_per_s",
         "lr/embedding",
         "holdout/overall/auc",

@@ -85,6 +85,7 @@ def test_losses_follow_the_paper(tiny_config, batch):
     )
     # n_iter counts quasi-Newton iterations: 0 where the cold start's sweeps already meet tol.
     assert outputs["ot/converged"] == 1.0 and outputs["ot/n_iter"] >= 0
+    assert outputs["ot/sweeps"] >= 5  # the cold start's least (float32)
 
 
 def test_ortho_loss_is_zero_for_orthonormal_prototypes_and_positive_otherwise(tiny_config, batch):
