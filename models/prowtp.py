@@ -295,9 +295,12 @@ class ProWTPHead(WatchHead):
             return F.normalize(self.projection(self.learned_prototypes), dim=-1)
         return F.normalize(self.projection(self.credible_prototypes), dim=-1)
 
-    def assignment(self, h: Tensor, prototypes: Tensor) -> Tensor:
-        """``A = softmax(h P^T / tau)`` (N, C K) of h (N, d): each row from itself alone."""
-        return torch.softmax(h @ prototypes.T / self.config.temperature, dim=-1)
+    def log_assignment(self, h: Tensor, prototypes: Tensor) -> Tensor:
+        """``log A = log_softmax(h P^T / tau)`` (N, C K) of h (N, d): each row from itself.
+
+        In log form because ``assign`` (eq. 9) reads log A and ``infer`` and inference A.
+        """
+        return torch.log_softmax(h @ prototypes.T / self.config.temperature, dim=-1)
 
     def regress(self, mixture: Tensor, h: Tensor) -> Tensor:
         """The regressor g on prototype mixtures (N, d), with h (N, d) if configured -> (N,)."""
@@ -346,15 +349,14 @@ class ProWTPHead(WatchHead):
         prototypes = self.prototypes()
         align = self.align(h, prototypes, scenario)
         t = self.target(watch_ms, duration_ms)
-        logits = h @ prototypes.T / cfg.temperature
+        log_a = self.log_assignment(h, prototypes)
         # Both mixtures in one product and g once on them (the plan's for eq. 12, the
         # assignment's for infer).
-        weights = torch.cat([align.soft_labels, torch.softmax(logits, dim=-1)])
+        weights = torch.cat([align.soft_labels, log_a.exp()])
         task, infer = self.regress(weights @ prototypes, torch.cat([h, h])).chunk(2)
         terms = {
             "watch": cfg.task_weight * F.mse_loss(task, t),
-            "watch_assign": cfg.assign_weight
-            * -(align.soft_labels * torch.log_softmax(logits, dim=-1)).sum(-1).mean(),
+            "watch_assign": cfg.assign_weight * -(align.soft_labels * log_a).sum(-1).mean(),
             "watch_infer": cfg.infer_weight * F.mse_loss(infer, t),
         }
         if cfg.compact_weight > 0 and h.shape[0] >= 2:
@@ -375,5 +377,5 @@ class ProWTPHead(WatchHead):
     def predict_ms(self, raw: Tensor, duration_ms: Tensor) -> Tensor:
         h = F.normalize(raw, dim=-1)
         prototypes = self.prototypes()
-        mixture = self.assignment(h, prototypes) @ prototypes
+        mixture = self.log_assignment(h, prototypes).exp() @ prototypes
         return self.regress(mixture, h).clamp_min(0) * self.unit_ms(duration_ms)

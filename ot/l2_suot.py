@@ -38,7 +38,6 @@ dtype. Everything runs under ``torch.inference_mode()`` (no autograd bookkeeping
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -337,15 +336,7 @@ def solve_l2_semirelaxed(
             # from the start.
         if result is None or not result.converged:
             result = _solve(C, a, b, lam, max_iter, tol, check_every, torch.float64)
-    # Inference tensors cannot be saved for backward or changed in place outside
-    # inference mode: the caller gets ordinary copies of the few result tensors.
-    return dataclasses.replace(
-        result,
-        **{
-            name: getattr(result, name).clone()
-            for name in ("plan", "err_a", "err_b", "f", "g", "gap")
-        },
-    )
+    return result.cloned()  # ordinary tensors, out of inference mode
 
 
 def _solve(
@@ -386,17 +377,14 @@ def _solve(
         X = X.addcmul_(alpha.unsqueeze(-1), dX)
         f = f.addcmul_(alpha, df)
         n_iter += 1
-    T = torch.where(ipm.valid, X[0], 0) if ipm.col_padded else X[0]
+    T = ipm.masked(X[0], 0)
     # Certificate from scratch, on the real rows, in float64 whatever the iterations ran
     # in (ipm's C and a are the input's values): the primal objective of the returned
     # plan minus the exact dual at its g (hard row minima, not the iteration's f).
     T64, C64, a64, f64, b64 = (x.to(torch.float64) for x in (T, ipm.C, ipm.a, f, b))
     c = ipm.per_problem(T64)
     g = 2 * lam * (c - b64)
-    x = C64 + ipm.rows(g)
-    if ipm.col_padded:
-        x = torch.where(ipm.valid, x, math.inf)
-    row_min = x.amin(-1)
+    row_min = ipm.masked(C64 + ipm.rows(g), math.inf).amin(-1)
     dual = _dual_objective(ipm.per_problem(a64 * row_min), g, b64, lam)
     primal = ipm.per_problem(torch.linalg.vecdot(T64, C64)) + lam * (c - b64).square().sum(-1)
     gap = primal - dual

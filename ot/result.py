@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +53,19 @@ class OTResult:
     g: Tensor | None = None
     gap: Tensor | None = None
     sweeps: int = 0
+
+    def cloned(self) -> OTResult:
+        """A copy with every tensor cloned, for solvers that run under inference mode.
+
+        Inference tensors can neither be saved for backward nor changed in place outside
+        ``torch.inference_mode()``; the clones, made outside it, are ordinary tensors.
+        """
+        copy = dataclasses.replace(self)
+        for f in dataclasses.fields(copy):
+            value = getattr(copy, f.name)
+            if isinstance(value, Tensor):
+                setattr(copy, f.name, value.clone())
+        return copy
 
 
 def check_problem(

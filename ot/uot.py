@@ -622,29 +622,17 @@ def solve_uot(
         else:
             v0 = solver.start(tol)
         res = solver.solve(v0, max_iter, tol, check_every)
-    # Inference tensors cannot be saved for backward or changed in place outside inference
-    # mode: the caller gets ordinary copies of the result's tensors.
-    res = dataclasses.replace(
-        res,
-        **{
-            name: value.clone()
-            for name in ("plan", "log_u", "log_v", "err_a", "err_b", "f", "g")
-            if (value := getattr(res, name)) is not None
-        },
-    )
+    res = res.cloned()  # ordinary tensors, out of inference mode
     if transpose:
-        res = OTResult(
+        res = dataclasses.replace(
+            res,
             plan=res.plan.transpose(-2, -1),
             log_u=res.log_v,
             log_v=res.log_u,
-            n_iter=res.n_iter,
             err_a=res.err_b,
             err_b=res.err_a,
-            converged=res.converged,
-            message=res.message,
             f=res.g,
             g=res.f,
-            sweeps=res.sweeps,
         )
     return res
 
